@@ -1,0 +1,469 @@
+"""The data contract (CONTRACT.md) in code, and the one validator every step uses.
+
+Each column is a :class:`Column` spec. A spec parses a whole column at once
+(:meth:`Column.parse_series`, for training and batch scoring) or a single value
+(:meth:`Column.parse_value`, for ``predict()`` on one record); both give the same
+value and the same reason for the same input, which the test suite checks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MOTIVES = ("necessity", "career_change", "broaden_horizons", "alternate_route")
+FUNCTIONS = (
+    "engineering",
+    "data",
+    "product",
+    "design",
+    "marketing",
+    "sales",
+    "finance",
+    "hr",
+    "operations",
+    "legal",
+    "customer_support",
+    "research",
+)
+INDUSTRIES = (
+    "software",
+    "biotech",
+    "finance",
+    "healthcare",
+    "retail",
+    "manufacturing",
+    "energy",
+    "education",
+    "public_sector",
+    "media",
+    "logistics",
+    "consulting",
+)
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
+REGIONS = ("NA", "EU", "APAC", "LATAM", "MEA")
+RECOMMENDATIONS = ("take_step_down", "target_lateral", "aim_higher", "reconsider")
+
+SKILL_TOKEN = re.compile(r"[a-z0-9_]+")
+SKILL_SEPARATOR = ";"
+MAX_ID_LENGTH = 64
+
+
+class ContractError(ValueError):
+    """A file-level contract violation (missing column, unreadable file, empty file)."""
+
+
+def _is_empty(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+def _show(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a layout: its name, kind, domain and meaning.
+
+    Kinds: ``id`` (non-empty string up to 64 chars), ``enum`` (one of ``allowed``),
+    ``int`` / ``number`` (within ``low``..``high``), ``binary`` (0/1) and ``skills``
+    (``;``-separated lowercase tokens, may be empty).
+    """
+
+    name: str
+    kind: str
+    description: str
+    allowed: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+
+    def rule(self) -> str:
+        """The rule as a phrase used in rejection reasons and docs."""
+        if self.kind == "id":
+            return f"a non-empty string of at most {MAX_ID_LENGTH} characters"
+        if self.kind == "enum":
+            return "one of " + ", ".join(self.allowed)
+        if self.kind == "binary":
+            return "0 or 1"
+        if self.kind == "skills":
+            return "';'-separated lowercase tokens [a-z0-9_]+"
+        noun = "an integer" if self.kind == "int" else "a number"
+        return f"{noun} {_fmt(self.low)}-{_fmt(self.high)}"
+
+    def reason(self, raw: Any) -> str:
+        """The rejection sentence for ``raw``."""
+        if _is_empty(raw):
+            return f"{self.name} is required ({self.rule()}), got an empty value"
+        return f"{self.name} must be {self.rule()}, got '{_show(raw)}'"
+
+    def parse_value(self, raw: Any) -> tuple[Any, str | None]:
+        """Parse one value. Returns ``(value, None)`` or ``(None, reason)``."""
+        if _is_empty(raw):
+            if self.nullable:
+                return None, None
+            return None, self.reason(raw)
+        kind = self.kind
+        if kind in ("id", "enum", "skills"):
+            if not isinstance(raw, str):
+                return None, self.reason(raw)
+            text = raw.strip()
+            if kind == "id":
+                ok = len(text) <= MAX_ID_LENGTH
+            elif kind == "enum":
+                ok = text in self.allowed
+            else:
+                ok = all(SKILL_TOKEN.fullmatch(t) for t in text.split(SKILL_SEPARATOR))
+            return (text, None) if ok else (None, self.reason(raw))
+        number = _to_number(raw)
+        if number is None:
+            return None, self.reason(raw)
+        if kind in ("int", "binary") and number != math.floor(number):
+            return None, self.reason(raw)
+        low, high = (0.0, 1.0) if kind == "binary" else (self.low, self.high)
+        if (low is not None and number < low) or (high is not None and number > high):
+            return None, self.reason(raw)
+        return (int(number) if kind in ("int", "binary") else number), None
+
+    def parse_series(self, raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+        """Parse a whole column. Returns the parsed values and a boolean mask of bad rows.
+
+        Parsed values of bad rows are meaningless. Empty cells of a nullable column
+        parse to NaN (numbers) or ``None`` (strings).
+        """
+        empty = _empty_mask(raw)
+        kind = self.kind
+        if kind in ("id", "enum", "skills"):
+            is_str = _is_text(raw)
+            text = raw.where(is_str, "").astype(str).str.strip()
+            if kind == "id":
+                ok = text.str.len().to_numpy() <= MAX_ID_LENGTH
+            elif kind == "enum":
+                ok = text.isin(self.allowed).to_numpy()
+            else:
+                ok = text.str.fullmatch(r"[a-z0-9_]+(?:;[a-z0-9_]+)*").to_numpy(dtype=bool)
+            ok = ok & is_str
+            values = text.astype(object).where(~empty, None)
+        else:
+            number = _numbers(raw)
+            ok = ~np.isnan(number)
+            if kind in ("int", "binary"):
+                ok &= np.floor(number) == number
+            low, high = (0.0, 1.0) if kind == "binary" else (self.low, self.high)
+            with np.errstate(invalid="ignore"):
+                if low is not None:
+                    ok &= number >= low
+                if high is not None:
+                    ok &= number <= high
+            values = pd.Series(np.where(ok, number, np.nan), index=raw.index)
+        bad = ~ok & ~empty if self.nullable else ~ok | empty
+        return values, bad
+
+
+def _fmt(bound: float | None) -> str:
+    if bound is None:
+        return ""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+def _to_number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, (int, float, np.integer, np.floating)):
+        number = float(raw)
+    elif isinstance(raw, str):
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_text(raw: pd.Series) -> np.ndarray:
+    if pd.api.types.is_string_dtype(raw.dtype) and raw.dtype != object:
+        return raw.notna().to_numpy(dtype=bool)
+    return (raw.map(type) == str).to_numpy(dtype=bool)
+
+
+def _empty_mask(raw: pd.Series) -> np.ndarray:
+    missing = raw.isna().to_numpy(dtype=bool).copy()
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
+        is_str = _is_text(raw)
+        blank = raw.where(is_str, "x").astype(str).str.strip() == ""
+        missing |= blank.to_numpy(dtype=bool)
+    return missing
+
+
+def _numbers(raw: pd.Series) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_numeric_dtype(raw.dtype):
+        number = raw.astype("float64").to_numpy()
+    else:
+        # Booleans stored in an object column count as 0/1, as in parse_value.
+        cleaned = raw.map(lambda v: float(v) if isinstance(v, bool) else v, na_action="ignore")
+        number = pd.to_numeric(cleaned, errors="coerce").astype("float64").to_numpy()
+    number = number.copy()
+    number[~np.isfinite(number)] = np.nan
+    return number
+
+
+CANDIDATE_COLUMNS: tuple[Column, ...] = (
+    Column("candidate_id", "id", "opaque id, echoed in every output row"),
+    Column("motive", "enum", "why the person considers the move", allowed=MOTIVES),
+    Column(
+        "necessity_avoidable",
+        "binary",
+        "was the necessity avoidable; required when motive is necessity",
+        nullable=True,
+    ),
+    Column("current_level", "int", "career level now (1 entry, 6 manager, 10 executive)", 
+           low=1, high=10),
+    Column("target_level", "int", "level of the role considered, <= current_level", low=1, high=10),
+    Column("current_function", "enum", "profession now", allowed=FUNCTIONS),
+    Column("target_function", "enum", "profession of the target role", allowed=FUNCTIONS),
+    Column("current_industry", "enum", "industry now", allowed=INDUSTRIES),
+    Column("target_industry", "enum", "industry of the target role", allowed=INDUSTRIES),
+    Column("same_employer", "binary", "internal move (another department)"),
+    Column("current_skills", "skills", "the person's skills", nullable=True),
+    Column("target_skills", "skills", "skills the target role requires", nullable=True),
+    Column("years_experience", "number", "years of work experience", low=0, high=50),
+    Column("performance_rating", "int", "last review", low=1, high=5),
+    Column("fit_score", "int", "assessed fit with the target role and team", low=1, high=5),
+    Column("promotion_path", "binary", "the target role has a defined path upward"),
+    Column("unemployment_rate", "number", "regional rate at decision time, percent", 
+           low=0, high=30),
+    Column("months_unemployed", "number", "0 when employed", low=0, high=120),
+    Column("age_band", "enum", "age band", allowed=AGE_BANDS),
+    Column("region", "enum", "world region", allowed=REGIONS),
+)
+PERSON_ID = Column(
+    "person_id",
+    "id",
+    "optional: groups several target roles of one person; scores are ranked within it",
+)
+OUTCOME_COLUMNS: tuple[Column, ...] = (
+    Column("transition_year", "int", "year of the move", low=1950, high=2100),
+    Column(
+        "advanced_within_36m",
+        "binary",
+        "the label: reached a level >= current_level within 36 months of the move",
+    ),
+    Column(
+        "months_to_regain",
+        "number",
+        "months until that happened; empty when it did not within the record's horizon",
+        low=0,
+        high=600,
+        nullable=True,
+    ),
+)
+TRANSITION_COLUMNS: tuple[Column, ...] = CANDIDATE_COLUMNS + OUTCOME_COLUMNS
+TRUE_PROBABILITY = "true_probability"
+LABEL = "advanced_within_36m"
+
+RAW_IDENTIFYING_COLUMNS = (
+    "employee_id",
+    "full_name",
+    "email",
+    "birth_date",
+    "city",
+    "current_employer",
+    "target_employer",
+    "current_title",
+    "target_title",
+    "transition_date",
+    "current_salary",
+    "target_salary",
+)
+RAW_REPLACED_COLUMNS = ("candidate_id", "age_band", "region", "transition_year", "same_employer")
+RAW_COLUMNS = tuple(
+    c.name for c in TRANSITION_COLUMNS if c.name not in RAW_REPLACED_COLUMNS
+) + RAW_IDENTIFYING_COLUMNS
+
+SCORES_COLUMNS = ("candidate_id", "p_advance", "recommendation", "reasons", "model_version")
+RANK_COLUMN = "rank"
+REJECTS_COLUMNS = ("row", "candidate_id", "column", "reason")
+
+_CANDIDATE_BY_NAME = {c.name: c for c in CANDIDATE_COLUMNS}
+
+
+def names(columns: Iterable[Column]) -> list[str]:
+    """The names of ``columns``, in order."""
+    return [c.name for c in columns]
+
+
+def missing_columns(header: Iterable[str], columns: Sequence[Column]) -> list[str]:
+    """Required columns absent from ``header``."""
+    present = set(header)
+    return [c.name for c in columns if c.name not in present]
+
+
+def require_columns(header: Iterable[str], columns: Sequence[Column], source: str) -> None:
+    """Raise :class:`ContractError` naming ``source`` if ``header`` lacks required columns."""
+    missing = missing_columns(header, columns)
+    if missing:
+        raise ContractError(f"{source}: missing required column(s): {', '.join(missing)}")
+
+
+@dataclass
+class Validation:
+    """Outcome of validating a frame.
+
+    Attributes:
+        values: parsed columns (contract columns typed; other columns passed through),
+            all rows in input order; rows flagged in ``bad`` hold meaningless values.
+        bad: boolean mask, one per input row, True where the row has any problem.
+        problems: one row per problem, CONTRACT.md rejects layout (``row`` is 1-based).
+    """
+
+    values: pd.DataFrame
+    bad: np.ndarray
+    problems: pd.DataFrame = field(default_factory=lambda: empty_rejects())
+
+    @property
+    def valid(self) -> pd.DataFrame:
+        """The valid rows only, typed."""
+        return self.values.loc[~self.bad]
+
+
+def empty_rejects() -> pd.DataFrame:
+    """An empty frame in the rejects layout."""
+    return pd.DataFrame(
+        {
+            "row": pd.Series(dtype="int64"),
+            "candidate_id": pd.Series(dtype=object),
+            "column": pd.Series(dtype=object),
+            "reason": pd.Series(dtype=object),
+        }
+    )
+
+
+def level_reason(current: int, target: int) -> str:
+    """Reason for a target level above the current one."""
+    return f"target_level must be <= current_level ({current}), got '{target}'"
+
+
+NECESSITY_AVOIDABLE_REASON = (
+    "necessity_avoidable is required (0 or 1) when motive is necessity, got an empty value"
+)
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    columns: Sequence[Column] = CANDIDATE_COLUMNS,
+    first_row: int = 1,
+    source: str = "input",
+) -> Validation:
+    """Validate every row of ``frame`` against ``columns``.
+
+    Args:
+        frame: the rows, as read (strings) or already typed.
+        columns: the layout to check (candidate or transition columns).
+        first_row: 1-based row number of the frame's first row in its file.
+        source: name of the input, used in file-level errors.
+
+    Returns:
+        A :class:`Validation` with typed values, the bad-row mask and every problem.
+
+    Raises:
+        ContractError: when a required column is missing.
+    """
+    require_columns(frame.columns, columns, source)
+    if PERSON_ID.name in frame.columns and PERSON_ID not in columns:
+        columns = (*columns, PERSON_ID)
+    n = len(frame)
+    parsed: dict[str, Any] = {}
+    problem_rows: list[np.ndarray] = []
+    problem_columns: list[str] = []
+    problem_reasons: list[np.ndarray] = []
+    bad = np.zeros(n, dtype=bool)
+    def add(idx: np.ndarray, column: str, reasons: np.ndarray) -> None:
+        bad[idx] = True
+        problem_rows.append(idx)
+        problem_columns.extend([column] * len(idx))
+        problem_reasons.append(reasons)
+
+    for column in columns:
+        raw = frame[column.name]
+        values, col_bad = column.parse_series(raw)
+        parsed[column.name] = values.to_numpy()
+        if col_bad.any():
+            idx = np.flatnonzero(col_bad)
+            add(idx, column.name, np.array([column.reason(v) for v in raw.iloc[idx]], dtype=object))
+    if "current_level" in parsed and "target_level" in parsed:
+        current, target = parsed["current_level"], parsed["target_level"]
+        with np.errstate(invalid="ignore"):
+            idx = np.flatnonzero(target > current)
+        reasons = [level_reason(int(current[i]), int(target[i])) for i in idx]
+        add(idx, "target_level", np.array(reasons, dtype=object))
+    if "motive" in parsed and "necessity_avoidable" in parsed:
+        empty = _empty_mask(frame["necessity_avoidable"])
+        idx = np.flatnonzero((parsed["motive"] == "necessity") & empty)
+        add(idx, "necessity_avoidable", np.full(len(idx), NECESSITY_AVOIDABLE_REASON, dtype=object))
+    values = frame.copy()
+    for name, column_values in parsed.items():
+        values[name] = column_values
+    if problem_rows:
+        rows = np.concatenate(problem_rows)
+        ids = frame["candidate_id"].to_numpy(dtype=object)[rows] if "candidate_id" in frame else ""
+        problems = pd.DataFrame(
+            {
+                "row": rows.astype("int64") + first_row,
+                "candidate_id": pd.Series(ids, dtype=object).map(_id_text).to_numpy(),
+                "column": problem_columns,
+                "reason": np.concatenate(problem_reasons),
+            }
+        )
+        problems = problems.sort_values("row", kind="stable").reset_index(drop=True)
+    else:
+        problems = empty_rejects()
+    return Validation(values=values, bad=bad, problems=problems)
+
+
+def _id_text(value: Any) -> str:
+    return "" if _is_empty(value) else str(value)
+
+
+def validate_record(
+    record: Mapping[str, Any], columns: Sequence[Column] = CANDIDATE_COLUMNS
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Validate one record (the ``predict()`` fast path).
+
+    Returns:
+        ``(values, problems)``: the parsed values and a list of ``(column, reason)``;
+        the values are only meaningful when ``problems`` is empty.
+    """
+    values: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    optional = (PERSON_ID,) if PERSON_ID.name in record else ()
+    for column in (*columns, *optional):
+        if column.name not in record and not column.nullable:
+            problems.append((column.name, f"{column.name} is missing"))
+            continue
+        value, reason = column.parse_value(record.get(column.name))
+        if reason is not None:
+            problems.append((column.name, reason))
+        values[column.name] = value
+    current, target = values.get("current_level"), values.get("target_level")
+    if current is not None and target is not None and target > current:
+        problems.append(("target_level", level_reason(current, target)))
+    if values.get("motive") == "necessity" and _is_empty(record.get("necessity_avoidable")):
+        problems.append(("necessity_avoidable", NECESSITY_AVOIDABLE_REASON))
+    return values, problems
+
+
+def candidate_column(name: str) -> Column:
+    """The candidate column spec called ``name``."""
+    return _CANDIDATE_BY_NAME[name]

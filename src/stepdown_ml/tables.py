@@ -1,0 +1,135 @@
+"""Reading and writing the project's CSV files: clear errors in, atomic and safe out."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from stepdown_ml.contract import ContractError
+
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def neutralize(value: object) -> object:
+    """Prefix a formula-like string with ``'`` so spreadsheets show it as text."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def neutralize_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells (and column names) cannot act as formulas."""
+    out = frame.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+            text = column.astype(object)
+            risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+            if risky.any():
+                out[name] = text.where(~risky.to_numpy(dtype=bool), "'" + text.astype(str))
+    out.columns = [neutralize(c) for c in out.columns]
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    On any error the temporary file is removed and ``path`` is left as it was, so a
+    reader never sees a partial file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    columns = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.api.extensions.ExtensionDtype) and not (
+            pd.api.types.is_string_dtype(column.dtype)
+        ):
+            columns[name] = pa.array(column.to_numpy(dtype=object, na_value=None), from_pandas=True)
+        else:
+            columns[name] = pa.array(column.to_numpy(), from_pandas=True)
+    return pa.table(columns)
+
+
+def write_csv(frame: pd.DataFrame, path: Path | str) -> None:
+    """Write ``frame`` as CSV atomically, formula-like cells neutralized."""
+    table = _arrow_table(neutralize_frame(frame))
+    with atomic_path(path) as tmp:
+        pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
+
+
+def read_csv_text(path: Path | str) -> pd.DataFrame:
+    """Read a whole CSV file with every cell as text (empty cells as ``""``).
+
+    Raises:
+        ContractError: one line naming the file (and row) when the file is missing,
+            empty, not UTF-8 or not a consistent CSV.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ContractError(f"{source}: no such file")
+    if source.stat().st_size == 0:
+        raise ContractError(f"{source}: the file is empty (expected a CSV header row)")
+    check_utf8(source)
+    with open(source, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ContractError(f"{source}: the file is empty (expected a CSV header row)") from None
+        except csv.Error as exc:
+            raise ContractError(f"{source}: row 0 (header): not a valid CSV row: {exc}") from None
+        rows = []
+        try:
+            for number, row in enumerate(reader, start=1):
+                if len(row) != len(header):
+                    raise ContractError(
+                        f"{source}: row {number}: expected {len(header)} fields, got {len(row)}"
+                    )
+                rows.append(row)
+        except csv.Error as exc:
+            raise ContractError(f"{source}: row {reader.line_num - 1}: not valid CSV: {exc}") from None
+    if len(set(header)) != len(header):
+        raise ContractError(f"{source}: the header names a column twice")
+    data = np.array(rows, dtype=object).reshape(len(rows), len(header))
+    return pd.DataFrame(data, columns=header, dtype=object)
+
+
+def check_utf8(source: Path) -> None:
+    """Raise :class:`ContractError` naming the row of the first byte that is not UTF-8."""
+    with open(source, "rb") as handle:
+        line_number = 0
+        for line in handle:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ContractError(
+                    f"{source}: row {line_number}: not UTF-8 text "
+                    f"(byte 0x{line[exc.start]:02x} at position {exc.start})"
+                ) from None
+            line_number += 1
