@@ -62,6 +62,44 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from stepdown_ml.skills import load_vocabulary
+    from stepdown_ml.train import load_params, run_training
+
+    params = load_params(args.params)
+    vocab = load_vocabulary(args.vocabulary)
+    if args.no_track:
+        result = run_training(args.data, args.model_dir, params, vocab, plots_dir=args.plots_dir)
+        outcome = None
+    else:
+        from stepdown_ml.tracking import tracked_training
+
+        result, outcome = tracked_training(
+            args.data, args.model_dir, params, vocab, params_path=args.params, plots_dir=args.plots_dir
+        )
+    test = result.metrics["test"]
+    gap = result.metrics.get("oracle_gap")
+    _say(
+        f"trained {result.manifest['model_version']} ({result.manifest['ensemble']['trees']} trees) "
+        f"into {args.model_dir}: test AUC {test['roc_auc']:.4f}, Brier {test['brier']:.4f}"
+        + (f", oracle gap AUC {gap['roc_auc']:.4f} Brier {gap['brier']:.4f}" if gap else "")
+    )
+    if outcome is not None:
+        _say(outcome.summary())
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stepdown_ml.evaluate import evaluate_model
+    from stepdown_ml.serving import load_model
+    from stepdown_ml.tables import read_csv_text
+    from stepdown_ml.train import prepare
+
+    values = prepare(read_csv_text(args.data), source=str(args.data))
+    print_json(evaluate_model(load_model(args.model_uri or args.model_dir), values))
+    return EXIT_OK
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -77,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write synthetic transition (or raw) records")
     gen.add_argument("--rows", type=_positive_int, default=20_000, help="number of records")
     gen.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
-    gen.add_argument(
-        "--out", type=Path, default=config.GENERATED_DIR / "transitions.csv", help="output CSV"
-    )
+    gen.add_argument("--out", type=Path, default=config.GENERATED_DIR / "transitions.csv", help="output CSV")
     gen.add_argument("--raw", action="store_true", help="raw records with fake identities")
     gen.set_defaults(func=cmd_generate)
 
@@ -93,6 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
     anon.add_argument("--report", type=Path, default=None, help="JSON report of what was done")
     anon.set_defaults(func=cmd_anonymize)
 
+    train = sub.add_parser("train", help="train, evaluate and export a model directory (tracked in MLflow)")
+    train.add_argument(
+        "--data", type=Path, default=config.GENERATED_DIR / "transitions.csv", help="transitions CSV"
+    )
+    train.add_argument(
+        "--model-dir", type=Path, default=config.MODELS_DIR / "latest", help="output directory"
+    )
+    train.add_argument("--params", type=Path, default=config.TRAIN_PARAMS_PATH, help="hyperparameters YAML")
+    train.add_argument(
+        "--vocabulary", type=Path, default=config.SKILLS_VOCABULARY_PATH, help="skills vocabulary JSON"
+    )
+    train.add_argument("--plots-dir", type=Path, default=None, help="where to write PNG plots")
+    train.add_argument("--no-track", action="store_true", help="do not log to MLflow or register")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="print a model's metrics on labelled data as JSON")
+    ev.add_argument("--data", type=Path, required=True, help="transitions CSV")
+    ev.add_argument("--model-dir", type=Path, default=config.DEFAULT_MODEL_DIR, help="model directory")
+    ev.add_argument(
+        "--model-uri", default=None, help="or an MLflow URI, e.g. models:/stepdown-advancement@champion"
+    )
+    ev.set_defaults(func=cmd_evaluate)
     return parser
 
 

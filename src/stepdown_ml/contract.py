@@ -228,8 +228,7 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
         "was the necessity avoidable; required when motive is necessity",
         nullable=True,
     ),
-    Column("current_level", "int", "career level now (1 entry, 6 manager, 10 executive)", 
-           low=1, high=10),
+    Column("current_level", "int", "career level now (1 entry, 6 manager, 10 executive)", low=1, high=10),
     Column("target_level", "int", "level of the role considered, <= current_level", low=1, high=10),
     Column("current_function", "enum", "profession now", allowed=FUNCTIONS),
     Column("target_function", "enum", "profession of the target role", allowed=FUNCTIONS),
@@ -242,8 +241,7 @@ CANDIDATE_COLUMNS: tuple[Column, ...] = (
     Column("performance_rating", "int", "last review", low=1, high=5),
     Column("fit_score", "int", "assessed fit with the target role and team", low=1, high=5),
     Column("promotion_path", "binary", "the target role has a defined path upward"),
-    Column("unemployment_rate", "number", "regional rate at decision time, percent", 
-           low=0, high=30),
+    Column("unemployment_rate", "number", "regional rate at decision time, percent", low=0, high=30),
     Column("months_unemployed", "number", "0 when employed", low=0, high=120),
     Column("age_band", "enum", "age band", allowed=AGE_BANDS),
     Column("region", "enum", "world region", allowed=REGIONS),
@@ -288,9 +286,9 @@ RAW_IDENTIFYING_COLUMNS = (
     "target_salary",
 )
 RAW_REPLACED_COLUMNS = ("candidate_id", "age_band", "region", "transition_year", "same_employer")
-RAW_COLUMNS = tuple(
-    c.name for c in TRANSITION_COLUMNS if c.name not in RAW_REPLACED_COLUMNS
-) + RAW_IDENTIFYING_COLUMNS
+RAW_COLUMNS = (
+    tuple(c.name for c in TRANSITION_COLUMNS if c.name not in RAW_REPLACED_COLUMNS) + RAW_IDENTIFYING_COLUMNS
+)
 
 SCORES_COLUMNS = ("candidate_id", "p_advance", "recommendation", "reasons", "model_version")
 RANK_COLUMN = "rank"
@@ -389,6 +387,7 @@ def validate_frame(
     problem_columns: list[str] = []
     problem_reasons: list[np.ndarray] = []
     bad = np.zeros(n, dtype=bool)
+
     def add(idx: np.ndarray, column: str, reasons: np.ndarray) -> None:
         bad[idx] = True
         problem_rows.append(idx)

@@ -108,8 +108,12 @@ _WORD_BITS = 64
 
 
 def _split_tokens(skills: Any) -> pa.ListArray:
-    array = skills if isinstance(skills, (pa.Array, pa.ChunkedArray)) else pa.array(
-        pd.Series(skills, dtype=object).to_numpy(dtype=object), type=pa.string(), from_pandas=True
+    array = (
+        skills
+        if isinstance(skills, (pa.Array, pa.ChunkedArray))
+        else pa.array(
+            pd.Series(skills, dtype=object).to_numpy(dtype=object), type=pa.string(), from_pandas=True
+        )
     )
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()

@@ -45,6 +45,8 @@ MOTIVE_EFFECT = {
 }
 REGION_UNEMPLOYMENT = {"NA": 5.0, "EU": 7.0, "APAC": 4.5, "LATAM": 8.5, "MEA": 10.0}
 MANAGER_LEVEL = 6
+# Unemployment at or above this rate doubles the cost of a necessity move (Davis & von Wachter).
+HIGH_UNEMPLOYMENT = 8.0
 
 
 @dataclass(frozen=True)
@@ -53,21 +55,22 @@ class Effects:
 
     intercept: float = -0.80
     avoidable_necessity: float = -0.40
-    necessity_per_unemployment_point: float = -0.07
+    necessity_high_unemployment: float = -0.45
     unemployment_per_point: float = -0.015
     necessity_per_month_unemployed: float = -0.015
-    specialized_coverage_sqrt: float = 1.10
-    general_coverage_sqrt: float = 0.45
-    per_level_down: float = -0.22
-    per_level_down_squared: float = -0.04
+    specialized_coverage: float = 1.40
+    general_coverage: float = 0.50
+    per_level_down: float = -0.12
+    per_level_down_squared: float = -0.08
     function_change: float = -0.30
     industry_only_change: float = 0.35
     manager_industry_change: float = -0.25
     same_employer: float = 0.30
-    promotion_path: float = 0.45
+    promotion_path: float = 0.30
+    alternate_route_path_and_fit: float = 0.60
     fit_per_point: float = 0.18
     performance_per_point: float = 0.14
-    late_career_per_year: float = -0.015
+    late_career_per_year: float = -0.03
 
 
 EFFECTS = Effects()
@@ -161,27 +164,37 @@ def linear_predictor(frame: pd.DataFrame, vocab: SkillVocabulary, effects: Effec
     e = effects
     eta = e.intercept + pd.Series(motive).map(MOTIVE_EFFECT).to_numpy(dtype=float)
     # Necessity hurts, more when avoidable, about twice as much when unemployment is high.
+    high_unemployment = unemployment >= HIGH_UNEMPLOYMENT
     eta += necessity * (
         e.avoidable_necessity * avoidable
-        + e.necessity_per_unemployment_point * (unemployment - 5.0)
+        + e.necessity_high_unemployment * high_unemployment
         + e.necessity_per_month_unemployed * months
     )
     eta += e.unemployment_per_point * (unemployment - 5.0)
     # Transferable skills help, concavely; specialized matches carry more than general ones.
-    eta += e.specialized_coverage_sqrt * np.sqrt(specialized_coverage)
-    eta += e.general_coverage_sqrt * np.sqrt(general_coverage)
+    eta += e.specialized_coverage * _saturating(specialized_coverage)
+    eta += e.general_coverage * _saturating(general_coverage)
     eta += e.per_level_down * down + e.per_level_down_squared * down**2
     # Occupation experience outweighs industry experience, except for managers.
     eta += e.function_change * function_change
     eta += e.industry_only_change * (industry_change & ~function_change)
     eta += e.manager_industry_change * (industry_change & (current_level >= MANAGER_LEVEL))
     eta += e.same_employer * frame["same_employer"].to_numpy(dtype=float)
-    eta += e.promotion_path * frame["promotion_path"].to_numpy(dtype=float)
-    eta += e.fit_per_point * (frame["fit_score"].to_numpy(dtype=float) - 3)
+    promotion_path = frame["promotion_path"].to_numpy(dtype=float)
+    eta += e.promotion_path * promotion_path
+    # "Another way to advance" works when there is a defined path and the person can succeed.
+    fit = frame["fit_score"].to_numpy(dtype=float)
+    eta += e.alternate_route_path_and_fit * (motive == "alternate_route") * promotion_path * (fit >= 4)
+    eta += e.fit_per_point * (fit - 3)
     eta += e.performance_per_point * (frame["performance_rating"].to_numpy(dtype=float) - 3)
     years = frame["years_experience"].to_numpy(dtype=float)
     eta += e.late_career_per_year * np.maximum(years - 25.0, 0.0)
     return eta
+
+
+def _saturating(coverage: np.ndarray) -> np.ndarray:
+    """Diminishing returns: the first shared skills matter most (0 at 0, 1 at full coverage)."""
+    return (1 - np.exp(-4 * coverage)) / (1 - np.exp(-4.0))
 
 
 def probability_from_eta(eta: np.ndarray) -> np.ndarray:
@@ -189,9 +202,7 @@ def probability_from_eta(eta: np.ndarray) -> np.ndarray:
     return LABEL_NOISE + (1 - 2 * LABEL_NOISE) * ndtr(eta / np.sqrt(1 + LATENT_SD**2))
 
 
-def generate_transitions(
-    rows: int, seed: int, vocab: SkillVocabulary | None = None
-) -> pd.DataFrame:
+def generate_transitions(rows: int, seed: int, vocab: SkillVocabulary | None = None) -> pd.DataFrame:
     """Generate ``rows`` transition records (CONTRACT.md Transition layout + ``true_probability``).
 
     Args:
@@ -213,7 +224,9 @@ def generate_transitions(
     career_change = motive_idx == MOTIVES.index("career_change")
     broaden = motive_idx == MOTIVES.index("broaden_horizons")
 
-    current_level = rng.choice(np.arange(1, 11), n, p=[0.04, 0.10, 0.14, 0.16, 0.15, 0.13, 0.1, 0.08, 0.06, 0.04])
+    current_level = rng.choice(
+        np.arange(1, 11), n, p=[0.04, 0.10, 0.14, 0.16, 0.15, 0.13, 0.1, 0.08, 0.06, 0.04]
+    )
     max_down = np.minimum(current_level - 1, 4)
     # Career changers go further down; the other motives mostly one or two levels.
     wanted_down = np.where(career_change, rng.integers(1, 5, n), rng.integers(0, 3, n))
@@ -293,14 +306,66 @@ def generate_transitions(
 
 
 FIRST_NAMES = (
-    "Ada", "Ben", "Chloe", "Dmitri", "Elena", "Farah", "Gustavo", "Hana", "Ibrahim", "Julia",
-    "Kenji", "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq",
-    "Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoe", "Amara", "Bjorn", "Carmen", "Deepak",
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Dmitri",
+    "Elena",
+    "Farah",
+    "Gustavo",
+    "Hana",
+    "Ibrahim",
+    "Julia",
+    "Kenji",
+    "Lena",
+    "Mateo",
+    "Nadia",
+    "Omar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Uma",
+    "Victor",
+    "Wen",
+    "Ximena",
+    "Yusuf",
+    "Zoe",
+    "Amara",
+    "Bjorn",
+    "Carmen",
+    "Deepak",
 )
 LAST_NAMES = (
-    "Abara", "Becker", "Castillo", "Dubois", "Eriksen", "Fischer", "Garcia", "Haddad", "Ito",
-    "Jensen", "Kowalski", "Lopez", "Moreau", "Nakamura", "Okafor", "Petrov", "Quinn", "Rossi",
-    "Schmidt", "Tanaka", "Ueda", "Varga", "Wojcik", "Xu", "Yilmaz", "Zhou", "Andersson", "Bianchi",
+    "Abara",
+    "Becker",
+    "Castillo",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Haddad",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Lopez",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Quinn",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Ueda",
+    "Varga",
+    "Wojcik",
+    "Xu",
+    "Yilmaz",
+    "Zhou",
+    "Andersson",
+    "Bianchi",
 )
 CITIES = {
     "NA": ("Toronto", "Chicago", "Austin", "Seattle", "Montreal", "Denver", "Boston"),
@@ -314,17 +379,39 @@ EMPLOYER_WORDS = (
     ("Works", "Labs", "Systems", "Partners", "Group", "Dynamics", "Holdings", "Solutions"),
 )
 LEVEL_TITLES = (
-    "Junior", "Associate", "", "Senior", "Lead", "Manager,", "Senior Manager,", "Director,",
-    "VP,", "Chief",
+    "Junior",
+    "Associate",
+    "",
+    "Senior",
+    "Lead",
+    "Manager,",
+    "Senior Manager,",
+    "Director,",
+    "VP,",
+    "Chief",
 )
 FUNCTION_TITLES = {
-    "engineering": "Software Engineer", "data": "Data Scientist", "product": "Product Manager",
-    "design": "Designer", "marketing": "Marketing Specialist", "sales": "Account Executive",
-    "finance": "Financial Analyst", "hr": "HR Partner", "operations": "Operations Analyst",
-    "legal": "Counsel", "customer_support": "Support Specialist", "research": "Researcher",
+    "engineering": "Software Engineer",
+    "data": "Data Scientist",
+    "product": "Product Manager",
+    "design": "Designer",
+    "marketing": "Marketing Specialist",
+    "sales": "Account Executive",
+    "finance": "Financial Analyst",
+    "hr": "HR Partner",
+    "operations": "Operations Analyst",
+    "legal": "Counsel",
+    "customer_support": "Support Specialist",
+    "research": "Researcher",
 }
-AGE_BAND_RANGES = {"18-24": (18, 24), "25-34": (25, 34), "35-44": (35, 44), "45-54": (45, 54),
-                   "55-64": (55, 64), "65+": (65, 72)}
+AGE_BAND_RANGES = {
+    "18-24": (18, 24),
+    "25-34": (25, 34),
+    "35-44": (35, 44),
+    "45-54": (45, 54),
+    "55-64": (55, 64),
+    "65+": (65, 72),
+}
 
 
 def _titles(levels: np.ndarray, functions: np.ndarray) -> np.ndarray:
@@ -358,8 +445,10 @@ def generate_raw(rows: int, seed: int, vocab: SkillVocabulary | None = None) -> 
     age_days = (low + rng.random(n) * (high - low + 1)) * 365.25
     birth_date = transition_date - pd.to_timedelta(np.floor(age_days).astype(int) + 1, unit="D")
     regions = transitions["region"].to_numpy()
-    city = np.array([CITIES[r][i % len(CITIES[r])] for r, i in zip(regions, rng.integers(0, 60, n), strict=True)],
-                    dtype=object)
+    city = np.array(
+        [CITIES[r][i % len(CITIES[r])] for r, i in zip(regions, rng.integers(0, 60, n), strict=True)],
+        dtype=object,
+    )
     adjectives, nouns = EMPLOYER_WORDS
     employer_names = np.array([f"{a} {b}" for a in adjectives for b in nouns], dtype=object)
     current_employer = employer_names[rng.integers(0, len(employer_names), n)]
@@ -372,7 +461,9 @@ def generate_raw(rows: int, seed: int, vocab: SkillVocabulary | None = None) -> 
     target_level = transitions["target_level"].to_numpy()
     base = 30_000 * 1.18 ** (current_level - 1)
     current_salary = np.round(base * rng.lognormal(0, 0.15, n), -2)
-    target_salary = np.round(current_salary * 1.18 ** (target_level - current_level) * rng.lognormal(0, 0.08, n), -2)
+    target_salary = np.round(
+        current_salary * 1.18 ** (target_level - current_level) * rng.lognormal(0, 0.08, n), -2
+    )
     raw = transitions.drop(columns=[*RAW_REPLACED_COLUMNS, TRUE_PROBABILITY])
     raw["employee_id"] = [f"E{e:07d}" for e in employee_number]
     raw["full_name"] = full_name

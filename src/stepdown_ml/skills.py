@@ -40,7 +40,10 @@ class SkillVocabulary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"general": list(self.general), "specialized": {f: list(self.specialized[f]) for f in FUNCTIONS}}
+        return {
+            "general": list(self.general),
+            "specialized": {f: list(self.specialized[f]) for f in FUNCTIONS},
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SkillVocabulary:

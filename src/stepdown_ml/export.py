@@ -1,0 +1,224 @@
+"""ONNX export: the classifier through skl2onnx, plus exact per-group contributions.
+
+The served graph takes one float32 tensor ``features`` (the output of
+:class:`stepdown_ml.features.FeatureSpace`) and returns:
+
+- ``probabilities`` (n, 2) and ``label`` (n,): skl2onnx's conversion of the
+  HistGradientBoostingClassifier, ZipMap off;
+- ``contributions`` (n, groups): for each feature group, its share of the raw score
+  (log-odds) by the path decomposition of each tree (Saabas): walking from the root to
+  the leaf, each split moves the expected value from the parent's to the child's, and
+  the move is credited to the split feature's group. Node expectations are the
+  training-count-weighted means of the leaves below, so for every row
+  ``bias + contributions.sum() == log-odds`` exactly (up to float32 rounding).
+
+One traversal gives both the probability and its reasons, so reasons are as cheap as
+scoring itself. The second ensemble mirrors skl2onnx's node layout and float32
+thresholds, so both reach the same leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from stepdown_ml.features import FEATURE_GROUP_INDEX, GROUP_NAMES, N_FEATURES
+
+ONNX_OPSET = 17
+ONNX_ML_OPSET = 3
+INPUT_NAME = "features"
+PROBABILITIES = "probabilities"
+LABEL = "label"
+CONTRIBUTIONS = "contributions"
+
+
+def _node_expectations(nodes: np.ndarray) -> np.ndarray:
+    """Count-weighted mean leaf value below every node."""
+    expected = np.zeros(len(nodes), dtype=np.float64)
+    # Children always have larger indices than their parent in sklearn's predictor arrays.
+    for i in range(len(nodes) - 1, -1, -1):
+        node = nodes[i]
+        if node["is_leaf"]:
+            expected[i] = node["value"]
+        else:
+            left, right = node["left"], node["right"]
+            n_left, n_right = nodes[left]["count"], nodes[right]["count"]
+            expected[i] = (n_left * expected[left] + n_right * expected[right]) / (n_left + n_right)
+    return expected
+
+
+def tree_contributions(model: HistGradientBoostingClassifier) -> tuple[list[np.ndarray], float]:
+    """Per tree, a (nodes, groups) matrix of path contributions at each leaf, and the bias.
+
+    The bias is the baseline log-odds plus every tree's root expectation.
+    """
+    bias = float(np.ravel(model._baseline_prediction)[0])
+    per_tree = []
+    for predictors in model._predictors:
+        nodes = predictors[0].nodes
+        expected = _node_expectations(nodes)
+        bias += float(expected[0])
+        at_node = np.zeros((len(nodes), len(GROUP_NAMES)), dtype=np.float64)
+        for i, node in enumerate(nodes):
+            if node["is_leaf"]:
+                continue
+            group = FEATURE_GROUP_INDEX[node["feature_idx"]]
+            for child in (node["left"], node["right"]):
+                at_node[child] = at_node[i]
+                at_node[child, group] += expected[child] - expected[i]
+        per_tree.append(at_node)
+    return per_tree, bias
+
+
+def _contribution_node(model: HistGradientBoostingClassifier) -> tuple[onnx.NodeProto, float]:
+    per_tree, bias = tree_contributions(model)
+    attrs: dict[str, list[Any]] = {
+        key: []
+        for key in (
+            "nodes_treeids",
+            "nodes_nodeids",
+            "nodes_featureids",
+            "nodes_values",
+            "nodes_modes",
+            "nodes_truenodeids",
+            "nodes_falsenodeids",
+            "nodes_missing_value_tracks_true",
+            "target_treeids",
+            "target_nodeids",
+            "target_ids",
+            "target_weights",
+        )
+    }
+    for tree_id, predictors in enumerate(model._predictors):
+        nodes = predictors[0].nodes
+        for i, node in enumerate(nodes):
+            leaf = bool(node["is_leaf"])
+            attrs["nodes_treeids"].append(tree_id)
+            attrs["nodes_nodeids"].append(i)
+            attrs["nodes_featureids"].append(0 if leaf else int(node["feature_idx"]))
+            # Same float32 threshold as skl2onnx writes, so both ensembles take the same branch.
+            attrs["nodes_values"].append(0.0 if leaf else float(np.float32(node["num_threshold"])))
+            attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+            attrs["nodes_truenodeids"].append(0 if leaf else int(node["left"]))
+            attrs["nodes_falsenodeids"].append(0 if leaf else int(node["right"]))
+            attrs["nodes_missing_value_tracks_true"].append(0 if leaf else int(node["missing_go_to_left"]))
+            if leaf:
+                for group, weight in enumerate(per_tree[tree_id][i]):
+                    if weight != 0.0:
+                        attrs["target_treeids"].append(tree_id)
+                        attrs["target_nodeids"].append(i)
+                        attrs["target_ids"].append(group)
+                        attrs["target_weights"].append(float(weight))
+    node = helper.make_node(
+        "TreeEnsembleRegressor",
+        [INPUT_NAME],
+        [CONTRIBUTIONS],
+        domain="ai.onnx.ml",
+        name="group_contributions",
+        n_targets=len(GROUP_NAMES),
+        aggregate_function="SUM",
+        post_transform="NONE",
+        **attrs,
+    )
+    return node, bias
+
+
+def to_onnx(
+    model: HistGradientBoostingClassifier, model_name: str = "stepdown-advancement"
+) -> onnx.ModelProto:
+    """Convert the fitted classifier to the served ONNX graph (see module docstring)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    if getattr(model, "is_categorical_", None) is not None and np.any(model.is_categorical_):
+        # skl2onnx silently mis-converts native categorical splits.
+        raise ValueError("categorical_features must be off: one-hot encode upstream")
+    onnx_model = convert_sklearn(
+        model,
+        name=model_name,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, N_FEATURES]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
+    )
+    outputs = {o.name: o for o in onnx_model.graph.output}
+    # skl2onnx names the outputs after the classifier's label/probabilities variables.
+    rename = {"output_label": LABEL, "output_probability": PROBABILITIES}
+    for node in onnx_model.graph.node:
+        node.output[:] = [rename.get(o, o) for o in node.output]
+    for name, out in outputs.items():
+        out.name = rename.get(name, name)
+    node, bias = _contribution_node(model)
+    onnx_model.graph.node.append(node)
+    onnx_model.graph.output.append(
+        helper.make_tensor_value_info(CONTRIBUTIONS, TensorProto.FLOAT, [None, len(GROUP_NAMES)])
+    )
+    meta = onnx_model.metadata_props.add()
+    meta.key, meta.value = "contribution_bias", repr(bias)
+    meta = onnx_model.metadata_props.add()
+    meta.key, meta.value = "contribution_groups", ",".join(GROUP_NAMES)
+    onnx.checker.check_model(onnx_model, full_check=True)
+    return onnx_model
+
+
+def ensemble_size(model: HistGradientBoostingClassifier) -> dict[str, int]:
+    """Number of trees, total leaves, and the deepest leaf."""
+    leaves = [int(p[0].nodes["is_leaf"].sum()) for p in model._predictors]
+    depth = max(int(p[0].nodes["depth"].max()) for p in model._predictors)
+    return {"trees": len(leaves), "leaves": int(sum(leaves)), "max_depth": depth}
+
+
+PARITY_TOLERANCE = 1e-5
+
+
+class ExportParityError(RuntimeError):
+    """The ONNX graph and scikit-learn disagree beyond tolerance."""
+
+
+def onnx_outputs(onnx_model: onnx.ModelProto, features: np.ndarray) -> dict[str, np.ndarray]:
+    """Run every output of the graph on ``features`` (a fresh onnxruntime session)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {INPUT_NAME: features}), strict=True))
+
+
+def contribution_bias(onnx_model: onnx.ModelProto) -> float:
+    """The bias stored with the contributions output."""
+    return float({m.key: m.value for m in onnx_model.metadata_props}["contribution_bias"])
+
+
+def check_parity(
+    onnx_model: onnx.ModelProto,
+    model: HistGradientBoostingClassifier,
+    features: np.ndarray,
+    threshold: float,
+) -> dict[str, float | int]:
+    """Compare ONNX with scikit-learn on ``features``; raise :class:`ExportParityError` if off.
+
+    Checks the classifier output and the probability rebuilt from the contributions
+    (what serving uses): both within ``PARITY_TOLERANCE`` of scikit-learn, and no row on
+    a different side of ``threshold``.
+    """
+    expected = model.predict_proba(features)[:, 1]
+    out = onnx_outputs(onnx_model, features)
+    from_classifier = out[PROBABILITIES][:, 1].astype(np.float64)
+    log_odds = contribution_bias(onnx_model) + out[CONTRIBUTIONS].sum(axis=1, dtype=np.float64)
+    from_contributions = 1.0 / (1.0 + np.exp(-log_odds))
+    report = {
+        "rows": len(features),
+        "max_abs_diff_classifier": float(np.max(np.abs(from_classifier - expected))),
+        "max_abs_diff_contributions": float(np.max(np.abs(from_contributions - expected))),
+        "label_flips": int(np.sum((from_contributions >= threshold) != (expected >= threshold))),
+    }
+    if (
+        report["max_abs_diff_classifier"] > PARITY_TOLERANCE
+        or report["max_abs_diff_contributions"] > PARITY_TOLERANCE
+        or report["label_flips"]
+    ):
+        raise ExportParityError(f"ONNX and scikit-learn disagree: {report}")
+    return report

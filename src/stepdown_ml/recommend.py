@@ -1,0 +1,102 @@
+"""Recommendation rules, reasons and ranking: the one place where they are defined.
+
+Rules, in order (DOMAIN.md; documented for users in docs/RECOMMENDATIONS.md):
+
+1. ``target_lateral``: the move goes down at least one level, and either it changes
+   industry but not function (the seed: "target a lateral position, not a lower one"),
+   or the person already covers at least ``LATERAL_COVERAGE`` of the target's skills
+   (the skills would carry them in at the same level);
+2. ``aim_higher``: a change of function that goes down ``AIM_HIGHER_MIN_LEVELS`` or more
+   levels while the person covers at least ``AIM_HIGHER_COVERAGE`` of the target's skills
+   (the transferable skills justify a smaller step down);
+3. otherwise ``take_step_down`` when ``p_advance >= threshold`` (chosen on validation data,
+   stored in the model's manifest), else ``reconsider``.
+
+All functions take the feature matrix, so a single record and a batch go through the
+same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from stepdown_ml.features import FEATURE_NAMES, GROUP_NAMES
+
+LATERAL_COVERAGE = 0.8
+AIM_HIGHER_COVERAGE = 0.5
+AIM_HIGHER_MIN_LEVELS = 2
+MAX_REASONS = 3
+# Contributions smaller than this (log-odds) are not worth naming.
+MIN_REASON_WEIGHT = 0.05
+
+# Per feature group: the code when it lowers p_advance, and when it raises it.
+REASON_CODES: dict[str, tuple[str, str]] = {
+    "motive": ("motive_rarely_pays_off", "motive_often_pays_off"),
+    "necessity_avoidable": ("avoidable_necessity", "unavoidable_necessity"),
+    "labour_market": ("weak_labour_market", "favourable_labour_market"),
+    "step_depth": ("deep_step_down", "shallow_step_down"),
+    "transferable_skills": ("low_skill_coverage", "strong_transferable_skills"),
+    "change_type": ("profession_change", "experience_carries_over"),
+    "internal_move": ("external_move", "internal_move"),
+    "promotion_path": ("no_promotion_path", "defined_promotion_path"),
+    "fit": ("weak_fit", "strong_fit"),
+    "performance": ("weak_performance", "strong_performance"),
+    "experience": ("late_career_move", "experience_helps"),
+    "region": ("regional_headwinds", "regional_tailwinds"),
+}
+NO_DOMINANT_FACTOR = "no_dominant_factor"
+_CODES = np.array([REASON_CODES[g][s] for g in GROUP_NAMES for s in (0, 1)], dtype=object)
+_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_RECOMMENDATIONS = np.array(["take_step_down", "target_lateral", "aim_higher", "reconsider"], dtype=object)
+
+
+def recommend(features: np.ndarray, p_advance: np.ndarray, threshold: float) -> np.ndarray:
+    """The recommendation of each row (object array of strings)."""
+    down = features[:, _COL["levels_down"]]
+    function_change = features[:, _COL["function_change"]] > 0
+    industry_only = features[:, _COL["industry_only_change"]] > 0
+    coverage = features[:, _COL["transferable_skill_coverage"]]
+    lateral = (down >= 1) & (industry_only | (coverage >= LATERAL_COVERAGE))
+    higher = function_change & (down >= AIM_HIGHER_MIN_LEVELS) & (coverage >= AIM_HIGHER_COVERAGE)
+    choice = np.where(lateral, 1, np.where(higher, 2, np.where(p_advance >= threshold, 0, 3)))
+    return _RECOMMENDATIONS[choice]
+
+
+def reasons(contributions: np.ndarray) -> np.ndarray:
+    """The top factors behind each row's score, ``;``-separated codes, strongest first.
+
+    ``contributions`` is (rows, groups) in log-odds, from the model's path decomposition.
+    """
+    n, groups = contributions.shape
+    k = min(MAX_REASONS, groups)
+    weight = np.abs(contributions)
+    top = np.argsort(-weight, axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)[:, None]
+    code = top * 2 + (contributions[rows, top] > 0)
+    # 0 marks "nothing to name"; codes are shifted by one.
+    code = np.where(weight[rows, top] >= MIN_REASON_WEIGHT, code + 1, 0)
+    base = len(_CODES) + 1
+    keys = (code * base ** np.arange(k)).sum(axis=1)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    texts = np.array([_reason_text(int(key), base, k) for key in unique], dtype=object)
+    return texts[inverse.reshape(-1)]
+
+
+def _reason_text(key: int, base: int, k: int) -> str:
+    names = []
+    for _ in range(k):
+        key, code = divmod(key, base)
+        if code:
+            names.append(_CODES[code - 1])
+    return ";".join(names) if names else NO_DOMINANT_FACTOR
+
+
+def rank_within(person_ids: pd.Series, p_advance: np.ndarray) -> np.ndarray:
+    """1-based rank of each row within its person by ``p_advance`` (ties: input order)."""
+    order = pd.DataFrame(
+        {"person": person_ids.to_numpy(), "p": -np.asarray(p_advance), "pos": np.arange(len(p_advance))}
+    ).sort_values(["person", "p", "pos"], kind="stable")
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order["pos"].to_numpy()] = order.groupby("person", sort=False).cumcount().to_numpy() + 1
+    return ranks

@@ -1,0 +1,194 @@
+"""Serving: ``predict()`` for services and the batch scoring core, on ONNX Runtime.
+
+Nothing here imports scikit-learn or MLflow (unless an MLflow model URI is asked for),
+and nothing loads a pickle: the served artifact is ``model.onnx`` plus its manifest.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from stepdown_ml import config
+from stepdown_ml.contract import (
+    CANDIDATE_COLUMNS,
+    PERSON_ID,
+    RANK_COLUMN,
+    SCORES_COLUMNS,
+    validate_frame,
+    validate_record,
+)
+from stepdown_ml.export import CONTRIBUTIONS, INPUT_NAME
+from stepdown_ml.features import FeatureSpace
+from stepdown_ml.modeldir import ONNX_FILE, VOCABULARY_FILE, read_manifest
+from stepdown_ml.recommend import rank_within, reasons, recommend
+from stepdown_ml.skills import load_vocabulary
+
+
+class InvalidCandidateError(ValueError):
+    """The input breaks the data contract.
+
+    Attributes:
+        problems: every problem found, as dicts with ``column`` and ``reason`` (and
+            ``row``, 1-based, when several records were given).
+    """
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        self.problems = problems
+        shown = "; ".join((f"row {p['row']}: " if "row" in p else "") + p["reason"] for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        super().__init__(f"invalid candidate: {shown}{more}")
+
+
+class Model:
+    """A loaded model directory: ONNX session, features, threshold and version.
+
+    Args:
+        model_dir: directory written by ``stepdown-ml train``.
+        threads: ONNX Runtime intra-op threads (1 suits single records and workers).
+    """
+
+    def __init__(self, model_dir: Path | str, threads: int = 1) -> None:
+        self.model_dir = Path(model_dir)
+        self.manifest = read_manifest(self.model_dir)
+        self.version: str = self.manifest["model_version"]
+        self.threshold = float(self.manifest["threshold"])
+        self.bias = float(self.manifest["contribution_bias"])
+        self.features = FeatureSpace(load_vocabulary(self.model_dir / VOCABULARY_FILE))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(self.model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self._outputs = [CONTRIBUTIONS]
+
+    def infer(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``p_advance`` and per-group contributions for a float32 feature matrix.
+
+        The probability is the logistic of the bias plus the contributions, which equals
+        the classifier's own probability output (checked at export and in the tests).
+        """
+        (contributions,) = self.session.run(self._outputs, {INPUT_NAME: features})
+        log_odds = self.bias + contributions.sum(axis=1, dtype=np.float64)
+        return 1.0 / (1.0 + np.exp(-log_odds)), contributions
+
+    def score_features(self, features: np.ndarray, candidate_ids: Any) -> pd.DataFrame:
+        """The scores layout (without rank) for already validated, featurized rows."""
+        p, contributions = self.infer(features)
+        return pd.DataFrame(
+            {
+                "candidate_id": candidate_ids,
+                "p_advance": p,
+                "recommendation": recommend(features, p, self.threshold),
+                "reasons": reasons(contributions),
+                "model_version": self.version,
+            }
+        )
+
+    def score_frame(self, frame: pd.DataFrame, first_row: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Validate and score a frame: ``(scores of valid rows in input order, rejects)``.
+
+        ``rank`` is added when the frame has ``person_id`` (ranking within this frame).
+        """
+        checked = validate_frame(frame, CANDIDATE_COLUMNS, first_row=first_row)
+        valid = checked.valid
+        scores = self.score_features(self.features.transform(valid), valid["candidate_id"].to_numpy())
+        if PERSON_ID.name in valid:
+            scores[RANK_COLUMN] = rank_within(valid[PERSON_ID.name], scores["p_advance"].to_numpy())
+        return scores, checked.problems
+
+    def score_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Score one record (the fast path: no DataFrame)."""
+        values, problems = validate_record(record)
+        if problems:
+            raise InvalidCandidateError([{"column": c, "reason": r} for c, r in problems])
+        features = self.features.transform_record(values)
+        p, contributions = self.infer(features)
+        result = {
+            "candidate_id": values["candidate_id"],
+            "p_advance": float(p[0]),
+            "recommendation": recommend(features, p, self.threshold)[0],
+            "reasons": reasons(contributions)[0],
+            "model_version": self.version,
+        }
+        if values.get(PERSON_ID.name) is not None:
+            result[RANK_COLUMN] = 1
+        return result
+
+
+_LOADED: dict[str, Model] = {}
+_LOCK = threading.Lock()
+
+
+def load_model(model: Model | Path | str | None = None) -> Model:
+    """The :class:`Model` for a directory or ``models:/`` URI, loaded once per process."""
+    if isinstance(model, Model):
+        return model
+    key = str(model or config.DEFAULT_MODEL_DIR)
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = Model(_resolve(key))
+        return _LOADED[key]
+
+
+def _resolve(location: str) -> Path:
+    if "://" in location or location.startswith("models:/"):
+        from stepdown_ml.tracking import download_model_dir  # imports MLflow only here
+
+        return download_model_dir(location)
+    return Path(location)
+
+
+@overload
+def predict(records: Mapping[str, Any], model: Model | Path | str | None = None) -> dict[str, Any]: ...
+@overload
+def predict(
+    records: Iterable[Mapping[str, Any]] | pd.DataFrame, model: Model | Path | str | None = None
+) -> pd.DataFrame: ...
+
+
+def predict(records: Any, model: Model | Path | str | None = None) -> Any:
+    """Score candidates: the probability that the step down leads back up, and advice.
+
+    Args:
+        records: one candidate (a mapping, CONTRACT.md candidate columns) or many
+            (an iterable of mappings, or a DataFrame).
+        model: a model directory, a ``models:/name@alias`` URI, or a loaded
+            :class:`Model`; default: the committed default model.
+
+    Returns:
+        For one record, a dict; for many, a DataFrame in input order. Keys/columns:
+        ``candidate_id``, ``p_advance``, ``recommendation``, ``reasons``,
+        ``model_version``, and ``rank`` (1 = best option of that person) when
+        ``person_id`` is given.
+
+    Raises:
+        InvalidCandidateError: when any record breaks the contract; it lists every
+            (row, column, reason).
+    """
+    loaded = load_model(model)
+    if isinstance(records, Mapping):
+        return loaded.score_record(records)
+    frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    if frame.empty:
+        raise InvalidCandidateError([{"column": "", "reason": "no records given"}])
+    missing = [c.name for c in CANDIDATE_COLUMNS if c.name not in frame.columns]
+    if missing:
+        raise InvalidCandidateError([{"column": name, "reason": f"{name} is missing"} for name in missing])
+    scores, problems = loaded.score_frame(frame.reset_index(drop=True))
+    if len(problems):
+        raise InvalidCandidateError(
+            [
+                {"row": int(r.row), "column": r.column, "reason": r.reason}
+                for r in problems.itertuples(index=False)
+            ]
+        )
+    columns = [*SCORES_COLUMNS, *([RANK_COLUMN] if RANK_COLUMN in scores else [])]
+    return scores[columns]

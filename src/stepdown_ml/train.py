@@ -1,0 +1,277 @@
+"""Training: split, fit the gradient-boosted classifier, choose the decision threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import precision_recall_curve
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from stepdown_ml import config
+from stepdown_ml.contract import LABEL, TRANSITION_COLUMNS, ContractError, validate_frame
+from stepdown_ml.features import FEATURE_GROUPS, FEATURE_NAMES, MONOTONIC, FeatureSpace
+from stepdown_ml.skills import SkillVocabulary
+
+
+def load_params(path: Path | str = config.TRAIN_PARAMS_PATH) -> dict[str, Any]:
+    """Read the training parameters YAML (model, split, evaluation, gates)."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+class CandidateFeatures(TransformerMixin, BaseEstimator):
+    """scikit-learn face of :class:`FeatureSpace` (stateless: nothing is learned)."""
+
+    def __init__(self, vocab: SkillVocabulary) -> None:
+        self.vocab = vocab
+
+    def fit(self, frame: pd.DataFrame, y: Any = None) -> CandidateFeatures:
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        return FeatureSpace(self.vocab).transform(frame)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.array(FEATURE_NAMES, dtype=object)
+
+
+def build_pipeline(vocab: SkillVocabulary, model_params: dict[str, Any]) -> Pipeline:
+    """Features → HistGradientBoostingClassifier, monotone where the domain gives a direction.
+
+    ``categorical_features`` stays off: categories arrive one-hot encoded, because
+    skl2onnx does not convert native categorical splits correctly.
+    """
+    monotonic = [MONOTONIC.get(name, 0) for name in FEATURE_NAMES]
+    classifier = HistGradientBoostingClassifier(
+        categorical_features=None, monotonic_cst=monotonic, **model_params
+    )
+    return Pipeline([("features", CandidateFeatures(vocab)), ("classifier", classifier)])
+
+
+@dataclass
+class Splits:
+    """Train / validation / test parts of a validated transition frame."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def prepare(frame: pd.DataFrame, source: str = "training data") -> pd.DataFrame:
+    """Validate transition rows; refuse the data set if any row breaks the contract."""
+    validation = validate_frame(frame, TRANSITION_COLUMNS, source=source)
+    if len(validation.problems):
+        first = validation.problems.iloc[0]
+        raise ContractError(
+            f"{source}: {len(validation.problems)} problem(s) in {int(validation.bad.sum())} row(s); "
+            f"first: row {first['row']}, column {first['column']}: {first['reason']}"
+        )
+    if len(frame) == 0:
+        raise ContractError(f"{source}: no rows")
+    values = validation.values
+    labels = values[LABEL].astype(int)
+    if labels.nunique() < 2:
+        raise ContractError(f"{source}: {LABEL} has a single value; both outcomes are needed")
+    values[LABEL] = labels
+    return values
+
+
+def split(values: pd.DataFrame, params: dict[str, Any]) -> Splits:
+    """Stratified split into train, validation and test."""
+    held_out = params["validation"] + params["test"]
+    train, rest = train_test_split(
+        values, test_size=held_out, stratify=values[LABEL], random_state=params["random_state"]
+    )
+    validation, test = train_test_split(
+        rest,
+        test_size=params["test"] / held_out,
+        stratify=rest[LABEL],
+        random_state=params["random_state"],
+    )
+    return Splits(train=train, validation=validation, test=test)
+
+
+def fit(splits: Splits, vocab: SkillVocabulary, model_params: dict[str, Any]) -> Pipeline:
+    """Fit the pipeline on the training part."""
+    pipeline = build_pipeline(vocab, model_params)
+    pipeline.fit(splits.train, splits.train[LABEL].to_numpy())
+    return pipeline
+
+
+def choose_threshold(y_true: np.ndarray, p: np.ndarray) -> float:
+    """The probability threshold that maximizes F1 of ``take_step_down`` on validation data."""
+    precision, recall, thresholds = precision_recall_curve(y_true, p)
+    f1 = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=np.zeros_like(precision),
+        where=(precision + recall) > 0,
+    )
+    best = int(np.argmax(f1[:-1]))
+    # float32 so that ONNX's float32 probabilities compare exactly as scikit-learn's.
+    return float(np.float32(thresholds[best]))
+
+
+@dataclass
+class TrainingResult:
+    """What a training run produced and measured."""
+
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+    pipeline: Pipeline
+    splits: Splits
+    plots: list[Path]
+
+
+MODEL_CARD = """# Model card: stepdown-advancement {model_version}
+
+**What it predicts.** `p_advance`: the probability that taking the target role (a step down
+or a lateral move) leads back to at least the former level within 36 months.
+
+**Model.** scikit-learn HistGradientBoostingClassifier ({trees} trees, {leaves} leaves, depth
+<= {max_depth}), monotone in skill coverage (up), levels down (down), fit, performance,
+promotion path and internal move (up); served as ONNX ({onnx_path}) by onnxruntime.
+
+**Data.** {rows} rows from `{data}` (SHA-256 `{data_sha}`), split
+{train_rows}/{validation_rows}/{test_rows} (train/validation/test, stratified).
+
+**Test metrics.** ROC AUC {auc:.4f}, Brier {brier:.4f}, ECE {ece:.4f}.
+{oracle_line}
+Baselines on the same split: logistic regression AUC {logit_auc:.4f}; motive-only rate
+AUC {motive_auc:.4f}.
+
+**Decision threshold.** {threshold:.4f} (maximizes F1 of `take_step_down` on validation data).
+
+**Limits.** Trained on synthetic (or anonymized) records: it carries the generator's
+assumptions (DOMAIN.md). It ranks options and explains them; it does not decide for a
+person. Do not use it to screen people out of jobs.
+"""
+
+
+def run_training(
+    data_path: Path | str,
+    model_dir: Path | str,
+    params: dict[str, Any],
+    vocab: SkillVocabulary,
+    plots_dir: Path | str | None = None,
+) -> TrainingResult:
+    """Validate, split, fit, evaluate, export to ONNX, check parity, write the model dir.
+
+    Raises:
+        ContractError: the data breaks the contract.
+        ExportParityError: ONNX and scikit-learn disagree beyond tolerance.
+    """
+    from stepdown_ml import evaluate, export
+    from stepdown_ml.modeldir import library_versions, sha256_file, write_model_dir
+    from stepdown_ml.tables import read_csv_text
+
+    data_path, model_dir = Path(data_path), Path(model_dir)
+    values = prepare(read_csv_text(data_path), source=str(data_path))
+    splits = split(values, params["split"])
+    pipeline = fit(splits, vocab, params["model"])
+    features = pipeline.named_steps["features"]
+    classifier: HistGradientBoostingClassifier = pipeline.named_steps["classifier"]
+    x_train, x_val, x_test = (features.transform(s) for s in (splits.train, splits.validation, splits.test))
+    y_train, y_val, y_test = (
+        s[LABEL].to_numpy(dtype=int) for s in (splits.train, splits.validation, splits.test)
+    )
+    p_val = classifier.predict_proba(x_val)[:, 1]
+    p_test = classifier.predict_proba(x_test)[:, 1]
+    threshold = choose_threshold(y_val, p_val)
+    bins = params["evaluation"]["calibration_bins"]
+    test_metrics = evaluate.metrics(y_test, p_test, bins)
+    report: dict[str, Any] = {
+        "test": test_metrics,
+        "validation": evaluate.metrics(y_val, p_val, bins),
+        "per_motive": evaluate.per_motive(splits.test, p_test),
+    }
+    p_logit = evaluate.logistic_baseline(x_train, y_train, x_test)
+    p_motive = evaluate.motive_rate_baseline(splits.train, splits.test)
+    report["baselines"] = {
+        "logistic_regression": evaluate.metrics(y_test, p_logit, bins),
+        "motive_rate": evaluate.metrics(y_test, p_motive, bins),
+    }
+    oracle = evaluate.oracle(splits.test, bins)
+    if oracle is not None:
+        report["oracle"] = oracle
+        report["oracle_gap"] = {
+            "roc_auc": oracle["roc_auc"] - test_metrics["roc_auc"],
+            "brier": test_metrics["brier"] - oracle["brier"],
+        }
+    report["calibrated"] = False
+    if test_metrics["ece"] > params["evaluation"]["max_ece"]:
+        # Recorded rather than silently patched: see the README's model section.
+        report["calibration_warning"] = (
+            f"ECE {test_metrics['ece']:.4f} above {params['evaluation']['max_ece']}"
+        )
+    importance = evaluate.group_permutation_importance(
+        lambda x: classifier.predict_proba(x)[:, 1],
+        x_test,
+        y_test,
+        params["evaluation"]["permutation_repeats"],
+    )
+    report["group_importance"] = importance
+    plots = []
+    if plots_dir is not None:
+        plots = evaluate.save_plots(
+            y_test,
+            {"model": p_test, "logistic": p_logit, "motive rate": p_motive}
+            | ({"oracle": splits.test["true_probability"].astype(float).to_numpy()} if oracle else {}),
+            importance,
+            Path(plots_dir),
+            bins,
+        )
+    onnx_model = export.to_onnx(classifier)
+    parity = export.check_parity(onnx_model, classifier, x_test, threshold)
+    report["onnx_parity"] = parity
+    size = export.ensemble_size(classifier)
+    bias = export.contribution_bias(onnx_model)
+    manifest = {
+        "model_name": config.REGISTERED_MODEL_NAME,
+        "features": list(FEATURE_NAMES),
+        "feature_groups": {g: list(m) for g, m in FEATURE_GROUPS.items()},
+        "opsets": {"": export.ONNX_OPSET, "ai.onnx.ml": export.ONNX_ML_OPSET},
+        "input": export.INPUT_NAME,
+        "threshold": threshold,
+        "contribution_bias": bias,
+        "metrics": report,
+        "ensemble": size,
+        "data_sha256": sha256_file(data_path),
+        "data_rows": len(values),
+        "params": params,
+        "library_versions": library_versions(),
+    }
+    card = MODEL_CARD.format(
+        model_version="{model_version}",
+        onnx_path="model.onnx",
+        rows=len(values),
+        data=data_path.name,
+        data_sha=manifest["data_sha256"][:16],
+        train_rows=len(splits.train),
+        validation_rows=len(splits.validation),
+        test_rows=len(splits.test),
+        auc=test_metrics["roc_auc"],
+        brier=test_metrics["brier"],
+        ece=test_metrics["ece"],
+        oracle_line=(
+            f"Oracle (the generator's true probabilities) on the same rows: AUC {oracle['roc_auc']:.4f}, "
+            f"Brier {oracle['brier']:.4f}; gap AUC {report['oracle_gap']['roc_auc']:.4f}, "
+            f"Brier {report['oracle_gap']['brier']:.4f}.\n"
+            if oracle
+            else ""
+        ),
+        logit_auc=report["baselines"]["logistic_regression"]["roc_auc"],
+        motive_auc=report["baselines"]["motive_rate"]["roc_auc"],
+        threshold=threshold,
+        **size,
+    )
+    manifest = write_model_dir(model_dir, onnx_model.SerializeToString(), manifest, vocab, card)
+    return TrainingResult(manifest=manifest, metrics=report, pipeline=pipeline, splits=splits, plots=plots)
