@@ -195,7 +195,7 @@ def _to_number(raw: Any) -> float | None:
 def _is_text(raw: pd.Series) -> np.ndarray:
     if pd.api.types.is_string_dtype(raw.dtype) and raw.dtype != object:
         return raw.notna().to_numpy(dtype=bool)
-    return (raw.map(type) == str).to_numpy(dtype=bool)
+    return raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
 
 
 def _empty_mask(raw: pd.Series) -> np.ndarray:

@@ -123,8 +123,7 @@ def read_csv_text(path: Path | str) -> pd.DataFrame:
 def check_utf8(source: Path) -> None:
     """Raise :class:`ContractError` naming the row of the first byte that is not UTF-8."""
     with open(source, "rb") as handle:
-        line_number = 0
-        for line in handle:
+        for line_number, line in enumerate(handle):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -132,4 +131,3 @@ def check_utf8(source: Path) -> None:
                     f"{source}: row {line_number}: not UTF-8 text "
                     f"(byte 0x{line[exc.start]:02x} at position {exc.start})"
                 ) from None
-            line_number += 1
