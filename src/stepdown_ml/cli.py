@@ -44,10 +44,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from stepdown_ml.generate import generate_raw, generate_transitions
     from stepdown_ml.tables import write_csv
 
-    make = generate_raw if args.raw else generate_transitions
+    raw = args.raw or args.kind == "raw"
+    make = generate_raw if raw else generate_transitions
     frame = make(args.rows, args.seed)
     write_csv(frame, args.out)
-    _say(f"wrote {len(frame)} {'raw' if args.raw else 'transition'} rows to {args.out}")
+    _say(f"wrote {len(frame)} {'raw' if raw else 'transition'} rows to {args.out}")
     return EXIT_OK
 
 
@@ -100,6 +101,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from stepdown_ml.score import score_file
+    from stepdown_ml.serving import load_model
+
+    model = load_model(args.model_uri or args.model_dir)
+    summary = score_file(
+        args.input,
+        args.out,
+        args.rejects,
+        model=model,
+        chunk_rows=args.chunk_rows,
+        workers=args.workers,
+    )
+    _say(summary.line())
+    return EXIT_OK
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -117,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     gen.add_argument("--out", type=Path, default=config.GENERATED_DIR / "transitions.csv", help="output CSV")
     gen.add_argument("--raw", action="store_true", help="raw records with fake identities")
+    gen.add_argument("--kind", choices=("transitions", "raw"), default="transitions",
+                     help="same as --raw when 'raw' (for MLproject's typed parameters)")
     gen.set_defaults(func=cmd_generate)
 
     anon = sub.add_parser(
@@ -151,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-uri", default=None, help="or an MLflow URI, e.g. models:/stepdown-advancement@champion"
     )
     ev.set_defaults(func=cmd_evaluate)
+
+    score = sub.add_parser("score", help="batch-score a candidates file (CSV, .csv.gz or .parquet)")
+    score.add_argument("input", type=Path, help="candidates file")
+    score.add_argument("--out", type=Path, required=True, help="scores file (.csv or .parquet)")
+    score.add_argument("--rejects", type=Path, default=None,
+                       help="rejects CSV (default: <out>.rejects.csv beside --out)")
+    score.add_argument("--model-dir", type=Path, default=config.DEFAULT_MODEL_DIR, help="model directory")
+    score.add_argument("--model-uri", default=None, help="or an MLflow model URI")
+    score.add_argument("--chunk-rows", type=_positive_int, default=config.DEFAULT_CHUNK_ROWS,
+                       help="rows per block for Parquet input")
+    score.add_argument("--workers", type=_positive_int, default=2, help="blocks scored in parallel")
+    score.set_defaults(func=cmd_score)
     return parser
 
 

@@ -363,6 +363,7 @@ def validate_frame(
     columns: Sequence[Column] = CANDIDATE_COLUMNS,
     first_row: int = 1,
     source: str = "input",
+    row_numbers: np.ndarray | None = None,
 ) -> Validation:
     """Validate every row of ``frame`` against ``columns``.
 
@@ -371,6 +372,8 @@ def validate_frame(
         columns: the layout to check (candidate or transition columns).
         first_row: 1-based row number of the frame's first row in its file.
         source: name of the input, used in file-level errors.
+        row_numbers: the 1-based row number of every row, when they are not consecutive
+            (overrides ``first_row``).
 
     Returns:
         A :class:`Validation` with typed values, the bad-row mask and every problem.
@@ -419,7 +422,11 @@ def validate_frame(
         ids = frame["candidate_id"].to_numpy(dtype=object)[rows] if "candidate_id" in frame else ""
         problems = pd.DataFrame(
             {
-                "row": rows.astype("int64") + first_row,
+                "row": (
+                    np.asarray(row_numbers, dtype="int64")[rows]
+                    if row_numbers is not None
+                    else rows.astype("int64") + first_row
+                ),
                 "candidate_id": pd.Series(ids, dtype=object).map(_id_text).to_numpy(),
                 "column": problem_columns,
                 "reason": np.concatenate(problem_reasons),

@@ -25,7 +25,7 @@ from stepdown_ml.contract import (
     validate_record,
 )
 from stepdown_ml.export import CONTRIBUTIONS, INPUT_NAME
-from stepdown_ml.features import FeatureSpace
+from stepdown_ml.features import GROUP_NAMES, FeatureSpace
 from stepdown_ml.modeldir import ONNX_FILE, VOCABULARY_FILE, read_manifest
 from stepdown_ml.recommend import rank_within, reasons, recommend
 from stepdown_ml.skills import load_vocabulary
@@ -75,6 +75,8 @@ class Model:
         The probability is the logistic of the bias plus the contributions, which equals
         the classifier's own probability output (checked at export and in the tests).
         """
+        if len(features) == 0:
+            return np.zeros(0), np.zeros((0, len(GROUP_NAMES)), dtype=np.float32)
         (contributions,) = self.session.run(self._outputs, {INPUT_NAME: features})
         log_odds = self.bias + contributions.sum(axis=1, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-log_odds)), contributions
@@ -92,15 +94,22 @@ class Model:
             }
         )
 
-    def score_frame(self, frame: pd.DataFrame, first_row: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def score_frame(
+        self,
+        frame: pd.DataFrame,
+        first_row: int = 1,
+        row_numbers: np.ndarray | None = None,
+        rank: bool = True,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Validate and score a frame: ``(scores of valid rows in input order, rejects)``.
 
-        ``rank`` is added when the frame has ``person_id`` (ranking within this frame).
+        With ``rank`` and a ``person_id`` column, ``rank`` is added (within this frame).
+        Row numbers in the rejects start at ``first_row`` unless ``row_numbers`` are given.
         """
-        checked = validate_frame(frame, CANDIDATE_COLUMNS, first_row=first_row)
+        checked = validate_frame(frame, CANDIDATE_COLUMNS, first_row=first_row, row_numbers=row_numbers)
         valid = checked.valid
         scores = self.score_features(self.features.transform(valid), valid["candidate_id"].to_numpy())
-        if PERSON_ID.name in valid:
+        if rank and PERSON_ID.name in valid:
             scores[RANK_COLUMN] = rank_within(valid[PERSON_ID.name], scores["p_advance"].to_numpy())
         return scores, checked.problems
 

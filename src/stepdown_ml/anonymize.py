@@ -1,0 +1,788 @@
+"""Turn raw career records into anonymized transition records (DOMAIN.md "Privacy").
+
+What happens to a raw record (CONTRACT.md "Raw record"):
+
+* ``employee_id`` becomes ``candidate_id``, a keyed pseudonym: HMAC-SHA256 under a secret
+  key taken from ``$STEPDOWN_PSEUDONYM_KEY``, hex, truncated to 32 characters. The same key
+  gives the same pseudonym for the same person in every run (records of one person can be
+  linked across deliveries); without the key the pseudonym cannot be recomputed or reversed.
+  The key is never written to any output, report or message.
+* Direct identifiers (name, email, employers, titles, exact dates, salaries, city) are
+  dropped, and so is every column the contract does not name: an unknown extra column
+  cannot be shown to be harmless.
+* Quasi-identifiers are generalized: age at the transition date → ``age_band``; city →
+  ``region`` (via :data:`CITY_REGIONS`; a record whose city is not in the table is
+  rejected and counted, not guessed); transition date → ``transition_year``; salaries →
+  ``salary_change_pct`` (an extra column); employers → ``same_employer``.
+* k-anonymity over ``age_band``, ``region``, ``current_industry`` and ``transition_year``:
+  ``transition_year`` is coarsened to the first year of a period of
+  :data:`PERIOD_WIDTHS` years aligned on year 0 (width 5: 2005-2009 → 2005, 2010-2014 →
+  2010), and records still in a group of fewer than ``k`` distinct persons are suppressed.
+  The width is chosen as ARX does it: the least generalization whose suppression stays
+  within a suppression limit (``max_suppression``, 5% of the eligible records by default);
+  when no width meets the limit, the one that suppresses fewest records (ties → finer).
+  ``age_band`` is not coarsened further, since the contract only allows its six bands.
+* Skill tokens held by fewer than ``k`` distinct persons of the output are replaced by
+  :data:`FOLD_TOKEN` (a rare tool or a name typed into a skills field identifies a person).
+* Output rows are ordered by pseudonym, not by input order: a raw file sorted by name or
+  employee number would otherwise let row position be linked back to a roster.
+
+Input that breaks the contract (missing column, bad date, wrong type, not UTF-8) stops the
+run with one line naming the file, the row and the column of the first problem; nothing is
+written. Values of identifying columns are never quoted in those messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import unicodedata
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stepdown_ml.config import DEFAULT_K_ANONYMITY, PSEUDONYM_KEY_ENV
+from stepdown_ml.contract import (
+    AGE_BANDS,
+    INDUSTRIES,
+    LABEL,
+    RAW_REPLACED_COLUMNS,
+    REGIONS,
+    SKILL_SEPARATOR,
+    TRANSITION_COLUMNS,
+    Column,
+    ContractError,
+    names,
+    validate_frame,
+)
+from stepdown_ml.generate import CITIES as GENERATOR_CITIES
+from stepdown_ml.tables import atomic_path, read_csv_text, write_csv
+
+PSEUDONYM_HEX_CHARS = 32
+# Domain separation: the same key used for another purpose never yields these values.
+PSEUDONYM_CONTEXT = b"stepdown_ml/candidate_id/v1\x00"
+FOLD_TOKEN = "other_skill"
+SALARY_CHANGE = "salary_change_pct"
+QUASI_IDENTIFIERS = ("age_band", "region", "current_industry", "transition_year")
+PERIOD_WIDTHS = (1, 2, 3, 5, 10, 20)
+PERIOD_ORIGIN = 0
+DEFAULT_MAX_SUPPRESSION = 0.05
+# Lower edges of AGE_BANDS after the first; ages under 18 have no band.
+_AGE_EDGES = np.array([25, 35, 45, 55, 65])
+MIN_AGE, MAX_AGE = 18, 120
+
+OUTPUT_COLUMNS = (*names(TRANSITION_COLUMNS), SALARY_CHANGE)
+# The raw layout's non-identifying columns, checked by the contract's own specs.
+RAW_SPECS: tuple[Column, ...] = tuple(c for c in TRANSITION_COLUMNS if c.name not in RAW_REPLACED_COLUMNS)
+# Identifying columns the anonymizer reads. full_name, email and the titles are only ever
+# dropped, so a raw file without them is accepted.
+REQUIRED_IDENTIFYING = (
+    "employee_id",
+    "birth_date",
+    "city",
+    "current_employer",
+    "target_employer",
+    "transition_date",
+    "current_salary",
+    "target_salary",
+)
+
+# Why a valid record can still not be anonymized; counted in the report.
+REJECT_UNKNOWN_CITY = "unknown_city"
+REJECT_UNDER_18 = "age_under_18"
+
+# City → region. A convenience table, not an authority: it holds the generator's cities and
+# large cities whose region is unambiguous. Names shared by cities in different regions
+# (Valencia, San Jose, Kingston, Birmingham, Cambridge, Waterloo, ...) are left out, so
+# such records are rejected rather than placed in a wrong region; "Cordoba" follows the
+# generator (Argentina). EU means Europe (UK, Switzerland, Norway included); Mexico, Central
+# America and the Caribbean are LATAM.
+CITY_REGIONS: dict[str, str] = {
+    **{city: region for region, cities in GENERATOR_CITIES.items() for city in cities},
+    **dict.fromkeys(
+        (
+            "New York", "Los Angeles", "Chicago", "Houston", "Phoenix", "Philadelphia",
+            "San Antonio", "San Diego", "Dallas", "Austin", "Jacksonville", "Fort Worth",
+            "Columbus", "Charlotte", "Indianapolis", "San Francisco", "Seattle", "Denver",
+            "Washington", "Boston", "Nashville", "Detroit", "Portland", "Las Vegas", "Atlanta",
+            "Miami", "Minneapolis", "Pittsburgh", "Salt Lake City", "Raleigh", "Baltimore",
+            "Milwaukee", "Kansas City", "St. Louis", "Saint Louis", "Tampa", "Orlando",
+            "Sacramento", "Cleveland", "Cincinnati", "New Orleans", "Oakland", "Palo Alto",
+            "Mountain View", "Sunnyvale", "Redmond", "Honolulu", "Anchorage", "Toronto",
+            "Montreal", "Vancouver", "Calgary", "Edmonton", "Ottawa", "Winnipeg", "Quebec City",
+            "Halifax", "Mississauga",
+        ),
+        "NA",
+    ),
+    **dict.fromkeys(
+        (
+            "London", "Manchester", "Edinburgh", "Glasgow", "Leeds", "Bristol", "Dublin", "Cork",
+            "Paris", "Lyon", "Marseille", "Toulouse", "Nice", "Lille", "Bordeaux", "Nantes",
+            "Berlin", "Munich", "Hamburg", "Frankfurt", "Cologne", "Stuttgart", "Dusseldorf",
+            "Leipzig", "Dresden", "Amsterdam", "Rotterdam", "The Hague", "Utrecht", "Eindhoven",
+            "Brussels", "Antwerp", "Ghent", "Luxembourg", "Zurich", "Geneva", "Basel",
+            "Lausanne", "Bern", "Vienna", "Graz", "Madrid", "Barcelona", "Seville", "Bilbao",
+            "Malaga", "Lisbon", "Porto", "Rome", "Milan", "Turin", "Naples", "Florence",
+            "Bologna", "Venice", "Athens", "Thessaloniki", "Stockholm", "Gothenburg", "Malmo",
+            "Oslo", "Bergen", "Copenhagen", "Aarhus", "Helsinki", "Tampere", "Reykjavik",
+            "Warsaw", "Krakow", "Wroclaw", "Gdansk", "Poznan", "Prague", "Brno", "Bratislava",
+            "Budapest", "Bucharest", "Cluj-Napoca", "Sofia", "Belgrade", "Zagreb", "Ljubljana",
+            "Tallinn", "Riga", "Vilnius", "Kyiv", "Lviv",
+        ),
+        "EU",
+    ),
+    **dict.fromkeys(
+        (
+            "Tokyo", "Osaka", "Kyoto", "Yokohama", "Nagoya", "Fukuoka", "Sapporo", "Seoul",
+            "Busan", "Incheon", "Beijing", "Shanghai", "Shenzhen", "Guangzhou", "Hangzhou",
+            "Chengdu", "Wuhan", "Nanjing", "Hong Kong", "Taipei", "Singapore", "Kuala Lumpur",
+            "Penang", "Bangkok", "Jakarta", "Surabaya", "Manila", "Cebu", "Ho Chi Minh City",
+            "Hanoi", "Mumbai", "Delhi", "New Delhi", "Bangalore", "Bengaluru", "Hyderabad",
+            "Chennai", "Pune", "Kolkata", "Ahmedabad", "Gurgaon", "Gurugram", "Noida",
+            "Karachi", "Lahore", "Islamabad", "Dhaka", "Colombo", "Kathmandu", "Sydney",
+            "Melbourne", "Brisbane", "Perth", "Adelaide", "Canberra", "Auckland", "Wellington",
+            "Christchurch",
+        ),
+        "APAC",
+    ),
+    **dict.fromkeys(
+        (
+            "Mexico City", "Monterrey", "Guadalajara", "Puebla", "Tijuana", "Queretaro",
+            "Bogota", "Medellin", "Cali", "Barranquilla", "Lima", "Arequipa", "Santiago",
+            "Valparaiso", "Buenos Aires", "Cordoba", "Rosario", "Mendoza", "Montevideo",
+            "Asuncion", "La Paz", "Quito", "Guayaquil", "Caracas", "Sao Paulo",
+            "Rio de Janeiro", "Brasilia", "Belo Horizonte", "Curitiba", "Porto Alegre",
+            "Recife", "Salvador", "Fortaleza", "Santo Domingo", "Havana", "Guatemala City",
+            "San Salvador", "Tegucigalpa", "Managua",
+        ),
+        "LATAM",
+    ),
+    **dict.fromkeys(
+        (
+            "Dubai", "Abu Dhabi", "Doha", "Riyadh", "Jeddah", "Kuwait City", "Manama", "Muscat",
+            "Amman", "Beirut", "Tel Aviv", "Jerusalem", "Haifa", "Cairo", "Alexandria",
+            "Casablanca", "Rabat", "Tunis", "Algiers", "Lagos", "Abuja", "Accra", "Nairobi",
+            "Mombasa", "Addis Ababa", "Kampala", "Kigali", "Dar es Salaam", "Johannesburg",
+            "Cape Town", "Durban", "Pretoria", "Dakar", "Luanda",
+        ),
+        "MEA",
+    ),
+}  # fmt: skip
+
+
+class MissingKeyError(ContractError):
+    """The pseudonym key is not set; nothing can be anonymized."""
+
+
+def read_key(environ: Mapping[str, str] | None = None) -> bytes:
+    """The pseudonym key from ``$STEPDOWN_PSEUDONYM_KEY``.
+
+    Args:
+        environ: the environment to read (default: ``os.environ``).
+
+    Returns:
+        The key as bytes (the variable's original bytes on POSIX).
+
+    Raises:
+        MissingKeyError: when the variable is unset, empty or only whitespace.
+    """
+    value = (os.environ if environ is None else environ).get(PSEUDONYM_KEY_ENV, "")
+    if not value.strip():
+        raise MissingKeyError(
+            f"the pseudonym key is not set: export {PSEUDONYM_KEY_ENV} with a long random secret "
+            "(keep it out of the data and the repository; the same key gives the same pseudonyms)"
+        )
+    return os.fsencode(value)
+
+
+def pseudonymize(ids: Sequence[str] | np.ndarray | pd.Series, key: bytes) -> np.ndarray:
+    """Keyed pseudonyms of ``ids``: hex HMAC-SHA256, first 32 characters.
+
+    Args:
+        ids: identifiers, already stripped.
+        key: the secret key (non-empty).
+
+    Returns:
+        An object array of pseudonyms, one per id.
+    """
+    if not key:
+        raise MissingKeyError("the pseudonym key is empty")
+    base = hmac.new(key, PSEUDONYM_CONTEXT, hashlib.sha256)
+    values = pd.unique(np.asarray(ids, dtype=object))
+    table: dict[str, str] = {}
+    for value in values:
+        mac = base.copy()  # copying the keyed state is cheaper than re-keying per id
+        mac.update(str(value).encode("utf-8"))
+        table[value] = mac.hexdigest()[:PSEUDONYM_HEX_CHARS]
+    return pd.Series(np.asarray(ids, dtype=object)).map(table).to_numpy(dtype=object)
+
+
+def normalize_city(name: str) -> str:
+    """City lookup key: accents removed, case folded, whitespace collapsed."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(plain.casefold().split())
+
+
+def _city_lookup(city_regions: Mapping[str, str]) -> dict[str, str]:
+    bad = sorted({r for r in city_regions.values() if r not in REGIONS})
+    if bad:
+        raise ValueError(f"city table: unknown region(s) {', '.join(bad)}; allowed: {', '.join(REGIONS)}")
+    return {normalize_city(c): r for c, r in city_regions.items()}
+
+
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_DATE_LENGTH = 10
+_DASHES = (4, 7)
+
+
+def _text(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Stripped text of a column and a mask of cells that are neither text nor a number."""
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        # The common case (a file read as text): one vectorized strip, missing → "".
+        text = pd.Series(series.to_numpy(dtype=object), dtype=object).fillna("").str.strip()
+        return text.to_numpy(dtype=object), np.zeros(len(series), dtype=bool)
+    values = series.to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    not_text = np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            out[i] = v.strip()
+        elif v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            out[i] = ""
+        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+            out[i] = str(v)
+        else:
+            out[i] = ""
+            not_text[i] = True
+    return out, not_text
+
+
+def _dates(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dates ``YYYY-MM-DD`` as integers ``YYYYMMDD`` and a mask of invalid cells."""
+    n = len(text)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    wide = np.asarray(text, dtype=str)
+    shaped = np.char.str_len(wide) == _DATE_LENGTH
+    # Code points of the first ten characters, one row per cell.
+    chars = np.asarray(wide, dtype=f"<U{_DATE_LENGTH}").view(np.uint32).reshape(n, _DATE_LENGTH)
+    digit = (chars >= ord("0")) & (chars <= ord("9"))
+    digit_positions = [i for i in range(_DATE_LENGTH) if i not in _DASHES]
+    shaped &= digit[:, digit_positions].all(axis=1)
+    shaped &= (chars[:, list(_DASHES)] == ord("-")).all(axis=1)
+    value = np.where(digit, chars.astype(np.int64) - ord("0"), 0)
+
+    def number(first: int, last: int) -> np.ndarray:
+        out = np.zeros(n, dtype=np.int64)
+        for i in range(first, last):
+            out = out * 10 + value[:, i]
+        return out
+
+    year, month, day = number(0, 4), number(5, 7), number(8, 10)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_ok = (month >= 1) & (month <= 12)
+    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + ((month == 2) & leap)
+    ok = shaped & month_ok & (day >= 1) & (day <= days) & (year >= 1)
+    return np.where(ok, year * 10_000 + month * 100 + day, 0), ~ok
+
+
+def _positive_numbers(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    number = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").astype("float64").to_numpy()
+    ok = np.isfinite(number) & (number > 0)
+    return np.where(ok, number, np.nan), ~ok
+
+
+def _first_problem(
+    header: Sequence[str], problems: list[tuple[np.ndarray, str, np.ndarray | str]]
+) -> tuple[int, str, str, int, int] | None:
+    """The first problem (lowest row, then leftmost column) and the totals.
+
+    ``problems`` holds ``(row_indices, column, reasons)``; reasons is one string for all rows
+    or an array aligned with the indices.
+    """
+    position = {name: i for i, name in enumerate(header)}
+    best: tuple[int, int, str, str] | None = None
+    total = 0
+    rows: set[int] = set()
+    for idx, column, reasons in problems:
+        if len(idx) == 0:
+            continue
+        total += len(idx)
+        rows.update(idx.tolist())
+        first = int(idx.min())
+        reason = reasons if isinstance(reasons, str) else str(reasons[int(np.argmin(idx))])
+        candidate = (first, position.get(column, len(position)), column, reason)
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+    if best is None:
+        return None
+    return best[0], best[2], best[3], total, len(rows)
+
+
+def _check_raw(raw: pd.DataFrame, source: str) -> dict[str, Any]:
+    """Validate a raw frame; return the parsed columns the anonymizer needs.
+
+    Raises:
+        ContractError: naming the source, row and column of the first problem.
+    """
+    if len(raw.columns) != len(set(raw.columns)):
+        raise ContractError(f"{source}: row 0 (header): a column is named twice")
+    missing = [c.name for c in RAW_SPECS if c.name not in raw.columns]
+    missing += [c for c in REQUIRED_IDENTIFYING if c not in raw.columns]
+    if missing:
+        raise ContractError(f"{source}: row 0 (header): missing required column(s): {', '.join(missing)}")
+    if len(raw) == 0:
+        raise ContractError(f"{source}: no data rows (only a header); nothing to anonymize")
+    # Only the contract columns: validate_frame would also check a person_id column, which
+    # the anonymizer drops anyway. An empty candidate_id column is added because
+    # validate_frame reads one when it reports problems (and must not see the employee id).
+    subset = raw[[c.name for c in RAW_SPECS]].reset_index(drop=True)
+    for name in subset.columns:
+        # Text held as objects → the string dtype: same values, validate_frame is ~3x faster.
+        if subset[name].dtype == object and pd.api.types.infer_dtype(subset[name], skipna=True) == "string":
+            subset[name] = subset[name].astype("str")
+    subset["candidate_id"] = ""
+    checked = validate_frame(subset, RAW_SPECS, source=source)
+    problems: list[tuple[np.ndarray, str, np.ndarray | str]] = []
+    if len(checked.problems):
+        rows = checked.problems["row"].to_numpy() - 1
+        for column, part in checked.problems.groupby("column", sort=False):
+            problems.append((rows[part.index.to_numpy()], str(column), part["reason"].to_numpy()))
+    parsed: dict[str, Any] = {"values": checked.values}
+    # Identifying values are never quoted in messages: errors end up in logs.
+    for name in REQUIRED_IDENTIFYING:
+        text, not_text = _text(raw[name])
+        parsed[name] = text
+        if not_text.any():
+            problems.append((np.flatnonzero(not_text), name, f"{name} must be text (value not shown)"))
+    empty_id = parsed["employee_id"] == ""
+    problems.append((np.flatnonzero(empty_id), "employee_id", "employee_id is required, got an empty value"))
+    for name in ("birth_date", "transition_date"):
+        ymd, bad = _dates(parsed[name])
+        parsed[name] = ymd
+        problems.append(
+            (np.flatnonzero(bad), name, f"{name} must be a valid date YYYY-MM-DD (value not shown)")
+        )
+    year = parsed["transition_date"] // 10_000
+    year_spec = next(c for c in TRANSITION_COLUMNS if c.name == "transition_year")
+    low, high = int(year_spec.low or 1), int(year_spec.high or 9999)
+    out_of_range = (parsed["transition_date"] > 0) & ((year < low) | (year > high))
+    problems.append(
+        (
+            np.flatnonzero(out_of_range),
+            "transition_date",
+            f"transition_date must fall in the years {low}-{high} (value not shown)",
+        )
+    )
+    both = (parsed["birth_date"] > 0) & (parsed["transition_date"] > 0)
+    age = (parsed["transition_date"] - parsed["birth_date"]) // 10_000
+    implausible = both & ((parsed["birth_date"] > parsed["transition_date"]) | (age > MAX_AGE))
+    problems.append(
+        (
+            np.flatnonzero(implausible),
+            "birth_date",
+            f"birth_date must be before transition_date and give an age of at most {MAX_AGE} "
+            "(value not shown)",
+        )
+    )
+    parsed["age"] = age
+    for name in ("current_salary", "target_salary"):
+        number, bad = _positive_numbers(parsed[name])
+        parsed[name] = number
+        problems.append((np.flatnonzero(bad), name, f"{name} must be a positive number (value not shown)"))
+    first = _first_problem(list(raw.columns), problems)
+    if first is not None:
+        row, column, reason, total, n_rows = first
+        more = f" ({total - 1} more problem(s) in {n_rows} row(s))" if total > 1 else ""
+        raise ContractError(f"{source}: row {row + 1}, column {column}: {reason}{more}")
+    return parsed
+
+
+def _employer_key(text: np.ndarray) -> np.ndarray:
+    return pd.Series(text, dtype=object).map(lambda s: " ".join(s.casefold().split())).to_numpy(dtype=object)
+
+
+def _group_codes(frame: pd.DataFrame, period: np.ndarray) -> np.ndarray:
+    """One integer per quasi-identifier combination (age band, region, industry, period)."""
+    age = pd.Categorical(frame["age_band"], categories=AGE_BANDS).codes.astype(np.int64)
+    region = pd.Categorical(frame["region"], categories=REGIONS).codes.astype(np.int64)
+    industry = pd.Categorical(frame["current_industry"], categories=INDUSTRIES).codes.astype(np.int64)
+    period_code = np.unique(period, return_inverse=True)[1].astype(np.int64)
+    return ((age * len(REGIONS) + region) * len(INDUSTRIES) + industry) * (period_code.max(initial=0) + 1) + (
+        period_code
+    )
+
+
+def _persons_per_group(groups: np.ndarray, persons: np.ndarray) -> np.ndarray:
+    """For each row, the number of distinct persons in its group."""
+    if len(groups) == 0:
+        return np.zeros(0, dtype=np.int64)
+    pairs = np.unique(np.stack([groups, persons]), axis=1)
+    group_ids, counts = np.unique(pairs[0], return_counts=True)
+    return counts[np.searchsorted(group_ids, groups)]
+
+
+def _choose_period(
+    frame: pd.DataFrame,
+    persons: np.ndarray,
+    k: int,
+    widths: Sequence[int],
+    max_suppression: float,
+) -> tuple[int, dict[int, int], np.ndarray]:
+    """Pick the period width for ``transition_year`` and the rows to keep.
+
+    Returns:
+        ``(width, suppressed_per_width, keep_mask)``.
+    """
+    year = frame["transition_year"].to_numpy(dtype=np.int64)
+    tried: dict[int, int] = {}
+    keeps: dict[int, np.ndarray] = {}
+    for width in sorted(set(widths)):
+        period = PERIOD_ORIGIN + ((year - PERIOD_ORIGIN) // width) * width
+        keep = _persons_per_group(_group_codes(frame, period), persons) >= k
+        tried[width] = int((~keep).sum())
+        keeps[width] = keep
+    limit = max_suppression * len(frame)
+    admissible = [w for w, n in tried.items() if n <= limit]
+    # Least generalization within the limit; otherwise keep the most rows, the finer on a tie.
+    width = min(admissible) if admissible else min(tried, key=lambda w: (tried[w], w))
+    return width, tried, keeps[width]
+
+
+def _split_tokens(skills: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """All tokens of a skills column, flattened, and how many each row has."""
+    column = pd.Series(skills, dtype=object)
+    filled = column != ""
+    lengths = np.where(filled, column.str.count(SKILL_SEPARATOR) + 1, 0).astype(np.int64)
+    # One join and one split instead of a split per row.
+    flat = SKILL_SEPARATOR.join(column[filled].tolist()).split(SKILL_SEPARATOR) if filled.any() else []
+    return flat, lengths
+
+
+def _fold_skills(
+    current: np.ndarray, target: np.ndarray, persons: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Replace skill tokens held by fewer than ``k`` distinct persons with :data:`FOLD_TOKEN`.
+
+    A token counts once per person, whether in ``current_skills`` or ``target_skills``
+    and however many records the person has.
+    """
+    n = len(current)
+    flat_current, len_current = _split_tokens(current)
+    flat_target, len_target = _split_tokens(target)
+    codes, tokens = pd.factorize(pd.Series(flat_current + flat_target, dtype=object))
+    owners = np.concatenate([np.repeat(persons, len_current), np.repeat(persons, len_target)])
+    pairs = np.unique(codes.astype(np.int64) * (int(persons.max(initial=0)) + 1) + owners)
+    persons_per_token = np.bincount(pairs // (int(persons.max(initial=0)) + 1), minlength=len(tokens))
+    rare_code = persons_per_token < k
+    rare = {str(t) for t in np.asarray(tokens, dtype=object)[rare_code]} - {FOLD_TOKEN}
+    stats: dict[str, Any] = {
+        "fold_token": FOLD_TOKEN,
+        "min_persons_per_token": k,
+        "distinct_tokens_folded": len(rare),
+        "occurrences_folded": 0,
+        "rows_affected": 0,
+    }
+    if not rare:
+        return current, target, stats
+    rows = np.arange(n)
+    is_rare = np.isin(codes, np.flatnonzero(rare_code)) & (
+        np.asarray(tokens, dtype=object)[codes] != FOLD_TOKEN
+    )
+    token_rows = np.concatenate([np.repeat(rows, len_current), np.repeat(rows, len_target)])
+    affected = np.unique(token_rows[is_rare])
+    out_current, out_target = current.copy(), target.copy()
+    for i in affected:
+        for out in (out_current, out_target):
+            if out[i]:
+                # Fold, then de-duplicate in order: two folded tokens become one FOLD_TOKEN.
+                mapped = [FOLD_TOKEN if t in rare else t for t in out[i].split(SKILL_SEPARATOR)]
+                out[i] = SKILL_SEPARATOR.join(dict.fromkeys(mapped))
+    stats["occurrences_folded"] = int(is_rare.sum())
+    stats["rows_affected"] = len(affected)
+    return out_current, out_target, stats
+
+
+def _diversity(groups: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    """Distinct label values per quasi-identifier group (ℓ-diversity, reported not enforced)."""
+    if len(groups) == 0:
+        return {"label": LABEL, "min_distinct_labels": None, "groups_by_distinct_labels": {}}
+    pairs = np.unique(np.stack([groups, label.astype(np.int64)]), axis=1)
+    group_ids, distinct = np.unique(pairs[0], return_counts=True)
+    values, counts = np.unique(distinct, return_counts=True)
+    homogeneous = group_ids[distinct == 1]
+    return {
+        "label": LABEL,
+        "min_distinct_labels": int(distinct.min()),
+        "groups_by_distinct_labels": {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+        # Rows whose label an attacker learns from the quasi-identifiers alone.
+        "rows_in_single_label_groups": int(np.isin(groups, homogeneous).sum()),
+    }
+
+
+def anonymize(
+    raw: pd.DataFrame,
+    key: bytes,
+    k: int = DEFAULT_K_ANONYMITY,
+    *,
+    max_suppression: float = DEFAULT_MAX_SUPPRESSION,
+    period_widths: Sequence[int] = PERIOD_WIDTHS,
+    city_regions: Mapping[str, str] | None = None,
+    source: str = "input",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Anonymize raw records (no I/O).
+
+    Args:
+        raw: raw records (CONTRACT.md "Raw record"), as read (text) or typed.
+        key: the secret pseudonym key; never stored in the result or the report.
+        k: the minimum number of distinct persons per quasi-identifier group, and per kept
+            skill token.
+        max_suppression: the share of eligible records that may be suppressed before a
+            coarser ``transition_year`` period is preferred (0 means: keep the most rows).
+        period_widths: the candidate period widths for ``transition_year``, in years.
+        city_regions: city → region table (default :data:`CITY_REGIONS`).
+        source: the input's name, used in error messages.
+
+    Returns:
+        ``(transitions, report)``: the anonymized rows in the Transition layout plus
+        ``salary_change_pct``, ordered by ``candidate_id``; and a JSON-ready report.
+
+    Raises:
+        ContractError: a missing column, or a row that breaks the raw contract (the first
+            problem is named by row and column).
+        MissingKeyError: ``key`` is empty.
+        ValueError: ``k``, ``max_suppression`` or ``period_widths`` out of range.
+    """
+    if not key:
+        raise MissingKeyError(f"the pseudonym key is empty: set {PSEUDONYM_KEY_ENV}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if not 0.0 <= max_suppression <= 1.0:
+        raise ValueError(f"max_suppression must be within 0-1, got {max_suppression!r}")
+    if not period_widths or any(int(w) < 1 for w in period_widths):
+        raise ValueError(f"period_widths must be positive integers, got {list(period_widths)!r}")
+    lookup = _city_lookup(CITY_REGIONS if city_regions is None else city_regions)
+    parsed = _check_raw(raw, source)
+    values: pd.DataFrame = parsed["values"]
+    n_in = len(values)
+
+    cities = pd.Series(parsed["city"], dtype=object)
+    unique_cities = pd.unique(cities)
+    region_of = {c: lookup.get(normalize_city(c)) for c in unique_cities}
+    region = cities.map(region_of).to_numpy(dtype=object)
+    unknown_city = pd.isna(region)
+    under_18 = parsed["age"] < MIN_AGE
+    rejected = unknown_city | under_18
+    rejections = {
+        REJECT_UNKNOWN_CITY: int(unknown_city.sum()),
+        # A record can have both problems; it is counted once, under the city.
+        REJECT_UNDER_18: int((under_18 & ~unknown_city).sum()),
+    }
+
+    current_salary, target_salary = parsed["current_salary"], parsed["target_salary"]
+    with np.errstate(invalid="ignore"):
+        # Clipped only so that absurd ratios cannot overflow the integer column.
+        salary_change = np.clip(np.rint(100.0 * (target_salary - current_salary) / current_salary), -100, 1e9)
+    employer_now = _employer_key(parsed["current_employer"])
+    employer_next = _employer_key(parsed["target_employer"])
+    # Only a named employer can be the same employer; an unemployed person has none.
+    same_employer = ((employer_now == employer_next) & (employer_now != "")).astype(np.int64)
+    age_band = np.array(AGE_BANDS, dtype=object)[np.searchsorted(_AGE_EDGES, parsed["age"], side="right")]
+
+    out = pd.DataFrame(
+        {
+            "candidate_id": pseudonymize(parsed["employee_id"], key),
+            "age_band": age_band,
+            "region": region,
+            "same_employer": same_employer,
+            "transition_year": parsed["transition_date"] // 10_000,
+            SALARY_CHANGE: salary_change,
+        }
+    )
+    for column in RAW_SPECS:
+        out[column.name] = values[column.name].to_numpy()
+    eligible = out.loc[~rejected].reset_index(drop=True)
+    persons = pd.factorize(eligible["candidate_id"])[0].astype(np.int64)
+
+    width, tried, keep = _choose_period(eligible, persons, k, period_widths, max_suppression)
+    year = eligible["transition_year"].to_numpy(dtype=np.int64)
+    eligible["transition_year"] = PERIOD_ORIGIN + ((year - PERIOD_ORIGIN) // width) * width
+    kept = eligible.loc[keep].reset_index(drop=True)
+    kept_persons = pd.factorize(kept["candidate_id"])[0].astype(np.int64)
+
+    current, target, skills = _fold_skills(
+        kept["current_skills"].fillna("").to_numpy(dtype=object),
+        kept["target_skills"].fillna("").to_numpy(dtype=object),
+        kept_persons,
+        k,
+    )
+    kept["current_skills"], kept["target_skills"] = current, target
+    kept = _typed(kept)
+    # Order by pseudonym (then year): input order could follow names or employee numbers.
+    kept = kept.sort_values(["candidate_id", "transition_year"], kind="stable").reset_index(drop=True)
+    kept = kept[list(OUTPUT_COLUMNS)]
+
+    groups = _group_codes(kept, kept["transition_year"].to_numpy(dtype=np.int64))
+    sizes = _persons_per_group(groups, pd.factorize(kept["candidate_id"])[0].astype(np.int64))
+    n_out, n_rejected = len(kept), int(rejected.sum())
+    n_suppressed = n_in - n_rejected - n_out
+    n_eligible = n_in - n_rejected
+    report: dict[str, Any] = {
+        "k": int(k),
+        "rows_in": n_in,
+        "rows_out": n_out,
+        "rows_suppressed": n_suppressed,
+        "rows_rejected": n_rejected,
+        "rejections": rejections,
+        # Suppression is measured against the records that could be anonymized at all.
+        "suppression_rate": round(n_suppressed / n_eligible, 6) if n_eligible else 0.0,
+        "survival_rate": round(n_out / n_in, 6) if n_in else 0.0,
+        "k_reached": int(sizes.min()) if n_out else None,
+        "groups": len(np.unique(groups)),
+        "quasi_identifiers": list(QUASI_IDENTIFIERS),
+        "group_size_counts": "distinct persons (candidate_id) per quasi-identifier group",
+        "generalization": {
+            "transition_year": {
+                "period_years": int(width),
+                "period_origin_year": PERIOD_ORIGIN,
+                "value": "first year of the period",
+                "max_suppression": max_suppression,
+                "tried": [{"period_years": int(w), "suppressed": n} for w, n in tried.items()],
+            },
+            "age_band": "age in whole years at transition_date, contract bands (not coarsened)",
+            "region": "city mapped through the city table; unknown cities rejected",
+            "salary": f"{SALARY_CHANGE} = round(100 * (target - current) / current)",
+            "same_employer": "current_employer == target_employer, case and whitespace ignored",
+        },
+        "skills": skills,
+        "diversity": _diversity(groups, kept[LABEL].to_numpy()),
+        "pseudonym": {
+            "column": "candidate_id",
+            "method": "HMAC-SHA256 of employee_id",
+            "hex_chars": PSEUDONYM_HEX_CHARS,
+            "key_from": PSEUDONYM_KEY_ENV,
+        },
+        "dropped_columns": sorted(c for c in raw.columns if c not in set(OUTPUT_COLUMNS)),
+    }
+    _check_output(kept)
+    return kept, report
+
+
+_INT_KINDS = ("int", "binary")
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give the output columns the types the contract names (integers written as integers)."""
+    out = frame.copy()
+    for column in TRANSITION_COLUMNS:
+        data = out[column.name]
+        if column.kind in _INT_KINDS:
+            number = pd.to_numeric(data).astype("float64")
+            out[column.name] = (
+                number.astype("Float64").astype("Int64") if column.nullable else number.astype("int64")
+            )
+        elif column.kind == "number":
+            out[column.name] = pd.to_numeric(data).astype("float64")
+        else:
+            # The string dtype (missing stays missing) also takes validate_frame's fast path.
+            out[column.name] = data.astype(object).where(data.notna(), None).astype("str")
+    out[SALARY_CHANGE] = out[SALARY_CHANGE].astype("int64")
+    return out
+
+
+def _check_output(frame: pd.DataFrame) -> None:
+    """Defensive: the output must follow the Transition layout, or nothing is written."""
+    checked = validate_frame(frame, TRANSITION_COLUMNS, source="anonymized output")
+    if checked.bad.any():
+        first = checked.problems.iloc[0]
+        raise RuntimeError(
+            f"anonymized output breaks the contract: column {first['column']}: {first['reason']}"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _locate_non_utf8(path: Path) -> str | None:
+    """``row N, column C`` of the first cell that is not UTF-8, or None if the file is UTF-8."""
+    import csv  # only on the error path
+    import io
+
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return None
+    except UnicodeDecodeError:
+        pass
+    text = data.decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    for number, row in enumerate(reader):
+        if number == 0:
+            header = row
+        for i, cell in enumerate(row):
+            if any("\udc80" <= ch <= "\udcff" for ch in cell):
+                if number == 0:
+                    return "row 0 (header)"
+                column = header[i] if i < len(header) else f"#{i + 1}"
+                return f"row {number}, column {column}"
+    return None
+
+
+def anonymize_file(
+    raw_path: Path | str,
+    out_path: Path | str,
+    k: int = DEFAULT_K_ANONYMITY,
+    report_path: Path | str | None = None,
+    *,
+    key: bytes | None = None,
+    max_suppression: float = DEFAULT_MAX_SUPPRESSION,
+) -> dict[str, Any]:
+    """Anonymize a raw CSV file into a transitions CSV, with an optional JSON report.
+
+    Args:
+        raw_path: the raw records CSV.
+        out_path: where the anonymized transitions go (written atomically).
+        k: k-anonymity level (distinct persons per quasi-identifier group).
+        report_path: where the JSON report goes (written atomically), if wanted.
+        key: the pseudonym key; default ``$STEPDOWN_PSEUDONYM_KEY``.
+        max_suppression: see :func:`anonymize`.
+
+    Returns:
+        The report (rows_in, rows_out, rows_suppressed, rows_rejected, k_reached, ...).
+
+    Raises:
+        MissingKeyError: no key; checked before the input is read.
+        ContractError: unreadable or invalid input, named by file, row and column.
+    """
+    key = read_key() if key is None else key
+    source, target = Path(raw_path), Path(out_path)
+    report_target = None if report_path is None else Path(report_path)
+    for other in (target, report_target):
+        if other is not None and source.exists() and _same_file(source, other):
+            raise ContractError(f"{other}: refusing to overwrite the raw input with anonymized output")
+    if report_target is not None and _same_file(target, report_target):
+        raise ContractError(f"{report_target}: the report path is the same as the output path")
+    try:
+        raw = read_csv_text(source)
+    except ContractError as exc:
+        where = _locate_non_utf8(source) if source.is_file() and "UTF-8" in str(exc) else None
+        if where is None:
+            raise
+        raise ContractError(f"{source}: {where}: not UTF-8 text (re-save the file as UTF-8)") from None
+    frame, report = anonymize(raw, key, k, max_suppression=max_suppression, source=str(source))
+    report = {"input": source.name, **report}
+    # Both files are complete in temporary files before either is renamed into place.
+    with atomic_path(target) as tmp_out:
+        write_csv(frame, tmp_out)
+        if report_target is not None:
+            with atomic_path(report_target) as tmp_report:
+                tmp_report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return report

@@ -1,0 +1,429 @@
+"""Streaming batch scoring of candidate files (CSV, gzipped CSV, Parquet).
+
+The input is read in blocks, so memory stays flat as files grow. Each block is validated,
+featurized and scored by the same :class:`stepdown_ml.serving.Model` as ``predict()``;
+blocks are scored on a small thread pool (pyarrow, numpy and onnxruntime release the GIL)
+and written in input order. Every input row ends in the scores or in the rejects. Both
+files are written to temporary files and renamed only when the whole input succeeded.
+
+With ``person_id`` in the input, options are ranked per person over the whole file:
+the scores go to a temporary file first, ranks are computed from the compact
+(person, p_advance) columns, and a second pass adds them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from stepdown_ml import config
+from stepdown_ml.contract import (
+    CANDIDATE_COLUMNS,
+    PERSON_ID,
+    RANK_COLUMN,
+    REJECTS_COLUMNS,
+    SCORES_COLUMNS,
+    ContractError,
+    require_columns,
+)
+from stepdown_ml.recommend import rank_within
+from stepdown_ml.serving import Model
+from stepdown_ml.tables import FORMULA_PREFIXES, atomic_path, neutralize_frame
+
+BLOCK_BYTES = 1 << 21
+
+
+@dataclass
+class ScoreSummary:
+    """What a scoring run did."""
+
+    rows: int
+    scored: int
+    rejected_rows: int
+    problems: int
+    seconds: float
+
+    def line(self) -> str:
+        rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
+        return (
+            f"scored {self.scored} rows, rejected {self.rejected_rows} "
+            f"({self.problems} problems), {self.seconds:.1f} s ({rate:,.0f} rows/s)"
+        )
+
+
+class _Input:
+    """Blocks of an input file as pandas frames of text, with their 1-based row numbers."""
+
+    def __init__(self, path: Path, chunk_rows: int) -> None:
+        self.path = path
+        self.chunk_rows = chunk_rows
+        self.size = path.stat().st_size
+        self._raw: Any = None
+        self._skipped: list[tuple[int, str]] = []
+        self.header: list[str] = []
+
+    def position(self) -> int:
+        """Bytes of the file consumed so far (for the ETA)."""
+        try:
+            return self._raw.tell() if self._raw is not None else 0
+        except (OSError, ValueError):
+            return 0
+
+    def blocks(self) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+        """Yield ``(frame, row_numbers, field_count_problems)`` for each block."""
+        if self.size == 0:
+            raise ContractError(f"{self.path}: the file is empty (expected a header row)")
+        suffixes = self.path.suffixes
+        if suffixes and suffixes[-1] == ".parquet":
+            yield from self._parquet_blocks()
+        else:
+            yield from self._csv_blocks(gzip=bool(suffixes) and suffixes[-1] == ".gz")
+
+    def _parquet_blocks(self) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+        try:
+            parquet = pq.ParquetFile(self.path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ContractError(f"{self.path}: not a Parquet file: {exc}") from None
+        self.header = parquet.schema_arrow.names
+        require_columns(self.header, CANDIDATE_COLUMNS, str(self.path))
+        first = 1
+        for batch in parquet.iter_batches(batch_size=self.chunk_rows):
+            frame = batch.to_pandas()
+            yield frame, np.arange(first, first + len(frame)), []
+            first += len(frame)
+
+    def _csv_blocks(self, gzip: bool) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+        header = self._read_header(gzip)
+        require_columns(header, CANDIDATE_COLUMNS, str(self.path))
+        self._raw = pa.OSFile(str(self.path), "rb")
+        stream = pa.CompressedInputStream(self._raw, "gzip") if gzip else self._raw
+
+        def on_invalid(row: Any) -> str:
+            # Physical line numbers count the header as line 1.
+            self._skipped.append((row.number - 1, row.text))
+            return "skip"
+
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        next_row = 1
+        try:
+            for batch in reader:
+                frame = batch.to_pandas()
+                numbers, skipped = self._number(next_row, len(frame))
+                if len(numbers):
+                    next_row = int(numbers[-1]) + 1
+                yield frame, numbers, skipped
+        except pa.ArrowInvalid as exc:
+            raise ContractError(f"{self.path}: {_arrow_reason(exc)}") from None
+        finally:
+            self._raw.close()
+        # Bad rows after the last good one.
+        tail = [s for s in self._skipped if s[0] >= next_row]
+        if tail:
+            self._skipped = [s for s in self._skipped if s[0] < next_row]
+            yield pd.DataFrame(columns=header), np.arange(0), tail
+
+    def _number(self, first: int, count: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Row numbers of a block's good rows, skipping rows the parser rejected."""
+        self._skipped.sort()
+        numbers = []
+        taken = []
+        row = first
+        skipped_rows = [s[0] for s in self._skipped]
+        while len(numbers) < count:
+            i = bisect.bisect_left(skipped_rows, row)
+            if i < len(skipped_rows) and skipped_rows[i] == row:
+                taken.append(self._skipped[i])
+            else:
+                numbers.append(row)
+            row += 1
+        self._skipped = [s for s in self._skipped if s not in taken]
+        # Rejected rows right before the next good row belong to this block too.
+        return np.asarray(numbers, dtype=np.int64), taken
+
+    def _read_header(self, gzip: bool) -> list[str]:
+        import gzip as gz
+
+        opener = gz.open if gzip else open
+        try:
+            with opener(self.path, "rt", encoding="utf-8", newline="") as handle:
+                line = handle.readline()
+        except UnicodeDecodeError:
+            raise ContractError(f"{self.path}: row 0 (header): not UTF-8 text") from None
+        except (OSError, EOFError) as exc:
+            raise ContractError(f"{self.path}: cannot read: {exc}") from None
+        if not line.strip():
+            raise ContractError(f"{self.path}: the file is empty (expected a header row)")
+        header = next(csv.reader([line]))
+        if len(set(header)) != len(header):
+            raise ContractError(f"{self.path}: the header names a column twice")
+        self.header = header
+        return header
+
+
+def _arrow_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "UTF8" in text or "UTF-8" in text:
+        return f"not UTF-8 text ({text.splitlines()[0]})"
+    return f"not a readable CSV file ({text.splitlines()[0]})"
+
+
+def _field_count_rejects(skipped: list[tuple[int, str]], header: list[str], expected: int) -> pd.DataFrame:
+    id_index = header.index("candidate_id") if "candidate_id" in header else None
+    rows = []
+    for number, text in skipped:
+        fields = next(csv.reader([text]), [])
+        candidate = fields[id_index] if id_index is not None and id_index < len(fields) else ""
+        rows.append(
+            {
+                "row": number,
+                "candidate_id": candidate,
+                "column": "",
+                "reason": f"expected {expected} fields, got {len(fields)}",
+            }
+        )
+    return pd.DataFrame(rows, columns=list(REJECTS_COLUMNS))
+
+
+def _neutralize_column(values: pa.Array) -> pa.Array:
+    risky = pc.match_substring_regex(values, "^[" + "".join(FORMULA_PREFIXES).replace("-", r"\-") + "]")
+    return pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
+
+
+class _Writer:
+    """A CSV or Parquet writer on a temporary path (atomic rename by the caller)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, parquet: bool = False) -> None:
+        self.parquet = parquet
+        self.path = path
+        self.schema = schema
+        self._writer: Any = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            if self.parquet:
+                self._writer = pq.ParquetWriter(self.path, self.schema)
+            else:
+                self._writer = pacsv.CSVWriter(self.path, self.schema)
+        self._writer.write_table(table.cast(self.schema))
+
+    def close(self) -> None:
+        if self._writer is None:
+            self.write(self.schema.empty_table())
+        self._writer.close()
+
+
+SCORES_SCHEMA = pa.schema(
+    [
+        ("candidate_id", pa.string()),
+        ("p_advance", pa.float64()),
+        ("recommendation", pa.string()),
+        ("reasons", pa.string()),
+        ("model_version", pa.string()),
+    ]
+)
+REJECTS_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("candidate_id", pa.string()), ("column", pa.string()), ("reason", pa.string())]
+)
+
+
+def _scores_table(scores: pd.DataFrame) -> pa.Table:
+    table = pa.Table.from_pandas(scores[list(SCORES_COLUMNS)], schema=SCORES_SCHEMA, preserve_index=False)
+    return table.set_column(0, "candidate_id", _neutralize_column(table.column(0).combine_chunks()))
+
+
+def _rejects_table(rejects: pd.DataFrame) -> pa.Table:
+    safe = neutralize_frame(rejects[list(REJECTS_COLUMNS)])
+    safe["candidate_id"] = safe["candidate_id"].astype(str)
+    return pa.Table.from_pandas(safe, schema=REJECTS_SCHEMA, preserve_index=False)
+
+
+class _Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, total_bytes: int, position: Callable[[], int], enabled: bool) -> None:
+        self.total = max(total_bytes, 1)
+        self.position = position
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, rows: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not force and now - self.last < 0.5):
+            return
+        self.last = now
+        elapsed = now - self.start
+        done = min(self.position() / self.total, 1.0)
+        eta = elapsed * (1 - done) / done if done > 0 else float("nan")
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        sys.stderr.write(f"\r{rows:,} rows  {rate:,.0f} rows/s  {done:6.1%}  ETA {eta:5.0f} s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def score_file(
+    input_path: Path | str,
+    out_path: Path | str,
+    rejects_path: Path | str | None = None,
+    model: Model | None = None,
+    chunk_rows: int = config.DEFAULT_CHUNK_ROWS,
+    workers: int = 2,
+    progress: bool | None = None,
+) -> ScoreSummary:
+    """Score every row of ``input_path`` into ``out_path``; rejects beside it.
+
+    Args:
+        input_path: candidates as CSV, ``.csv.gz`` or ``.parquet``.
+        out_path: scores (CSV, or Parquet when the name ends in ``.parquet``).
+        rejects_path: rejects CSV (default: ``<out stem>.rejects.csv`` beside ``out_path``).
+        model: a loaded model (default: the committed default model).
+        chunk_rows: rows per Parquet block (CSV blocks are ~2 MB).
+        workers: blocks scored in parallel (each with a one-thread ONNX session).
+        progress: show a progress line (default: when stderr is a terminal).
+
+    Raises:
+        ContractError: the file is unusable (missing, empty, not UTF-8, not CSV, a
+            required column missing); nothing is written.
+    """
+    started = time.perf_counter()
+    source = Path(input_path)
+    if not source.is_file():
+        raise ContractError(f"{source}: no such file")
+    out = Path(out_path)
+    rejects_out = Path(rejects_path) if rejects_path else out.with_name(out.name.split(".")[0] + ".rejects.csv")
+    model = model or Model(config.DEFAULT_MODEL_DIR)
+    parquet = out.suffix == ".parquet"
+    reader = _Input(source, chunk_rows)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress(reader.size, reader.position, show)
+    totals = {"rows": 0, "scored": 0, "problems": 0}
+    rejected_rows: set[int] = set()
+    person_ids: list[np.ndarray] = []
+    p_values: list[np.ndarray] = []
+    local = threading.local()
+
+    def session_for_thread() -> Model:
+        # One model (and ONNX session) per worker thread: single-threaded sessions scale best.
+        if not hasattr(local, "model"):
+            local.model = model if threading.current_thread() is threading.main_thread() else Model(
+                model.model_dir
+            )
+        return local.model
+
+    def work(frame: pd.DataFrame, numbers: np.ndarray, skipped: list[tuple[int, str]]) -> tuple:
+        worker_model = session_for_thread()
+        scores, problems = worker_model.score_frame(frame, row_numbers=numbers, rank=False)
+        if skipped:
+            extra = _field_count_rejects(skipped, reader.header, len(reader.header))
+            problems = pd.concat([problems, extra]).sort_values("row", kind="stable")
+        persons = frame[PERSON_ID.name].to_numpy()[~np.isin(numbers, problems["row"].to_numpy())] if (
+            PERSON_ID.name in frame
+        ) else None
+        return len(numbers) + len(skipped), scores, problems, persons
+
+    ranked = None
+    with atomic_path(rejects_out) as rejects_tmp, atomic_path(out) as scores_tmp:
+        ranking = None
+        scores_writer = None
+        rejects_writer = _Writer(rejects_tmp, REJECTS_SCHEMA)  # rejects are always CSV
+        pending: deque[Future] = deque()
+
+        def drain(block: Future) -> None:
+            nonlocal scores_writer, ranking
+            rows, scores, problems, persons = block.result()
+            if ranking is None:
+                ranking = persons is not None
+            if scores_writer is None:
+                target = scores_tmp.with_name(scores_tmp.name + ".unranked") if ranking else scores_tmp
+                scores_writer = _Writer(target, SCORES_SCHEMA, parquet)
+            scores_writer.write(_scores_table(scores))
+            if len(problems):
+                rejects_writer.write(_rejects_table(problems))
+            if ranking:
+                person_ids.append(persons)
+                p_values.append(scores["p_advance"].to_numpy())
+            totals["rows"] += rows
+            totals["scored"] += len(scores)
+            totals["problems"] += len(problems)
+            rejected_rows.update(problems["row"].tolist())
+            bar.update(totals["rows"])
+
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            try:
+                for frame, numbers, skipped in reader.blocks():
+                    pending.append(pool.submit(work, frame, numbers, skipped))
+                    while len(pending) > 2 * workers:
+                        drain(pending.popleft())
+                while pending:
+                    drain(pending.popleft())
+            finally:
+                for block in pending:
+                    block.cancel()
+        if scores_writer is None:
+            scores_writer = _Writer(scores_tmp, SCORES_SCHEMA, parquet)
+        scores_writer.close()
+        rejects_writer.close()
+        if ranking:
+            ranked = rank_within(pd.Series(np.concatenate(person_ids)), np.concatenate(p_values))
+            _add_ranks(scores_writer.path, scores_tmp, ranked, parquet)
+            scores_writer.path.unlink()
+    bar.update(totals["rows"], force=True)
+    bar.close()
+    return ScoreSummary(
+        rows=totals["rows"],
+        scored=totals["scored"],
+        rejected_rows=len(rejected_rows),
+        problems=totals["problems"],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _add_ranks(unranked: Path, out: Path, ranks: np.ndarray, parquet: bool) -> None:
+    """Second pass: copy the scores adding the ``rank`` column."""
+    schema = SCORES_SCHEMA.append(pa.field(RANK_COLUMN, pa.int64()))
+    writer = _Writer(out, schema, parquet)
+    offset = 0
+    if parquet:
+        batches = pq.ParquetFile(unranked).iter_batches()
+    else:
+        batches = pacsv.open_csv(
+            unranked,
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict(zip(SCORES_SCHEMA.names, SCORES_SCHEMA.types, strict=True)),
+                strings_can_be_null=False,
+            ),
+        )
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        table = table.append_column(RANK_COLUMN, pa.array(ranks[offset : offset + len(table)]))
+        offset += len(table)
+        writer.write(table)
+    writer.close()

@@ -1,0 +1,206 @@
+"""MLflow: log a training run, register the model, move ``@champion`` only past the gates."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+
+from stepdown_ml import config
+from stepdown_ml.contract import CANDIDATE_COLUMNS
+from stepdown_ml.mlflow_model import MODEL_DIR_ARTIFACT
+from stepdown_ml.skills import SkillVocabulary
+from stepdown_ml.train import TrainingResult, run_training
+
+EXPERIMENT = "stepdown-ml"
+_MLFLOW_TYPES = {"id": "string", "enum": "string", "skills": "string", "int": "long", "binary": "long",
+                 "number": "double"}
+
+
+def signature() -> ModelSignature:
+    """Input: the candidate columns; output: the scores layout."""
+    inputs = Schema(
+        [
+            ColSpec(
+                "double" if c.name == "necessity_avoidable" else _MLFLOW_TYPES[c.kind],
+                c.name,
+                required=not c.nullable,
+            )
+            for c in CANDIDATE_COLUMNS
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec("string", "candidate_id"),
+            ColSpec("double", "p_advance"),
+            ColSpec("string", "recommendation"),
+            ColSpec("string", "reasons"),
+            ColSpec("string", "model_version"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example(values: pd.DataFrame, rows: int = 3) -> pd.DataFrame:
+    """A few candidate rows typed as the signature says."""
+    example = values[[c.name for c in CANDIDATE_COLUMNS]].head(rows).copy()
+    for c in CANDIDATE_COLUMNS:
+        kind = "double" if c.name == "necessity_avoidable" else _MLFLOW_TYPES[c.kind]
+        if kind == "long":
+            example[c.name] = example[c.name].astype("int64")
+        elif kind == "double":
+            example[c.name] = example[c.name].astype("float64")
+        else:
+            example[c.name] = example[c.name].astype(object).where(example[c.name].notna(), "")
+    return example.reset_index(drop=True)
+
+
+@dataclass
+class GateOutcome:
+    """Whether the new version became champion, and why."""
+
+    version: str
+    promoted: bool
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        failed = [name for name, check in self.checks.items() if not check["passed"]]
+        if self.promoted:
+            return f"registered {config.REGISTERED_MODEL_NAME} v{self.version} as @{config.CHAMPION_ALIAS}"
+        return (
+            f"registered {config.REGISTERED_MODEL_NAME} v{self.version}; @{config.CHAMPION_ALIAS} "
+            f"not moved: failed {', '.join(failed)}"
+        )
+
+
+def quality_checks(
+    report: dict[str, Any], champion_auc: float | None, gates: dict[str, float]
+) -> dict[str, dict[str, Any]]:
+    """The champion gates on a training report.
+
+    ``champion_auc`` is the current champion's AUC on the same test rows (None: no champion).
+    """
+    auc = report["test"]["roc_auc"]
+    checks: dict[str, dict[str, Any]] = {}
+    if "oracle_gap" in report:
+        gap = report["oracle_gap"]["roc_auc"]
+        checks["oracle_auc_gap"] = {"value": gap, "limit": gates["max_oracle_auc_gap"],
+                                    "passed": gap <= gates["max_oracle_auc_gap"]}
+    logistic = report["baselines"]["logistic_regression"]["roc_auc"]
+    checks["beats_logistic_baseline"] = {"value": auc, "baseline": logistic, "passed": auc > logistic}
+    if champion_auc is not None:
+        checks["not_worse_than_champion"] = {
+            "value": auc,
+            "champion": champion_auc,
+            "tolerance": gates["champion_auc_tolerance"],
+            "passed": auc >= champion_auc - gates["champion_auc_tolerance"],
+        }
+    return checks
+
+
+def download_model_dir(uri: str) -> Path:
+    """The local model directory inside a logged model, e.g. ``models:/name@champion``."""
+    import yaml
+
+    mlflow.set_tracking_uri(config.tracking_uri())
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    spec = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
+    relative = spec["flavors"]["python_function"]["artifacts"][MODEL_DIR_ARTIFACT]["path"]
+    return local / relative
+
+
+def _champion_auc(client: MlflowClient, test: pd.DataFrame) -> float | None:
+    from mlflow.exceptions import MlflowException
+
+    from stepdown_ml.evaluate import evaluate_model
+    from stepdown_ml.serving import Model
+
+    try:
+        client.get_model_version_by_alias(config.REGISTERED_MODEL_NAME, config.CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+    uri = f"models:/{config.REGISTERED_MODEL_NAME}@{config.CHAMPION_ALIAS}"
+    return evaluate_model(Model(download_model_dir(uri)), test)["test"]["roc_auc"]
+
+
+def _flat(prefix: str, payload: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            out.update(_flat(f"{prefix}.{key}" if prefix else str(key), value))
+    elif isinstance(payload, (int, float, np.floating)) and not isinstance(payload, bool):
+        if np.isfinite(payload):
+            out[prefix] = float(payload)
+    return out
+
+
+def tracked_training(
+    data_path: Path | str,
+    model_dir: Path | str,
+    params: dict[str, Any],
+    vocab: SkillVocabulary,
+    params_path: Path | str | None = None,
+    plots_dir: Path | str | None = None,
+) -> tuple[TrainingResult, GateOutcome]:
+    """:func:`stepdown_ml.train.run_training` inside an MLflow run, then register and gate."""
+    mlflow.set_tracking_uri(config.tracking_uri())
+    if "MLFLOW_RUN_ID" not in os.environ:  # under `mlflow run` the run and experiment exist
+        mlflow.set_experiment(EXPERIMENT)
+    model_dir = Path(model_dir)
+    with mlflow.start_run():
+        plots = Path(plots_dir) if plots_dir else model_dir / "plots"
+        result = run_training(data_path, model_dir, params, vocab, plots_dir=plots)
+        manifest = result.manifest
+        mlflow.log_params(_flat("", {"model": params["model"], "split": params["split"]}))
+        mlflow.log_metrics({k.replace("[", "_").replace("]", ""): v for k, v in _flat("", result.metrics).items()})
+        mlflow.set_tags(
+            {
+                "data_sha256": manifest["data_sha256"],
+                "model_version": manifest["model_version"],
+                **{f"version.{k}": v for k, v in manifest["library_versions"].items()},
+            }
+        )
+        for png in result.plots:
+            mlflow.log_artifact(str(png), artifact_path="plots")
+        mlflow.log_artifact(str(model_dir / "MODEL_CARD.md"))
+        mlflow.log_artifact(str(model_dir / "manifest.json"))
+        if params_path:
+            mlflow.log_artifact(str(params_path))
+        client = MlflowClient()
+        champion_auc = _champion_auc(client, result.splits.test)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),
+            artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
+            code_paths=[str(Path(__file__).parent)],
+            signature=signature(),
+            input_example=input_example(result.splits.test),
+            registered_model_name=config.REGISTERED_MODEL_NAME,
+            pip_requirements=_requirements(),
+        )
+        version = str(info.registered_model_version)
+        checks = quality_checks(result.metrics, champion_auc, params["gates"])
+        promoted = all(check["passed"] for check in checks.values())
+        if promoted:
+            client.set_registered_model_alias(config.REGISTERED_MODEL_NAME, config.CHAMPION_ALIAS, version)
+        mlflow.set_tag("champion", str(promoted).lower())
+        mlflow.log_dict({"promoted": promoted, "checks": checks}, "gates.json")
+    return result, GateOutcome(version=version, promoted=promoted, checks=checks)
+
+
+def _requirements() -> list[str]:
+    from stepdown_ml.modeldir import library_versions
+
+    versions = library_versions()
+    pins = [f"{name}=={versions[name]}" for name in ("onnxruntime", "numpy", "pandas", "mlflow")]
+    return [*pins, "pyarrow", "scipy", "pyyaml", "protobuf<7"]
+
+
