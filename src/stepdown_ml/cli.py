@@ -14,6 +14,7 @@ from pathlib import Path
 
 from stepdown_ml import config
 from stepdown_ml.contract import ContractError
+from stepdown_ml.modeldir import ModelDirError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -135,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     gen.add_argument("--out", type=Path, default=config.GENERATED_DIR / "transitions.csv", help="output CSV")
     gen.add_argument("--raw", action="store_true", help="raw records with fake identities")
-    gen.add_argument("--kind", choices=("transitions", "raw"), default="transitions",
-                     help="same as --raw when 'raw' (for MLproject's typed parameters)")
+    gen.add_argument(
+        "--kind",
+        choices=("transitions", "raw"),
+        default="transitions",
+        help="same as --raw when 'raw' (for MLproject's typed parameters)",
+    )
     gen.set_defaults(func=cmd_generate)
 
     anon = sub.add_parser(
@@ -175,12 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="batch-score a candidates file (CSV, .csv.gz or .parquet)")
     score.add_argument("input", type=Path, help="candidates file")
     score.add_argument("--out", type=Path, required=True, help="scores file (.csv or .parquet)")
-    score.add_argument("--rejects", type=Path, default=None,
-                       help="rejects CSV (default: <out>.rejects.csv beside --out)")
+    score.add_argument(
+        "--rejects", type=Path, default=None, help="rejects CSV (default: <out>.rejects.csv beside --out)"
+    )
     score.add_argument("--model-dir", type=Path, default=config.DEFAULT_MODEL_DIR, help="model directory")
     score.add_argument("--model-uri", default=None, help="or an MLflow model URI")
-    score.add_argument("--chunk-rows", type=_positive_int, default=config.DEFAULT_CHUNK_ROWS,
-                       help="rows per block for Parquet input")
+    score.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=config.DEFAULT_CHUNK_ROWS,
+        help="rows per block for Parquet input",
+    )
     score.add_argument("--workers", type=_positive_int, default=2, help="blocks scored in parallel")
     score.set_defaults(func=cmd_score)
     return parser
@@ -192,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ContractError, FileNotFoundError, ValueError) as exc:
+    except (ContractError, ModelDirError, FileNotFoundError) as exc:
         _say(f"stepdown-ml {args.command}: error: {exc}")
         return EXIT_BAD_INPUT
 

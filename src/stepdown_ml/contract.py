@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MOTIVES = ("necessity", "career_change", "broaden_horizons", "alternate_route")
 FUNCTIONS = (
@@ -51,6 +53,10 @@ REGIONS = ("NA", "EU", "APAC", "LATAM", "MEA")
 RECOMMENDATIONS = ("take_step_down", "target_lateral", "aim_higher", "reconsider")
 
 SKILL_TOKEN = re.compile(r"[a-z0-9_]+")
+SKILLS_PATTERN = r"^[a-z0-9_]+(;[a-z0-9_]+)*$"
+# A plain decimal number; the same pattern decides for one value and for a column.
+NUMBER_PATTERN = r"^[ \t\r\n]*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\r\n]*$"
+NUMBER_RE = re.compile(NUMBER_PATTERN)
 SKILL_SEPARATOR = ";"
 MAX_ID_LENGTH = 64
 
@@ -60,7 +66,7 @@ class ContractError(ValueError):
 
 
 def _is_empty(value: Any) -> bool:
-    if value is None:
+    if value is None or value is pd.NA:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
@@ -118,7 +124,8 @@ class Column:
         if kind in ("id", "enum", "skills"):
             if not isinstance(raw, str):
                 return None, self.reason(raw)
-            text = raw.strip()
+            # Ids are echoed exactly as given; enums and skills forgive surrounding blanks.
+            text = raw if kind == "id" else raw.strip()
             if kind == "id":
                 ok = len(text) <= MAX_ID_LENGTH
             elif kind == "enum":
@@ -136,27 +143,29 @@ class Column:
             return None, self.reason(raw)
         return (int(number) if kind in ("int", "binary") else number), None
 
-    def parse_series(self, raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    def parse_series(self, raw: pd.Series | pa.Array) -> tuple[pd.Series, np.ndarray]:
         """Parse a whole column. Returns the parsed values and a boolean mask of bad rows.
 
-        Parsed values of bad rows are meaningless. Empty cells of a nullable column
-        parse to NaN (numbers) or ``None`` (strings).
+        Text goes through pyarrow compute kernels (the batch hot path), numeric columns
+        through numpy. Parsed values of bad rows are meaningless; empty cells of a
+        nullable column parse to NaN (numbers) or null (strings). Strings come back as
+        Arrow-backed series, numbers as float64.
         """
-        empty = _empty_mask(raw)
+        column = _Cells.of(raw)
         kind = self.kind
         if kind in ("id", "enum", "skills"):
-            is_str = _is_text(raw)
-            text = raw.where(is_str, "").astype(str).str.strip()
+            text = column.text if kind == "id" else column.trimmed
             if kind == "id":
-                ok = text.str.len().to_numpy() <= MAX_ID_LENGTH
+                ok = pc.less_equal(pc.utf8_length(text), MAX_ID_LENGTH)
             elif kind == "enum":
-                ok = text.isin(self.allowed).to_numpy()
+                ok = pc.is_in(text, value_set=pa.array(self.allowed, pa.string()))
             else:
-                ok = text.str.fullmatch(r"[a-z0-9_]+(?:;[a-z0-9_]+)*").to_numpy(dtype=bool)
-            ok = ok & is_str
-            values = text.astype(object).where(~empty, None)
+                ok = pc.match_substring_regex(text, SKILLS_PATTERN)
+            ok = _to_bool(ok) & column.is_text
+            empty = column.empty
+            values = pd.Series(pd.arrays.ArrowExtensionArray(text), index=column.index, copy=False)
         else:
-            number = _numbers(raw)
+            number, empty = column.numbers(), column.empty
             ok = ~np.isnan(number)
             if kind in ("int", "binary"):
                 ok &= np.floor(number) == number
@@ -166,9 +175,78 @@ class Column:
                     ok &= number >= low
                 if high is not None:
                     ok &= number <= high
-            values = pd.Series(np.where(ok, number, np.nan), index=raw.index)
+            values = pd.Series(np.where(ok, number, np.nan), index=column.index, copy=False)
         bad = ~ok & ~empty if self.nullable else ~ok | empty
         return values, bad
+
+
+def _to_bool(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(array.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+class _Cells:
+    """One input column, seen as text (pyarrow) and, on demand, as numbers (numpy).
+
+    A column read from a file is text; a column of a typed frame is numeric; an object
+    column may mix both, and then each cell is taken as it is, as
+    :meth:`Column.parse_value` takes it.
+    """
+
+    def __init__(
+        self,
+        index: pd.Index,
+        text: pa.Array,
+        is_text: np.ndarray,
+        numbers: np.ndarray | None,
+        empty: np.ndarray | None = None,
+    ) -> None:
+        self.index = index
+        self.text = text
+        self.is_text = is_text
+        self._numbers = numbers
+        self.trimmed = pc.utf8_trim_whitespace(text)
+        if empty is None:
+            empty = ~_to_bool(pc.is_valid(text)) | _to_bool(pc.equal(self.trimmed, ""))
+        self.empty = empty
+
+    @classmethod
+    def of(cls, raw: pd.Series | pa.Array) -> _Cells:
+        if isinstance(raw, (pa.Array, pa.ChunkedArray)):
+            raw = pd.Series(pd.arrays.ArrowExtensionArray(raw))
+        dtype = raw.dtype
+        n = len(raw)
+        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+            numbers = raw.to_numpy(dtype=np.float64, na_value=np.nan).copy()
+            numbers[~np.isfinite(numbers)] = np.nan
+            empty = raw.isna().to_numpy(dtype=bool)
+            return cls(raw.index, pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
+        if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+            text = pa.array(raw, type=pa.string(), from_pandas=True)
+            return cls(raw.index, text, _to_bool(pc.is_valid(text)), None)
+        # Mixed object column: the rare, slow path, cell by cell.
+        cells = raw.to_numpy(dtype=object)
+        is_text = np.fromiter((isinstance(v, str) for v in cells), dtype=bool, count=n)
+        text = pa.array([v if isinstance(v, str) else None for v in cells], type=pa.string())
+        numbers = np.array([_python_number(v) for v in cells], dtype=np.float64)
+        empty = np.fromiter((_is_empty(v) for v in cells), dtype=bool, count=n)
+        return cls(raw.index, text, is_text, numbers, empty)
+
+    def numbers(self) -> np.ndarray:
+        """float64 values, NaN where the cell is not a finite plain number."""
+        parsed = self._numbers.copy() if self._numbers is not None else np.full(len(self.is_text), np.nan)
+        if self.is_text.any():
+            looks_numeric = _to_bool(pc.match_substring_regex(self.text, NUMBER_PATTERN))
+            cleaned = pc.replace_substring_regex(self.trimmed, r"^\+", "")
+            cleaned = pc.if_else(pa.array(looks_numeric), cleaned, "0")
+            cast = pc.cast(cleaned, pa.float64()).to_numpy(zero_copy_only=False)
+            parsed = np.where(self.is_text, np.where(looks_numeric, cast, np.nan), parsed)
+        parsed[~np.isfinite(parsed)] = np.nan
+        return parsed
+
+
+def _python_number(value: Any) -> float:
+    number = _to_number(value) if not isinstance(value, str) else None
+    return np.nan if number is None else number
 
 
 def _fmt(bound: float | None) -> str:
@@ -183,40 +261,16 @@ def _to_number(raw: Any) -> float | None:
     if isinstance(raw, (int, float, np.integer, np.floating)):
         number = float(raw)
     elif isinstance(raw, str):
-        try:
-            number = float(raw.strip())
-        except ValueError:
+        if not NUMBER_RE.fullmatch(raw):
             return None
+        number = float(raw.strip())
     else:
         return None
     return number if math.isfinite(number) else None
 
 
-def _is_text(raw: pd.Series) -> np.ndarray:
-    if pd.api.types.is_string_dtype(raw.dtype) and raw.dtype != object:
-        return raw.notna().to_numpy(dtype=bool)
-    return raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-
-
 def _empty_mask(raw: pd.Series) -> np.ndarray:
-    missing = raw.isna().to_numpy(dtype=bool).copy()
-    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
-        is_str = _is_text(raw)
-        blank = raw.where(is_str, "x").astype(str).str.strip() == ""
-        missing |= blank.to_numpy(dtype=bool)
-    return missing
-
-
-def _numbers(raw: pd.Series) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_numeric_dtype(raw.dtype):
-        number = raw.astype("float64").to_numpy()
-    else:
-        # Booleans stored in an object column count as 0/1, as in parse_value.
-        cleaned = raw.map(lambda v: float(v) if isinstance(v, bool) else v, na_action="ignore")
-        number = pd.to_numeric(cleaned, errors="coerce").astype("float64").to_numpy()
-    number = number.copy()
-    number[~np.isfinite(number)] = np.nan
-    return number
+    return _Cells.of(raw).empty
 
 
 CANDIDATE_COLUMNS: tuple[Column, ...] = (
@@ -419,7 +473,11 @@ def validate_frame(
         values[name] = column_values
     if problem_rows:
         rows = np.concatenate(problem_rows)
-        ids = frame["candidate_id"].to_numpy(dtype=object)[rows] if "candidate_id" in frame else ""
+        ids = (
+            frame["candidate_id"].to_numpy(dtype=object)[rows]
+            if "candidate_id" in frame
+            else np.full(len(rows), "", dtype=object)
+        )
         problems = pd.DataFrame(
             {
                 "row": (

@@ -27,13 +27,11 @@ from onnx import TensorProto, helper
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from stepdown_ml.features import FEATURE_GROUP_INDEX, GROUP_NAMES, N_FEATURES
+from stepdown_ml.modeldir import CONTRIBUTIONS, INPUT_NAME, PROBABILITIES
+from stepdown_ml.modeldir import LABEL_OUTPUT as LABEL
 
 ONNX_OPSET = 17
 ONNX_ML_OPSET = 3
-INPUT_NAME = "features"
-PROBABILITIES = "probabilities"
-LABEL = "label"
-CONTRIBUTIONS = "contributions"
 
 
 def _node_expectations(nodes: np.ndarray) -> np.ndarray:
@@ -151,6 +149,9 @@ def to_onnx(
         node.output[:] = [rename.get(o, o) for o in node.output]
     for name, out in outputs.items():
         out.name = rename.get(name, name)
+    # skl2onnx picks the lowest opsets that suffice; pin both so every export is the same.
+    for opset in onnx_model.opset_import:
+        opset.version = {"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET}.get(opset.domain, opset.version)
     node, bias = _contribution_node(model)
     onnx_model.graph.node.append(node)
     onnx_model.graph.output.append(

@@ -25,7 +25,9 @@ class StepdownModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.model = Model(context.artifacts[MODEL_DIR_ARTIFACT])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         try:
             return predict(frame, model=self.model)

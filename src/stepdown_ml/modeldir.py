@@ -13,6 +13,11 @@ from stepdown_ml.skills import SkillVocabulary
 from stepdown_ml.tables import atomic_path
 
 ONNX_FILE = "model.onnx"
+# Names inside the ONNX graph (see stepdown_ml.export).
+INPUT_NAME = "features"
+PROBABILITIES = "probabilities"
+LABEL_OUTPUT = "label"
+CONTRIBUTIONS = "contributions"
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 VOCABULARY_FILE = "skills_vocabulary.json"

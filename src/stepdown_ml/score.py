@@ -318,7 +318,9 @@ def score_file(
     if not source.is_file():
         raise ContractError(f"{source}: no such file")
     out = Path(out_path)
-    rejects_out = Path(rejects_path) if rejects_path else out.with_name(out.name.split(".")[0] + ".rejects.csv")
+    rejects_out = (
+        Path(rejects_path) if rejects_path else out.with_name(out.name.split(".")[0] + ".rejects.csv")
+    )
     model = model or Model(config.DEFAULT_MODEL_DIR)
     parquet = out.suffix == ".parquet"
     reader = _Input(source, chunk_rows)
@@ -333,8 +335,8 @@ def score_file(
     def session_for_thread() -> Model:
         # One model (and ONNX session) per worker thread: single-threaded sessions scale best.
         if not hasattr(local, "model"):
-            local.model = model if threading.current_thread() is threading.main_thread() else Model(
-                model.model_dir
+            local.model = (
+                model if threading.current_thread() is threading.main_thread() else Model(model.model_dir)
             )
         return local.model
 
@@ -344,9 +346,11 @@ def score_file(
         if skipped:
             extra = _field_count_rejects(skipped, reader.header, len(reader.header))
             problems = pd.concat([problems, extra]).sort_values("row", kind="stable")
-        persons = frame[PERSON_ID.name].to_numpy()[~np.isin(numbers, problems["row"].to_numpy())] if (
-            PERSON_ID.name in frame
-        ) else None
+        persons = (
+            frame[PERSON_ID.name].to_numpy()[~np.isin(numbers, problems["row"].to_numpy())]
+            if (PERSON_ID.name in frame)
+            else None
+        )
         return len(numbers) + len(skipped), scores, problems, persons
 
     ranked = None

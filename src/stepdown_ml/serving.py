@@ -24,9 +24,8 @@ from stepdown_ml.contract import (
     validate_frame,
     validate_record,
 )
-from stepdown_ml.export import CONTRIBUTIONS, INPUT_NAME
 from stepdown_ml.features import GROUP_NAMES, FeatureSpace
-from stepdown_ml.modeldir import ONNX_FILE, VOCABULARY_FILE, read_manifest
+from stepdown_ml.modeldir import CONTRIBUTIONS, INPUT_NAME, ONNX_FILE, VOCABULARY_FILE, read_manifest
 from stepdown_ml.recommend import rank_within, reasons, recommend
 from stepdown_ml.skills import load_vocabulary
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from stepdown_ml import config
 from stepdown_ml.contract import CANDIDATE_COLUMNS
@@ -21,22 +21,16 @@ from stepdown_ml.skills import SkillVocabulary
 from stepdown_ml.train import TrainingResult, run_training
 
 EXPERIMENT = "stepdown-ml"
-_MLFLOW_TYPES = {"id": "string", "enum": "string", "skills": "string", "int": "long", "binary": "long",
-                 "number": "double"}
 
 
 def signature() -> ModelSignature:
-    """Input: the candidate columns; output: the scores layout."""
-    inputs = Schema(
-        [
-            ColSpec(
-                "double" if c.name == "necessity_avoidable" else _MLFLOW_TYPES[c.kind],
-                c.name,
-                required=not c.nullable,
-            )
-            for c in CANDIDATE_COLUMNS
-        ]
-    )
+    """Input: the candidate columns; output: the scores layout.
+
+    Input columns are typed ``Any``: MLflow's own type enforcement would refuse values the
+    contract accepts (nullable integers, numbers given as text) before the project's
+    validator could explain what is wrong. Every row still goes through that validator.
+    """
+    inputs = Schema([ColSpec(AnyType(), c.name, required=not c.nullable) for c in CANDIDATE_COLUMNS])
     outputs = Schema(
         [
             ColSpec("string", "candidate_id"),
@@ -50,17 +44,9 @@ def signature() -> ModelSignature:
 
 
 def input_example(values: pd.DataFrame, rows: int = 3) -> pd.DataFrame:
-    """A few candidate rows typed as the signature says."""
-    example = values[[c.name for c in CANDIDATE_COLUMNS]].head(rows).copy()
-    for c in CANDIDATE_COLUMNS:
-        kind = "double" if c.name == "necessity_avoidable" else _MLFLOW_TYPES[c.kind]
-        if kind == "long":
-            example[c.name] = example[c.name].astype("int64")
-        elif kind == "double":
-            example[c.name] = example[c.name].astype("float64")
-        else:
-            example[c.name] = example[c.name].astype(object).where(example[c.name].notna(), "")
-    return example.reset_index(drop=True)
+    """A few candidate rows, as plain JSON-friendly values."""
+    example = values[[c.name for c in CANDIDATE_COLUMNS]].head(rows).astype(object)
+    return example.where(example.notna(), None).reset_index(drop=True)
 
 
 @dataclass
@@ -92,8 +78,11 @@ def quality_checks(
     checks: dict[str, dict[str, Any]] = {}
     if "oracle_gap" in report:
         gap = report["oracle_gap"]["roc_auc"]
-        checks["oracle_auc_gap"] = {"value": gap, "limit": gates["max_oracle_auc_gap"],
-                                    "passed": gap <= gates["max_oracle_auc_gap"]}
+        checks["oracle_auc_gap"] = {
+            "value": gap,
+            "limit": gates["max_oracle_auc_gap"],
+            "passed": gap <= gates["max_oracle_auc_gap"],
+        }
     logistic = report["baselines"]["logistic_regression"]["roc_auc"]
     checks["beats_logistic_baseline"] = {"value": auc, "baseline": logistic, "passed": auc > logistic}
     if champion_auc is not None:
@@ -136,9 +125,12 @@ def _flat(prefix: str, payload: Any) -> dict[str, float]:
     if isinstance(payload, dict):
         for key, value in payload.items():
             out.update(_flat(f"{prefix}.{key}" if prefix else str(key), value))
-    elif isinstance(payload, (int, float, np.floating)) and not isinstance(payload, bool):
-        if np.isfinite(payload):
-            out[prefix] = float(payload)
+    elif (
+        isinstance(payload, (int, float, np.floating))
+        and not isinstance(payload, bool)
+        and np.isfinite(payload)
+    ):
+        out[prefix] = float(payload)
     return out
 
 
@@ -152,7 +144,8 @@ def tracked_training(
 ) -> tuple[TrainingResult, GateOutcome]:
     """:func:`stepdown_ml.train.run_training` inside an MLflow run, then register and gate."""
     mlflow.set_tracking_uri(config.tracking_uri())
-    if "MLFLOW_RUN_ID" not in os.environ:  # under `mlflow run` the run and experiment exist
+    # Under `mlflow run` the run exists; MLFLOW_EXPERIMENT_NAME/ID choose another experiment.
+    if not {"MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"} & set(os.environ):
         mlflow.set_experiment(EXPERIMENT)
     model_dir = Path(model_dir)
     with mlflow.start_run():
@@ -160,7 +153,9 @@ def tracked_training(
         result = run_training(data_path, model_dir, params, vocab, plots_dir=plots)
         manifest = result.manifest
         mlflow.log_params(_flat("", {"model": params["model"], "split": params["split"]}))
-        mlflow.log_metrics({k.replace("[", "_").replace("]", ""): v for k, v in _flat("", result.metrics).items()})
+        mlflow.log_metrics(
+            {k.replace("[", "_").replace("]", ""): v for k, v in _flat("", result.metrics).items()}
+        )
         mlflow.set_tags(
             {
                 "data_sha256": manifest["data_sha256"],
@@ -202,5 +197,3 @@ def _requirements() -> list[str]:
     versions = library_versions()
     pins = [f"{name}=={versions[name]}" for name in ("onnxruntime", "numpy", "pandas", "mlflow")]
     return [*pins, "pyarrow", "scipy", "pyyaml", "protobuf<7"]
-
-

@@ -124,6 +124,7 @@ def choose_threshold(y_true: np.ndarray, p: np.ndarray) -> float:
 class TrainingResult:
     """What a training run produced and measured."""
 
+    model_dir: Path
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     pipeline: Pipeline
@@ -274,4 +275,6 @@ def run_training(
         **size,
     )
     manifest = write_model_dir(model_dir, onnx_model.SerializeToString(), manifest, vocab, card)
-    return TrainingResult(manifest=manifest, metrics=report, pipeline=pipeline, splits=splits, plots=plots)
+    return TrainingResult(
+        model_dir=model_dir, manifest=manifest, metrics=report, pipeline=pipeline, splits=splits, plots=plots
+    )

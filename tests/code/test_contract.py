@@ -1,0 +1,161 @@
+"""Unit tests: the contract validator, one case per rule, valid and invalid."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepdown_ml.contract import (
+    CANDIDATE_COLUMNS,
+    TRANSITION_COLUMNS,
+    ContractError,
+    candidate_column,
+    validate_frame,
+    validate_record,
+)
+from tests.conftest import candidate_record
+
+# (column, valid value, invalid value, expected fragment of the reason)
+RULES = [
+    ("candidate_id", "abc-1", "x" * 65, "at most 64 characters"),
+    ("candidate_id", "abc-1", "", "candidate_id is required"),
+    ("motive", "alternate_route", "boredom", "one of necessity, career_change"),
+    ("necessity_avoidable", "1", "2", "necessity_avoidable must be 0 or 1"),
+    ("current_level", "10", "11", "current_level must be an integer 1-10, got '11'"),
+    ("current_level", "7", "3.5", "an integer 1-10"),
+    ("target_level", "1", "0", "target_level must be an integer 1-10"),
+    ("current_function", "customer_support", "astronaut", "current_function must be one of"),
+    ("target_function", "research", "Research", "target_function must be one of"),
+    ("current_industry", "public_sector", "space", "current_industry must be one of"),
+    ("target_industry", "logistics", "", "target_industry is required"),
+    ("same_employer", "1", "yes", "same_employer must be 0 or 1"),
+    ("current_skills", "", "SQL;python", "lowercase tokens"),
+    ("target_skills", "a_1;b2", "a;;b", "lowercase tokens"),
+    ("years_experience", "50", "50.5", "years_experience must be a number 0-50"),
+    ("years_experience", "0", "-1", "a number 0-50"),
+    ("performance_rating", "5", "6", "performance_rating must be an integer 1-5"),
+    ("fit_score", "1", "9", "fit_score must be an integer 1-5, got '9'"),
+    ("promotion_path", "0", "0.5", "promotion_path must be 0 or 1"),
+    ("unemployment_rate", "30", "31", "unemployment_rate must be a number 0-30"),
+    ("unemployment_rate", "4.2", "abc", "unemployment_rate must be a number"),
+    ("months_unemployed", "120", "121", "months_unemployed must be a number 0-120"),
+    ("age_band", "65+", "70-80", "age_band must be one of"),
+    ("region", "LATAM", "Mars", "region must be one of"),
+]
+
+
+@pytest.mark.parametrize(("column", "good", "bad", "fragment"), RULES)
+def test_each_rule_accepts_valid_and_rejects_invalid(column, good, bad, fragment):
+    """Each contract rule: the valid value passes, the invalid one is named with its reason."""
+    frame = pd.DataFrame(
+        [candidate_record(**{column: good}), candidate_record(**{column: bad})], dtype=object
+    )
+    if column == "target_level":
+        frame.loc[:, "current_level"] = "10"
+    result = validate_frame(frame)
+    assert list(result.bad) == [False, True]
+    problems = result.problems
+    assert list(problems["row"]) == [2]
+    assert list(problems["column"]) == [column]
+    assert fragment in problems["reason"].iloc[0]
+    assert problems["candidate_id"].iloc[0] == frame["candidate_id"].iloc[1]
+
+
+def test_target_level_above_current_level_is_rejected():
+    frame = pd.DataFrame([candidate_record(current_level="4", target_level="5")], dtype=object)
+    problems = validate_frame(frame).problems
+    assert list(problems["column"]) == ["target_level"]
+    assert "must be <= current_level (4), got '5'" in problems["reason"].iloc[0]
+
+
+def test_equal_levels_are_allowed():
+    frame = pd.DataFrame([candidate_record(current_level="4", target_level="4")], dtype=object)
+    assert not validate_frame(frame).bad.any()
+
+
+def test_necessity_needs_necessity_avoidable():
+    ok = candidate_record(motive="necessity", necessity_avoidable="0")
+    missing = candidate_record(motive="necessity", necessity_avoidable="")
+    result = validate_frame(pd.DataFrame([ok, missing], dtype=object))
+    assert list(result.bad) == [False, True]
+    assert "required (0 or 1) when motive is necessity" in result.problems["reason"].iloc[0]
+
+
+def test_necessity_avoidable_may_be_empty_for_other_motives():
+    frame = pd.DataFrame([candidate_record(motive="broaden_horizons", necessity_avoidable="")], dtype=object)
+    assert not validate_frame(frame).bad.any()
+
+
+def test_missing_column_is_a_file_level_error():
+    frame = pd.DataFrame([candidate_record()]).drop(columns=["fit_score"])
+    with pytest.raises(ContractError, match="missing required column\\(s\\): fit_score"):
+        validate_frame(frame, source="in.csv")
+
+
+def test_extra_columns_pass_through():
+    frame = pd.DataFrame([candidate_record(note="kept")], dtype=object)
+    result = validate_frame(frame)
+    assert result.values["note"].iloc[0] == "kept"
+
+
+def test_several_problems_in_one_row_are_all_reported():
+    frame = pd.DataFrame([candidate_record(fit_score="9", region="Mars")], dtype=object)
+    assert sorted(validate_frame(frame).problems["column"]) == ["fit_score", "region"]
+
+
+def test_row_numbers_start_at_first_row():
+    frame = pd.DataFrame([candidate_record(), candidate_record(fit_score="0")], dtype=object)
+    assert list(validate_frame(frame, first_row=101).problems["row"]) == [102]
+
+
+def test_transition_columns_validate_the_label():
+    good = {
+        **candidate_record(),
+        "transition_year": "2019",
+        "advanced_within_36m": "1",
+        "months_to_regain": "7",
+    }
+    bad = {**good, "advanced_within_36m": "2", "months_to_regain": ""}
+    result = validate_frame(pd.DataFrame([good, bad], dtype=object), TRANSITION_COLUMNS)
+    assert list(result.problems["column"]) == ["advanced_within_36m"]
+
+
+def test_typed_frames_validate_like_text(candidates):
+    """Generated (typed) frames pass; the same values as text pass too."""
+    assert not validate_frame(candidates).bad.any()
+    assert not validate_frame(candidates.astype(str).replace({"<NA>": ""})).bad.any()
+
+
+cell = st.one_of(
+    st.none(),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["", " ", "1", "0", "5", "10", "3.0", "-1", "1e1", "nan", "inf", "1_0", "necessity", "EU"]
+    ),
+    st.integers(-3, 60),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(column=st.sampled_from(CANDIDATE_COLUMNS), value=cell)
+def test_record_and_frame_paths_agree(column, value):
+    """parse_value (predict's path) and parse_series (batch path) agree on any input."""
+    spec = candidate_column(column.name)
+    one, reason = spec.parse_value(value)
+    values, bad = spec.parse_series(pd.Series([value], dtype=object))
+    assert bool(bad[0]) == (reason is not None)
+    if reason is None and one is not None:
+        assert values.iloc[0] == one
+
+
+@settings(max_examples=60, deadline=None)
+@given(fit=st.sampled_from(["1", "5", "0", "x", ""]), level=st.sampled_from(["3", "12", "2"]))
+def test_validate_record_matches_validate_frame(fit, level):
+    record = candidate_record(fit_score=fit, target_level=level, current_level="3")
+    _, problems = validate_record(record)
+    frame_problems = validate_frame(pd.DataFrame([record], dtype=object)).problems
+    assert sorted(problems) == sorted(zip(frame_problems["column"], frame_problems["reason"], strict=True))

@@ -1,0 +1,107 @@
+"""Unit tests: featurization. The single-record path equals the batch path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepdown_ml.contract import validate_frame, validate_record
+from stepdown_ml.features import FEATURE_NAMES, FeatureSpace, skill_overlap
+from tests.conftest import candidate_record
+
+COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+def features_of(record: dict, vocab) -> np.ndarray:
+    values = validate_frame(pd.DataFrame([record], dtype=object)).values
+    return FeatureSpace(vocab).transform(values)[0]
+
+
+def test_batch_rows_equal_single_records(candidates, vocab):
+    """Every generated row: transform_record == the row of transform."""
+    space = FeatureSpace(vocab)
+    batch = space.transform(validate_frame(candidates.head(500)).values)
+    for i, record in enumerate(candidates.head(500).to_dict("records")):
+        values, problems = validate_record(record)
+        assert not problems
+        np.testing.assert_array_equal(space.transform_record(values)[0], batch[i])
+
+
+def test_features_are_float32(candidates, vocab):
+    assert FeatureSpace(vocab).transform(candidates.head(10)).dtype == np.float32
+
+
+def test_skill_overlap_counts(vocab):
+    row = features_of(
+        candidate_record(
+            current_skills="sql;python;niche_x;sql", target_skills="sql;python;statistics;niche_x"
+        ),
+        vocab,
+    )
+    assert row[COL["n_current_skills"]] == 3  # duplicates count once
+    assert row[COL["n_target_skills"]] == 4
+    assert row[COL["shared_skills"]] == 3  # unknown tokens match themselves
+    assert row[COL["transferable_skill_coverage"]] == pytest.approx(0.75)
+    assert row[COL["skill_jaccard"]] == pytest.approx(0.75)
+    assert row[COL["missing_target_skills"]] == 1
+    assert row[COL["shared_general_skills"]] == 1  # sql
+    assert row[COL["shared_specialized_skills"]] == 1  # python
+
+
+def test_empty_skill_lists_give_zero_coverage(vocab):
+    row = features_of(candidate_record(current_skills="", target_skills=""), vocab)
+    assert row[COL["n_target_skills"]] == 0
+    assert row[COL["transferable_skill_coverage"]] == 0
+
+
+def test_move_shape_features(vocab):
+    row = features_of(
+        candidate_record(
+            current_level="7",
+            target_level="4",
+            current_function="finance",
+            target_function="finance",
+            current_industry="software",
+            target_industry="biotech",
+        ),
+        vocab,
+    )
+    assert row[COL["levels_down"]] == 3
+    assert row[COL["function_change"]] == 0
+    assert row[COL["industry_change"]] == 1
+    assert row[COL["industry_only_change"]] == 1
+
+
+def test_motive_is_one_hot(vocab):
+    row = features_of(candidate_record(motive="alternate_route"), vocab)
+    motives = [
+        row[COL[f"motive_{m}"]] for m in ("necessity", "career_change", "broaden_horizons", "alternate_route")
+    ]
+    assert motives == [0, 0, 0, 1]
+
+
+def test_empty_necessity_avoidable_is_zero(vocab):
+    assert features_of(candidate_record(necessity_avoidable=""), vocab)[COL["necessity_avoidable"]] == 0
+    record = candidate_record(motive="necessity", necessity_avoidable="1")
+    assert features_of(record, vocab)[COL["necessity_avoidable"]] == 1
+
+
+tokens = st.sampled_from(["sql", "python", "excel", "statistics", "niche_a", "niche_b", "recruiting", "lean"])
+skill_lists = st.lists(tokens, max_size=6).map(";".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(current=skill_lists, target=skill_lists)
+def test_vectorized_overlap_matches_sets(current, target, vocab):
+    """skill_overlap (pyarrow + bitsets) equals plain set arithmetic."""
+    counts = skill_overlap(pd.Series([current, "sql"]), pd.Series([target, ""]), vocab)
+    cur = set(current.split(";")) - {""}
+    tgt = set(target.split(";")) - {""}
+    assert counts["n_current"][0] == len(cur)
+    assert counts["n_target"][0] == len(tgt)
+    assert counts["shared"][0] == len(cur & tgt)
+    assert counts["shared_general"][0] == len(cur & tgt & set(vocab.general))
+    assert (counts["n_current"][1], counts["n_target"][1], counts["shared"][1]) == (1, 0, 0)

@@ -1,0 +1,183 @@
+"""Unit tests: streaming batch scoring (the `stepdown-ml score` command)."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stepdown_ml import score as score_module
+from stepdown_ml.cli import main
+from stepdown_ml.contract import REJECTS_COLUMNS, SCORES_COLUMNS
+from stepdown_ml.serving import Model, predict
+from stepdown_ml.tables import write_csv
+from tests.conftest import candidate_record
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> Model:
+    return Model(model_dir)
+
+
+def read(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def run_score(model_dir, src, out, *extra) -> int:
+    return main(["score", str(src), "--out", str(out), "--model-dir", str(model_dir), *extra])
+
+
+def test_every_row_is_scored_or_rejected(tmp_path, candidates, model_dir, model):
+    frame = candidates.head(400).astype(object).copy()
+    frame.loc[10, "fit_score"] = 9
+    frame.loc[20, "motive"] = "boredom"
+    frame.loc[20, "region"] = "Mars"
+    frame.loc[30, "target_level"] = 10
+    src = tmp_path / "in.csv"
+    write_csv(frame, src)
+    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    scores, rejects = read(tmp_path / "s.csv"), read(tmp_path / "s.rejects.csv")
+    assert list(scores.columns) == list(SCORES_COLUMNS)
+    assert list(rejects.columns) == list(REJECTS_COLUMNS)
+    assert len(scores) == 397
+    assert sorted(set(rejects["row"].astype(int))) == [11, 21, 31]
+    assert set(rejects["column"]) == {"fit_score", "motive", "region", "target_level"}
+    kept = frame.drop(index=[10, 20, 30])
+    assert list(scores["candidate_id"]) == list(kept["candidate_id"])  # input order
+    expected = predict(kept.reset_index(drop=True), model=model)
+    np.testing.assert_allclose(scores["p_advance"].astype(float), expected["p_advance"], atol=1e-12)
+
+
+def test_wrong_field_count_is_a_row_level_reject(tmp_path, candidates, model_dir):
+    src = tmp_path / "in.csv"
+    write_csv(candidates.head(5), src)
+    lines = src.read_text().splitlines()
+    lines.insert(3, '"short-row",1,2')
+    src.write_text("\n".join(lines) + "\n")
+    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    rejects = read(tmp_path / "s.rejects.csv")
+    assert rejects.to_dict("records") == [
+        {"row": "3", "candidate_id": "short-row", "column": "", "reason": "expected 20 fields, got 3"}
+    ]
+    assert len(read(tmp_path / "s.csv")) == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"candidate_id,motive\nx,necessity\n", "missing required column(s): necessity_avoidable"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe binary", "not UTF-8"),
+        (b'{"json": true}\n', "missing required column"),
+    ],
+    ids=["empty", "missing-column", "not-utf8", "not-csv"],
+)
+def test_broken_files_fail_with_one_line_and_no_output(tmp_path, model_dir, capsys, content, message):
+    src = tmp_path / "in.csv"
+    src.write_bytes(content)
+    out = tmp_path / "s.csv"
+    assert run_score(model_dir, src, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(src) in err[0]
+    assert not out.exists() and not (tmp_path / "s.rejects.csv").exists()
+    assert not list(tmp_path.glob(".*part"))
+
+
+def test_not_utf8_in_the_middle_leaves_no_output(tmp_path, candidates, model_dir, monkeypatch):
+    monkeypatch.setattr(score_module, "BLOCK_BYTES", 4096)
+    src = tmp_path / "in.csv"
+    write_csv(candidates.head(300), src)
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2] = 0xFF
+    src.write_bytes(bytes(data))
+    assert run_score(model_dir, src, tmp_path / "s.csv") == 2
+    assert not (tmp_path / "s.csv").exists()
+
+
+FORMULAS = [
+    ("=1+1", "'=1+1"),
+    ("+1", "'+1"),
+    ("-cmd", "'-cmd"),
+    ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tx", "'\tx"),
+    ("plain", "plain"),
+    ("a=b", "a=b"),
+]
+
+
+@pytest.mark.parametrize(("given", "written"), FORMULAS)
+def test_formula_cells_are_neutralized_in_scores_and_rejects(tmp_path, model_dir, given, written):
+    src = tmp_path / "in.csv"
+    rows = [candidate_record(candidate_id=given), candidate_record(candidate_id=given, fit_score="9")]
+    write_csv(pd.DataFrame(rows), src)
+    src.write_text(src.read_text().replace("'" + given, given))  # undo the writer's own guard
+    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    assert read(tmp_path / "s.csv")["candidate_id"].tolist() == [written]
+    assert read(tmp_path / "s.rejects.csv")["candidate_id"].tolist() == [written]
+
+
+def test_failure_mid_write_leaves_no_partial_file(tmp_path, candidates, model_dir, monkeypatch):
+    src = tmp_path / "in.csv"
+    write_csv(candidates.head(300), src)
+    out = tmp_path / "s.csv"
+    out.write_text("previous results\n")
+    monkeypatch.setattr(score_module, "BLOCK_BYTES", 4096)
+    calls = {"n": 0}
+    original = score_module._scores_table
+
+    def failing(scores):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full (injected)")
+        return original(scores)
+
+    monkeypatch.setattr(score_module, "_scores_table", failing)
+    with pytest.raises(OSError, match="injected"):
+        score_module.score_file(src, out, model=Model(model_dir))
+    assert out.read_text() == "previous results\n"
+    assert not (tmp_path / "s.rejects.csv").exists()
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_ranking_across_chunks(tmp_path, candidates, model_dir, model, monkeypatch):
+    """One person's options spread over many blocks are ranked over the whole file."""
+    monkeypatch.setattr(score_module, "BLOCK_BYTES", 4096)
+    frame = candidates.head(240).copy()
+    frame["person_id"] = [f"p{i % 7}" for i in range(len(frame))]
+    src = tmp_path / "in.csv"
+    write_csv(frame, src)
+    summary = score_module.score_file(src, tmp_path / "s.csv", model=model)
+    assert summary.scored == 240
+    scores = read(tmp_path / "s.csv")
+    expected = predict(frame, model=model)
+    assert scores["rank"].astype(int).tolist() == expected["rank"].tolist()
+    assert sorted(scores[frame["person_id"].to_numpy() == "p3"]["rank"].astype(int)) == list(range(1, 35))
+
+
+def test_gzip_and_parquet_inputs(tmp_path, candidates, model_dir):
+    frame = candidates.head(100)
+    csv_path = tmp_path / "in.csv"
+    write_csv(frame, csv_path)
+    gz_path = tmp_path / "in.csv.gz"
+    gz_path.write_bytes(gzip.compress(csv_path.read_bytes()))
+    pq_path = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pandas(frame.astype(str).replace({"<NA>": ""})), pq_path)
+    outputs = []
+    for i, path in enumerate((csv_path, gz_path, pq_path)):
+        out = tmp_path / f"s{i}.csv"
+        assert run_score(model_dir, path, out, "--chunk-rows", "17") == 0
+        outputs.append(read(out))
+    pd.testing.assert_frame_equal(outputs[0], outputs[1])
+    pd.testing.assert_frame_equal(outputs[0], outputs[2])
+
+
+def test_parquet_output(tmp_path, candidates, model_dir):
+    src = tmp_path / "in.csv"
+    write_csv(candidates.head(50), src)
+    assert run_score(model_dir, src, tmp_path / "s.parquet") == 0
+    table = pq.read_table(tmp_path / "s.parquet")
+    assert table.column_names == list(SCORES_COLUMNS) and table.num_rows == 50

@@ -1,0 +1,106 @@
+"""Unit tests: predict() for services."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from stepdown_ml import InvalidCandidateError, predict
+from stepdown_ml.contract import RECOMMENDATIONS, SCORES_COLUMNS
+from stepdown_ml.recommend import REASON_CODES
+from stepdown_ml.serving import Model
+from tests.conftest import candidate_record
+
+CODES = {c for pair in REASON_CODES.values() for c in pair} | {"no_dominant_factor"}
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> Model:
+    return Model(model_dir)
+
+
+def test_record_equals_batch_equals_scikit_learn(model, trained, candidates):
+    """predict(record) == predict(frame) row == scikit-learn's pipeline, within 1e-5."""
+    rows = candidates.head(300)
+    batch = predict(rows, model=model)
+    singles = [predict(r, model=model) for r in rows.to_dict("records")]
+    sklearn = trained.pipeline.predict_proba(rows)[:, 1]
+    np.testing.assert_allclose(batch["p_advance"], [s["p_advance"] for s in singles], atol=1e-12)
+    np.testing.assert_allclose(batch["p_advance"], sklearn, atol=1e-5)
+    assert list(batch["recommendation"]) == [s["recommendation"] for s in singles]
+    assert list(batch["reasons"]) == [s["reasons"] for s in singles]
+
+
+def test_output_layout(model, candidates):
+    out = predict(candidates.head(50), model=model)
+    assert list(out.columns) == list(SCORES_COLUMNS)
+    assert list(out["candidate_id"]) == list(candidates.head(50)["candidate_id"])
+    assert out["p_advance"].between(0, 1).all()
+    assert set(out["recommendation"]) <= set(RECOMMENDATIONS)
+    assert all(set(r.split(";")) <= CODES for r in out["reasons"])
+    assert (out["model_version"] == model.version).all()
+
+
+def test_default_model_is_used_without_arguments():
+    result = predict(candidate_record())
+    assert set(result) == set(SCORES_COLUMNS)
+
+
+def test_iterable_of_dicts_is_accepted(model):
+    out = predict(iter([candidate_record(candidate_id="a"), candidate_record(candidate_id="b")]), model=model)
+    assert list(out["candidate_id"]) == ["a", "b"]
+
+
+def test_ranking_by_person(model):
+    records = [
+        candidate_record(candidate_id="p1-weak", person_id="p1", fit_score="1", promotion_path="0"),
+        candidate_record(candidate_id="p1-strong", person_id="p1", fit_score="5", promotion_path="1"),
+        candidate_record(candidate_id="p2-only", person_id="p2"),
+    ]
+    out = predict(records, model=model).set_index("candidate_id")
+    assert out.loc["p1-strong", "rank"] == 1 and out.loc["p1-weak", "rank"] == 2
+    assert out.loc["p2-only", "rank"] == 1
+
+
+def test_invalid_record_raises_one_exception_with_every_problem(model):
+    with pytest.raises(InvalidCandidateError) as exc:
+        predict(candidate_record(fit_score="9", region="Mars"), model=model)
+    assert sorted(p["column"] for p in exc.value.problems) == ["fit_score", "region"]
+    assert "fit_score must be an integer 1-5, got '9'" in str(exc.value)
+
+
+def test_invalid_rows_in_a_batch_are_named_by_row(model):
+    with pytest.raises(InvalidCandidateError) as exc:
+        predict([candidate_record(), candidate_record(current_level="x")], model=model)
+    assert exc.value.problems == [
+        {"row": 2, "column": "current_level", "reason": "current_level must be an integer 1-10, got 'x'"}
+    ]
+
+
+@pytest.mark.parametrize("bad", [{}, {"motive": "career_change"}, []])
+def test_missing_fields_raise_invalid_candidate_not_library_errors(model, bad):
+    with pytest.raises(InvalidCandidateError):
+        predict(bad, model=model)
+
+
+def test_thread_pool_gives_serial_results(model, candidates):
+    records = candidates.head(200).to_dict("records")
+    serial = [predict(r, model=model)["p_advance"] for r in records]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda r: predict(r, model=model)["p_advance"], records))
+    assert parallel == serial
+
+
+def test_serving_imports_neither_mlflow_nor_sklearn():
+    code = (
+        "import json, sys, stepdown_ml\n"
+        f"stepdown_ml.predict(json.loads({json.dumps(json.dumps(candidate_record()))}))\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'sklearn', 'scipy', 'onnx'})\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
