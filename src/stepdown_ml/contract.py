@@ -57,6 +57,8 @@ SKILLS_PATTERN = r"^[a-z0-9_]+(;[a-z0-9_]+)*$"
 # A plain decimal number; the same pattern decides for one value and for a column.
 NUMBER_PATTERN = r"^[ \t\r\n]*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\r\n]*$"
 NUMBER_RE = re.compile(NUMBER_PATTERN)
+# Digits with at most one decimal point: a subset of NUMBER_PATTERN that Arrow casts as is.
+PLAIN_DIGITS = r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)$"
 SKILL_SEPARATOR = ";"
 MAX_ID_LENGTH = 64
 
@@ -233,6 +235,10 @@ class _Cells:
 
     def numbers(self) -> np.ndarray:
         """float64 values, NaN where the cell is not a finite plain number."""
+        if self._numbers is None and self.is_text.all():
+            fast = self._cast_all()
+            if fast is not None:
+                return fast
         parsed = self._numbers.copy() if self._numbers is not None else np.full(len(self.is_text), np.nan)
         if self.is_text.any():
             looks_numeric = _to_bool(pc.match_substring_regex(self.text, NUMBER_PATTERN))
@@ -241,6 +247,19 @@ class _Cells:
             cast = pc.cast(cleaned, pa.float64()).to_numpy(zero_copy_only=False)
             parsed = np.where(self.is_text, np.where(looks_numeric, cast, np.nan), parsed)
         parsed[~np.isfinite(parsed)] = np.nan
+        return parsed
+
+    def _cast_all(self) -> np.ndarray | None:
+        """The common case, a column of plain numbers: one cast, no regular expressions.
+
+        Returns None when any cell is not a plain decimal (the regex path then decides
+        cell by cell), so what is accepted is exactly what ``NUMBER_PATTERN`` accepts.
+        """
+        filled = pc.if_else(pa.array(self.empty), "0", self.trimmed)
+        if not _to_bool(pc.match_substring_regex(filled, PLAIN_DIGITS)).all():
+            return None
+        parsed = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False).copy()
+        parsed[self.empty] = np.nan
         return parsed
 
 
@@ -387,7 +406,7 @@ class Validation:
     @property
     def valid(self) -> pd.DataFrame:
         """The valid rows only, typed."""
-        return self.values.loc[~self.bad]
+        return self.values.loc[~self.bad] if self.bad.any() else self.values
 
 
 def empty_rejects() -> pd.DataFrame:
@@ -454,23 +473,24 @@ def validate_frame(
     for column in columns:
         raw = frame[column.name]
         values, col_bad = column.parse_series(raw)
-        parsed[column.name] = values.to_numpy()
+        # Text stays Arrow-backed: no Python string objects on the hot path.
+        parsed[column.name] = values
         if col_bad.any():
             idx = np.flatnonzero(col_bad)
             add(idx, column.name, np.array([column.reason(v) for v in raw.iloc[idx]], dtype=object))
     if "current_level" in parsed and "target_level" in parsed:
-        current, target = parsed["current_level"], parsed["target_level"]
+        current, target = parsed["current_level"].to_numpy(), parsed["target_level"].to_numpy()
         with np.errstate(invalid="ignore"):
             idx = np.flatnonzero(target > current)
         reasons = [level_reason(int(current[i]), int(target[i])) for i in idx]
         add(idx, "target_level", np.array(reasons, dtype=object))
     if "motive" in parsed and "necessity_avoidable" in parsed:
         empty = _empty_mask(frame["necessity_avoidable"])
-        idx = np.flatnonzero((parsed["motive"] == "necessity") & empty)
+        necessity = _to_bool(pc.equal(pa.array(parsed["motive"]), "necessity"))
+        idx = np.flatnonzero(necessity & empty)
         add(idx, "necessity_avoidable", np.full(len(idx), NECESSITY_AVOIDABLE_REASON, dtype=object))
-    values = frame.copy()
-    for name, column_values in parsed.items():
-        values[name] = column_values
+    extra = {name: frame[name] for name in frame.columns if name not in parsed}
+    values = pd.DataFrame({**parsed, **extra}, index=frame.index, copy=False)
     if problem_rows:
         rows = np.concatenate(problem_rows)
         ids = (

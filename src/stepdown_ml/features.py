@@ -107,17 +107,22 @@ _AGE_INDEX = {band: i for i, band in enumerate(AGE_BANDS)}
 _WORD_BITS = 64
 
 
-def _split_tokens(skills: Any) -> pa.ListArray:
-    array = (
-        skills
-        if isinstance(skills, (pa.Array, pa.ChunkedArray))
-        else pa.array(
-            pd.Series(skills, dtype=object).to_numpy(dtype=object), type=pa.string(), from_pandas=True
-        )
-    )
+def _arrow(column: Any) -> pa.Array:
+    """A text column as one Arrow string array (zero-copy when it is Arrow-backed)."""
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        array = column
+    elif isinstance(column, pd.Series) and not pd.api.types.is_object_dtype(column.dtype):
+        array = pa.array(column, from_pandas=True)
+    else:
+        objects = pd.Series(column, dtype=object).to_numpy(dtype=object)
+        array = pa.array(objects, type=pa.string(), from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    return pc.split_pattern(pc.utf8_trim_whitespace(array), SKILL_SEPARATOR)
+    return array.cast(pa.string()) if array.type != pa.string() else array
+
+
+def _split_tokens(skills: Any) -> pa.ListArray:
+    return pc.split_pattern(pc.utf8_trim_whitespace(_arrow(skills)), SKILL_SEPARATOR)
 
 
 class _SkillIndex:
@@ -148,19 +153,27 @@ def _bitsets(lists: pa.ListArray, index: _SkillIndex, n: int) -> tuple[np.ndarra
     """Known tokens as (n, words) bitsets; unknown tokens as (row, token) pairs."""
     flat = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists).to_numpy()
-    nonblank = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-    codes = pc.index_in(flat, value_set=index.value_set).to_numpy(zero_copy_only=False)
-    known = ~np.isnan(codes) & nonblank
+    nonblank = _mask(pc.not_equal(flat, ""))
+    found = pc.index_in(flat, value_set=index.value_set)
+    known = _mask(pc.is_valid(found)) & nonblank
     rows = parents[known]
-    code = codes[known].astype(np.int64)
+    code = found.filter(pa.array(known)).to_numpy()
     bits = np.zeros((n, index.words), dtype=np.uint64)
-    for word in range(index.words):
-        in_word = (code // _WORD_BITS) == word
-        values = np.left_shift(np.uint64(1), (code[in_word] % _WORD_BITS).astype(np.uint64))
-        np.bitwise_or.at(bits[:, word], rows[in_word], values)
+    if len(rows):
+        # Parents ascend, so each row's tokens are one run: OR them together with reduceat.
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        words = code // _WORD_BITS
+        bit = np.left_shift(np.uint64(1), (code % _WORD_BITS).astype(np.uint64))
+        zero = np.uint64(0)
+        for word in range(index.words):
+            bits[rows[starts], word] = np.bitwise_or.reduceat(np.where(words == word, bit, zero), starts)
     unknown = ~known & nonblank
     unknown_tokens = flat.filter(pa.array(unknown)).to_numpy(zero_copy_only=False)
     return bits, parents[unknown], unknown_tokens
+
+
+def _mask(array: pa.Array) -> np.ndarray:
+    return np.asarray(array.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _unique_pairs(rows: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
@@ -264,26 +277,27 @@ class FeatureSpace:
     def transform(self, values: pd.DataFrame) -> np.ndarray:
         """Features of every row of a validated frame, shape (n, N_FEATURES), float32."""
         n = len(values)
-        out = np.zeros((n, N_FEATURES), dtype=np.float64)
+        # float64 results assigned into float32 round exactly as transform_record's cast.
+        out = np.zeros((n, N_FEATURES), dtype=np.float32)
+        rows = np.arange(n)
 
-        def col(name: str) -> np.ndarray:
-            return values[name].to_numpy()
+        def codes(column: str, levels: tuple[str, ...]) -> np.ndarray:
+            found = pc.index_in(_arrow(values[column]), value_set=pa.array(levels, pa.string()))
+            return found.fill_null(-1).to_numpy(zero_copy_only=False)
 
         def num(name: str) -> np.ndarray:
             return values[name].to_numpy(dtype=np.float64, na_value=np.nan)
 
-        def one_hot(prefix: str, column: str, levels: tuple[str, ...]) -> None:
-            data = col(column)
-            for level in levels:
-                out[:, _INDEX[f"{prefix}_{level}"]] = data == level
-
-        one_hot("motive", "motive", MOTIVES)
-        one_hot("region", "region", REGIONS)
-        one_hot("target_function", "target_function", FUNCTIONS)
-        one_hot("target_industry", "target_industry", INDUSTRIES)
+        for prefix, column, levels in (
+            ("motive", "motive", MOTIVES),
+            ("region", "region", REGIONS),
+            ("target_function", "target_function", FUNCTIONS),
+            ("target_industry", "target_industry", INDUSTRIES),
+        ):
+            out[rows, _INDEX[f"{prefix}_{levels[0]}"] + codes(column, levels)] = 1.0
         current, target = num("current_level"), num("target_level")
-        function_change = col("current_function") != col("target_function")
-        industry_change = col("current_industry") != col("target_industry")
+        function_change = codes("current_function", FUNCTIONS) != codes("target_function", FUNCTIONS)
+        industry_change = codes("current_industry", INDUSTRIES) != codes("target_industry", INDUSTRIES)
         overlap = skill_overlap(values["current_skills"], values["target_skills"], self.vocab)
         computed = {
             "current_level": current,
@@ -300,12 +314,12 @@ class FeatureSpace:
             "fit_score": num("fit_score"),
             "unemployment_rate": num("unemployment_rate"),
             "months_unemployed": num("months_unemployed"),
-            "age_band_index": pd.Series(col("age_band")).map(_AGE_INDEX).to_numpy(dtype=np.float64),
+            "age_band_index": codes("age_band", AGE_BANDS),
             **_skill_features(overlap),
         }
         for name, data in computed.items():
             out[:, _INDEX[name]] = data
-        return out.astype(np.float32)
+        return out
 
     def transform_record(self, values: Mapping[str, Any]) -> np.ndarray:
         """Features of one validated record, shape (1, N_FEATURES), float32."""
