@@ -39,7 +39,7 @@ default-model: setup
 	$(BIN)/stepdown-ml train --no-track --data data/generated/default_training.csv --model-dir models/default
 
 benchmark: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache mlruns mlflow.db data/generated data/interim

@@ -384,7 +384,7 @@ def score_file(
             try:
                 for frame, numbers, skipped in reader.blocks():
                     pending.append(pool.submit(work, frame, numbers, skipped))
-                    while len(pending) > 2 * workers:
+                    while len(pending) > workers:
                         drain(pending.popleft())
                 while pending:
                     drain(pending.popleft())

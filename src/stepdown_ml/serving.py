@@ -63,6 +63,8 @@ class Model:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Batches vary in size; an arena would keep the largest one's buffers for good.
+        options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(
             str(self.model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
         )

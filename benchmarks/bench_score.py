@@ -1,0 +1,62 @@
+"""Batch scoring end to end (the CLI as a user runs it) vs the pyarrow floor.
+
+Floor: the time pyarrow.csv takes merely to read the same file and write a one-column CSV
+of the same length, measured in the same run. Usage:
+python benchmarks/bench_score.py [ROWS ...]   (default 1000000 5000000)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from benchmarks.common import candidates_csv, cli, run_child
+from stepdown_ml import config
+
+
+def floor_seconds(path: Path, out: Path) -> float:
+    start = time.perf_counter()
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"region": pa.string()}))
+    pacsv.write_csv(pa.table({"candidate_id": table.column("candidate_id")}), out)
+    return time.perf_counter() - start
+
+
+def main(sizes: list[int]) -> None:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            path = candidates_csv(rows)
+            floor = floor_seconds(path, Path(tmp) / "floor.csv")
+            seconds, peak = run_child(
+                [
+                    cli(),
+                    "score",
+                    str(path),
+                    "--out",
+                    str(Path(tmp) / "scores.csv"),
+                    "--model-dir",
+                    str(config.DEFAULT_MODEL_DIR),
+                ]
+            )
+            results.append(
+                {
+                    "rows": rows,
+                    "file_mb": round(path.stat().st_size / 2**20),
+                    "score_seconds": round(seconds, 2),
+                    "rows_per_second": round(rows / seconds),
+                    "peak_rss_mb": round(peak),
+                    "floor_seconds": round(floor, 2),
+                    "ratio_to_floor": round(seconds / floor, 2),
+                }
+            )
+            print(json.dumps(results[-1]), flush=True)
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [1_000_000, 5_000_000])
