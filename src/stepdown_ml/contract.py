@@ -8,9 +8,10 @@ value and the same reason for the same input, which the test suite checks.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ RECOMMENDATIONS = ("take_step_down", "target_lateral", "aim_higher", "reconsider
 
 SKILL_TOKEN = re.compile(r"[a-z0-9_]+")
 SKILLS_PATTERN = r"^[a-z0-9_]+(;[a-z0-9_]+)*$"
+SKILLS_RE = re.compile(r"[a-z0-9_]+(?:;[a-z0-9_]+)*")
 # A plain decimal number; the same pattern decides for one value and for a column.
 NUMBER_PATTERN = r"^[ \t\r\n]*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\r\n]*$"
 NUMBER_RE = re.compile(NUMBER_PATTERN)
@@ -144,6 +146,52 @@ class Column:
         if (low is not None and number < low) or (high is not None and number > high):
             return None, self.reason(raw)
         return (int(number) if kind in ("int", "binary") else number), None
+
+    @functools.cached_property
+    def quick_parse(self) -> Callable[[Any], tuple[Any, str | None]]:
+        """:meth:`parse_value` with a shortcut for the common well-formed values.
+
+        The shortcut only ever accepts values that :meth:`parse_value` accepts, with the
+        same result; anything else goes to :meth:`parse_value` (the ``predict()`` hot path).
+        """
+        slow = self.parse_value
+        kind = self.kind
+        if kind == "enum":
+            allowed = frozenset(self.allowed)
+            return lambda raw: (raw, None) if raw.__class__ is str and raw in allowed else slow(raw)
+        if kind == "id":
+
+            def parse_id(raw: Any) -> tuple[Any, str | None]:
+                if raw.__class__ is str and 0 < len(raw) <= MAX_ID_LENGTH and raw.strip():
+                    return raw, None
+                return slow(raw)
+
+            return parse_id
+        if kind == "skills":
+            pattern = SKILLS_RE.fullmatch
+            return lambda raw: (raw, None) if raw.__class__ is str and pattern(raw) else slow(raw)
+        low, high = (0, 1) if kind == "binary" else (self.low, self.high)
+        if kind in ("int", "binary"):
+
+            def parse_int(raw: Any) -> tuple[Any, str | None]:
+                if raw.__class__ is str and raw.isascii() and raw.isdigit():
+                    value = int(raw)
+                    if low <= value <= high:
+                        return value, None
+                elif raw.__class__ is int and low <= raw <= high:
+                    return raw, None
+                return slow(raw)
+
+            return parse_int
+
+        def parse_number(raw: Any) -> tuple[Any, str | None]:
+            if raw.__class__ is float or raw.__class__ is int:
+                value = float(raw)
+                if low <= value <= high:  # False for NaN
+                    return value, None
+            return slow(raw)
+
+        return parse_number
 
     def parse_series(self, raw: pd.Series | pa.Array) -> tuple[pd.Series, np.ndarray]:
         """Parse a whole column. Returns the parsed values and a boolean mask of bad rows.
@@ -536,7 +584,7 @@ def validate_record(
         if column.name not in record and not column.nullable:
             problems.append((column.name, f"{column.name} is missing"))
             continue
-        value, reason = column.parse_value(record.get(column.name))
+        value, reason = column.quick_parse(record.get(column.name))
         if reason is not None:
             problems.append((column.name, reason))
         values[column.name] = value

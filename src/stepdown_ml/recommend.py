@@ -18,6 +18,8 @@ same code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -61,6 +63,28 @@ def recommend(features: np.ndarray, p_advance: np.ndarray, threshold: float) -> 
     higher = function_change & (down >= AIM_HIGHER_MIN_LEVELS) & (coverage >= AIM_HIGHER_COVERAGE)
     choice = np.where(lateral, 1, np.where(higher, 2, np.where(p_advance >= threshold, 0, 3)))
     return _RECOMMENDATIONS[choice]
+
+
+def recommend_one(features: Sequence[float], p_advance: float, threshold: float) -> str:
+    """:func:`recommend` for one row, in plain Python (the ``predict()`` hot path)."""
+    down = features[_COL["levels_down"]]
+    coverage = features[_COL["transferable_skill_coverage"]]
+    if down >= 1 and (features[_COL["industry_only_change"]] > 0 or coverage >= LATERAL_COVERAGE):
+        return "target_lateral"
+    changes_function = features[_COL["function_change"]] > 0
+    if changes_function and down >= AIM_HIGHER_MIN_LEVELS and coverage >= AIM_HIGHER_COVERAGE:
+        return "aim_higher"
+    return "take_step_down" if p_advance >= threshold else "reconsider"
+
+
+def reasons_one(contributions: Sequence[float]) -> str:
+    """:func:`reasons` for one row, in plain Python (the ``predict()`` hot path)."""
+    # Same order as the batch path: strongest first, ties by group order (a stable sort).
+    ranked = sorted(range(len(contributions)), key=lambda g: -abs(contributions[g]))[:MAX_REASONS]
+    names = [
+        _CODES[g * 2 + (contributions[g] > 0)] for g in ranked if abs(contributions[g]) >= MIN_REASON_WEIGHT
+    ]
+    return ";".join(names) if names else NO_DOMINANT_FACTOR
 
 
 def reasons(contributions: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ and nothing loads a pickle: the served artifact is ``model.onnx`` plus its manif
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from stepdown_ml.contract import (
 )
 from stepdown_ml.features import GROUP_NAMES, FeatureSpace
 from stepdown_ml.modeldir import CONTRIBUTIONS, INPUT_NAME, ONNX_FILE, VOCABULARY_FILE, read_manifest
-from stepdown_ml.recommend import rank_within, reasons, recommend
+from stepdown_ml.recommend import rank_within, reasons, reasons_one, recommend, recommend_one
 from stepdown_ml.skills import load_vocabulary
 
 
@@ -79,7 +80,10 @@ class Model:
         if len(features) == 0:
             return np.zeros(0), np.zeros((0, len(GROUP_NAMES)), dtype=np.float32)
         (contributions,) = self.session.run(self._outputs, {INPUT_NAME: features})
-        log_odds = self.bias + contributions.sum(axis=1, dtype=np.float64)
+        # Added in group order, as score_record does, so both give the same bits.
+        log_odds = np.full(len(contributions), self.bias)
+        for group in range(contributions.shape[1]):
+            log_odds += contributions[:, group]
         return 1.0 / (1.0 + np.exp(-log_odds)), contributions
 
     def score_features(self, features: np.ndarray, candidate_ids: Any) -> pd.DataFrame:
@@ -120,12 +124,17 @@ class Model:
         if problems:
             raise InvalidCandidateError([{"column": c, "reason": r} for c, r in problems])
         features = self.features.transform_record(values)
-        p, contributions = self.infer(features)
+        (contributions,) = self.session.run(self._outputs, {INPUT_NAME: features})
+        row = contributions[0].tolist()
+        log_odds = self.bias
+        for value in row:
+            log_odds += value
+        p_advance = 1.0 / (1.0 + math.exp(-log_odds))
         result = {
             "candidate_id": values["candidate_id"],
-            "p_advance": float(p[0]),
-            "recommendation": recommend(features, p, self.threshold)[0],
-            "reasons": reasons(contributions)[0],
+            "p_advance": p_advance,
+            "recommendation": recommend_one(features[0].tolist(), p_advance, self.threshold),
+            "reasons": reasons_one(row),
             "model_version": self.version,
         }
         if values.get(PERSON_ID.name) is not None:

@@ -159,3 +159,11 @@ def test_validate_record_matches_validate_frame(fit, level):
     _, problems = validate_record(record)
     frame_problems = validate_frame(pd.DataFrame([record], dtype=object)).problems
     assert sorted(problems) == sorted(zip(frame_problems["column"], frame_problems["reason"], strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(column=st.sampled_from(CANDIDATE_COLUMNS), value=cell)
+def test_quick_parse_equals_parse_value(column, value):
+    """The predict() shortcut gives exactly parse_value's answer."""
+    spec = candidate_column(column.name)
+    assert spec.quick_parse(value) == spec.parse_value(value)

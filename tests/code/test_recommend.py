@@ -1,0 +1,118 @@
+"""Unit tests: recommendation rules, reason codes and ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stepdown_ml.contract import validate_frame
+from stepdown_ml.features import FEATURE_NAMES, GROUP_NAMES, FeatureSpace
+from stepdown_ml.recommend import (
+    NO_DOMINANT_FACTOR,
+    rank_within,
+    reasons,
+    reasons_one,
+    recommend,
+    recommend_one,
+)
+from tests.conftest import candidate_record
+
+
+def recommendation(vocab, p=0.5, threshold=0.4, **changes) -> str:
+    values = validate_frame(pd.DataFrame([candidate_record(**changes)], dtype=object)).values
+    return recommend(FeatureSpace(vocab).transform(values), np.array([p]), threshold)[0]
+
+
+def test_industry_only_change_is_advised_lateral(vocab):
+    assert (
+        recommendation(
+            vocab,
+            current_function="finance",
+            target_function="finance",
+            current_industry="software",
+            target_industry="biotech",
+            current_skills="excel",
+            target_skills="sql;python;statistics",
+        )
+        == "target_lateral"
+    )
+
+
+def test_strong_skills_are_advised_lateral(vocab):
+    assert (
+        recommendation(
+            vocab,
+            current_skills="sql;python;statistics",
+            target_skills="sql;python;statistics",
+            current_function="data",
+            target_function="data",
+        )
+        == "target_lateral"
+    )
+
+
+def test_career_change_with_transferable_skills_aims_higher(vocab):
+    assert (
+        recommendation(
+            vocab,
+            current_level="6",
+            target_level="3",
+            current_function="finance",
+            target_function="data",
+            current_skills="sql;statistics;excel",
+            target_skills="sql;statistics;python;spark",
+        )
+        == "aim_higher"
+    )
+
+
+@pytest.mark.parametrize(("p", "expected"), [(0.41, "take_step_down"), (0.39, "reconsider")])
+def test_otherwise_the_threshold_decides(vocab, p, expected):
+    assert (
+        recommendation(vocab, p=p, current_skills="excel", target_skills="sql;python;statistics") == expected
+    )
+
+
+def test_no_lateral_advice_without_a_step_down(vocab):
+    assert (
+        recommendation(
+            vocab,
+            p=0.2,
+            target_level="6",
+            current_industry="software",
+            target_industry="biotech",
+            current_function="data",
+            target_function="data",
+            current_skills="excel",
+            target_skills="sql;python",
+        )
+        == "reconsider"
+    )
+
+
+def test_reasons_name_the_strongest_groups_with_their_direction():
+    contributions = np.zeros((1, len(GROUP_NAMES)), dtype=np.float32)
+    contributions[0, GROUP_NAMES.index("transferable_skills")] = -0.9
+    contributions[0, GROUP_NAMES.index("promotion_path")] = 0.4
+    contributions[0, GROUP_NAMES.index("fit")] = 0.01  # too small to name
+    assert reasons(contributions)[0] == "low_skill_coverage;defined_promotion_path"
+    assert reasons(np.zeros((1, len(GROUP_NAMES)), dtype=np.float32))[0] == NO_DOMINANT_FACTOR
+
+
+def test_scalar_twins_equal_the_batch_functions(candidates, vocab):
+    rng = np.random.default_rng(0)
+    contributions = (rng.normal(0, 0.3, (2000, len(GROUP_NAMES)))).astype(np.float32)
+    contributions[:50] = np.round(contributions[:50], 1)  # ties
+    batch = reasons(contributions)
+    assert [reasons_one(row) for row in contributions.tolist()] == list(batch)
+    features = FeatureSpace(vocab).transform(candidates)
+    p = rng.random(len(features))
+    expected = recommend(features, p, 0.4)
+    assert [recommend_one(f, q, 0.4) for f, q in zip(features.tolist(), p, strict=True)] == list(expected)
+    assert len(FEATURE_NAMES) == features.shape[1]
+
+
+def test_rank_within_person_ties_keep_input_order():
+    ranks = rank_within(pd.Series(["a", "b", "a", "a"]), np.array([0.2, 0.9, 0.5, 0.5]))
+    assert list(ranks) == [3, 1, 1, 2]
