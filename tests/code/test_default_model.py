@@ -1,0 +1,58 @@
+"""The committed default model: complete, consistent with its manifest, reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stepdown_ml import config
+from stepdown_ml.generate import generate_transitions
+from stepdown_ml.modeldir import (
+    MANIFEST_FILE,
+    ONNX_FILE,
+    ModelDirError,
+    library_versions,
+    read_manifest,
+    sha256_file,
+)
+from stepdown_ml.serving import Model
+from stepdown_ml.tables import write_csv
+from stepdown_ml.train import load_params, run_training
+
+DEFAULT = config.MODELS_DIR / "default"
+
+
+def test_manifest_hash_matches_the_onnx_file():
+    manifest = read_manifest(DEFAULT)
+    assert manifest["onnx_sha256"] == sha256_file(DEFAULT / ONNX_FILE)
+    assert (DEFAULT / "MODEL_CARD.md").read_text().startswith("# Model card")
+
+
+def test_a_tampered_model_is_refused(tmp_path):
+    for name in (ONNX_FILE, MANIFEST_FILE, "skills_vocabulary.json"):
+        (tmp_path / name).write_bytes((DEFAULT / name).read_bytes())
+    (tmp_path / ONNX_FILE).write_bytes((DEFAULT / ONNX_FILE).read_bytes() + b"\0")
+    with pytest.raises(ModelDirError, match="does not match the manifest"):
+        Model(tmp_path)
+
+
+def test_default_model_meets_the_quality_gates():
+    metrics = read_manifest(DEFAULT)["metrics"]
+    assert metrics["oracle_gap"]["roc_auc"] <= 0.01
+    assert metrics["test"]["roc_auc"] > metrics["baselines"]["logistic_regression"]["roc_auc"]
+    assert metrics["onnx_parity"]["label_flips"] == 0
+
+
+def test_make_default_model_reproduces_the_committed_file(tmp_path, vocab):
+    """`make default-model` (60k rows, seed 2026) gives the same ONNX bytes, same libraries given."""
+    manifest = json.loads((DEFAULT / MANIFEST_FILE).read_text())
+    if manifest["library_versions"] != {
+        **library_versions(),
+        "stepdown_ml": manifest["library_versions"]["stepdown_ml"],
+    }:
+        pytest.skip("installed library versions differ from the ones that built the default model")
+    data = tmp_path / "default_training.csv"
+    write_csv(generate_transitions(60_000, 2026), data)
+    result = run_training(data, tmp_path / "m", load_params(config.TRAIN_PARAMS_PATH), vocab)
+    assert result.manifest["onnx_sha256"] == manifest["onnx_sha256"]
