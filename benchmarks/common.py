@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from stepdown_ml import config
@@ -39,15 +38,26 @@ def candidates_csv(rows: int, seed: int = 99) -> Path:
     return path
 
 
+# A fork of a large process starts with that process's pages, and Linux keeps the
+# high-water mark across exec: so the measured command is started by a small launcher.
+_LAUNCHER = (
+    "import os, sys, time\n"
+    "start = time.perf_counter()\n"
+    "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss)\n"
+)
+
+
 def run_child(args: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB of that process)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{args} failed: {process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    """Run a command; return (wall seconds, peak RSS in MB of that process alone)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *args], capture_output=True, text=True, env=dict(os.environ)
+    )
+    code, seconds, max_rss_kb = done.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{args} failed: {done.stderr[-2000:]}")
+    return float(seconds), int(max_rss_kb) / 1024
 
 
 def cli() -> str:

@@ -1,6 +1,6 @@
 """ONNX export: the classifier through skl2onnx, plus exact per-group contributions.
 
-The served graph takes one float32 tensor ``features`` (the output of
+``model.onnx``, the complete export, takes one float32 tensor ``features`` (the output of
 :class:`stepdown_ml.features.FeatureSpace`) and returns:
 
 - ``probabilities`` (n, 2) and ``label`` (n,): skl2onnx's conversion of the
@@ -12,8 +12,9 @@ The served graph takes one float32 tensor ``features`` (the output of
   training-count-weighted means of the leaves below, so for every row
   ``bias + contributions.sum() == log-odds`` exactly (up to float32 rounding).
 
-One traversal gives both the probability and its reasons, so reasons are as cheap as
-scoring itself. The second ensemble mirrors skl2onnx's node layout and float32
+``serving.onnx`` (:func:`serving_graph`) keeps only the contributions ensemble: one
+traversal gives both the probability and its reasons, so reasons are as cheap as scoring
+itself. The second ensemble mirrors skl2onnx's node layout and float32
 thresholds, so both reach the same leaves.
 """
 
@@ -165,6 +166,27 @@ def to_onnx(
     return onnx_model
 
 
+def serving_graph(full: onnx.ModelProto) -> onnx.ModelProto:
+    """The lean graph that serving runs: the contributions ensemble alone.
+
+    onnxruntime evaluates every node of a graph whatever outputs are asked for, so the
+    full export (classifier + contributions) costs two traversals per row. Serving
+    needs only the contributions: ``p_advance`` is the logistic of the bias plus their
+    sum, equal to the classifier's probability (checked by :func:`check_parity`).
+    """
+    lean = onnx.ModelProto()
+    lean.CopyFrom(full)
+    graph = lean.graph
+    keep = [n for n in graph.node if CONTRIBUTIONS in n.output]
+    outputs = [o for o in graph.output if o.name == CONTRIBUTIONS]
+    del graph.node[:]
+    graph.node.extend(keep)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    onnx.checker.check_model(lean, full_check=True)
+    return lean
+
+
 def ensemble_size(model: HistGradientBoostingClassifier) -> dict[str, int]:
     """Number of trees, total leaves, and the deepest leaf."""
     leaves = [int(p[0].nodes["is_leaf"].sum()) for p in model._predictors]
@@ -201,14 +223,15 @@ def check_parity(
 ) -> dict[str, float | int]:
     """Compare ONNX with scikit-learn on ``features``; raise :class:`ExportParityError` if off.
 
-    Checks the classifier output and the probability rebuilt from the contributions
-    (what serving uses): both within ``PARITY_TOLERANCE`` of scikit-learn, and no row on
+    Checks the classifier output and the probability rebuilt from the contributions of
+    the lean serving graph (what serving uses): both within ``PARITY_TOLERANCE`` of scikit-learn, and no row on
     a different side of ``threshold``.
     """
     expected = model.predict_proba(features)[:, 1]
     out = onnx_outputs(onnx_model, features)
     from_classifier = out[PROBABILITIES][:, 1].astype(np.float64)
-    log_odds = contribution_bias(onnx_model) + out[CONTRIBUTIONS].sum(axis=1, dtype=np.float64)
+    served = onnx_outputs(serving_graph(onnx_model), features)[CONTRIBUTIONS]
+    log_odds = contribution_bias(onnx_model) + served.sum(axis=1, dtype=np.float64)
     from_contributions = 1.0 / (1.0 + np.exp(-log_odds))
     report = {
         "rows": len(features),

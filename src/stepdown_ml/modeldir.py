@@ -13,6 +13,7 @@ from stepdown_ml.skills import SkillVocabulary
 from stepdown_ml.tables import atomic_path
 
 ONNX_FILE = "model.onnx"
+SERVING_ONNX_FILE = "serving.onnx"
 # Names inside the ONNX graph (see stepdown_ml.export).
 INPUT_NAME = "features"
 PROBABILITIES = "probabilities"
@@ -57,21 +58,31 @@ def write_json(payload: Any, path: Path) -> None:
 def write_model_dir(
     model_dir: Path | str,
     onnx_bytes: bytes,
+    serving_bytes: bytes,
     manifest: dict[str, Any],
     vocab: SkillVocabulary,
     model_card: str,
 ) -> dict[str, Any]:
     """Write every file of a model directory; returns the completed manifest.
 
-    The model version and ``onnx_sha256`` are derived from the ONNX bytes, so the same
-    model always has the same version.
+    The model version is derived from the two ONNX files' bytes, so the same model
+    always has the same version.
     """
     directory = Path(model_dir)
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
-    manifest = {**manifest, "onnx_sha256": digest, "model_version": digest[:12]}
+    serving_digest = hashlib.sha256(serving_bytes).hexdigest()
+    version = hashlib.sha256((digest + serving_digest).encode()).hexdigest()[:12]
+    manifest = {
+        **manifest,
+        "onnx_sha256": digest,
+        "serving_onnx_sha256": serving_digest,
+        "model_version": version,
+    }
     with atomic_path(directory / ONNX_FILE) as tmp:
         tmp.write_bytes(onnx_bytes)
+    with atomic_path(directory / SERVING_ONNX_FILE) as tmp:
+        tmp.write_bytes(serving_bytes)
     write_json(vocab.to_dict(), directory / VOCABULARY_FILE)
     with atomic_path(directory / MODEL_CARD_FILE) as tmp:
         tmp.write_text(model_card.replace("{model_version}", manifest["model_version"]), encoding="utf-8")
@@ -88,10 +99,11 @@ def read_manifest(model_dir: Path | str, verify: bool = True) -> dict[str, Any]:
         raise ModelDirError(f"{directory}: not a model directory (no {MANIFEST_FILE})")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if verify:
-        actual = sha256_file(directory / ONNX_FILE)
-        if actual != manifest["onnx_sha256"]:
-            raise ModelDirError(
-                f"{directory / ONNX_FILE}: SHA-256 {actual[:12]}... does not match the manifest's "
-                f"{manifest['onnx_sha256'][:12]}..."
-            )
+        for name, key in ((ONNX_FILE, "onnx_sha256"), (SERVING_ONNX_FILE, "serving_onnx_sha256")):
+            actual = sha256_file(directory / name)
+            if actual != manifest[key]:
+                raise ModelDirError(
+                    f"{directory / name}: SHA-256 {actual[:12]}... does not match the manifest's "
+                    f"{manifest[key][:12]}..."
+                )
     return manifest

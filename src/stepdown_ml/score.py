@@ -209,6 +209,47 @@ def _field_count_rejects(skipped: list[tuple[int, str]], header: list[str], expe
     return pd.DataFrame(rows, columns=list(REJECTS_COLUMNS))
 
 
+@dataclass
+class Block:
+    """A scored block: scores of its valid rows (input order), its problems, their persons."""
+
+    scores: pd.DataFrame
+    problems: pd.DataFrame
+    persons: np.ndarray | None
+
+
+def score_block(
+    model: Model,
+    frame: pd.DataFrame,
+    row_numbers: np.ndarray,
+    malformed: list[tuple[int, str]] = (),
+    header: list[str] | None = None,
+) -> Block:
+    """Score one block of an input file: the unit of work of every batch engine.
+
+    Args:
+        model: the loaded model.
+        frame: the block's well-formed rows, as read (text).
+        row_numbers: 1-based file row number of each row of ``frame``.
+        malformed: ``(row number, raw text)`` of rows in this block that could not be
+            split into the header's fields; they become row-level rejects.
+        header: the file's header (to find ``candidate_id`` in a malformed row).
+
+    Returns:
+        The scores without ``rank`` (ranking needs the whole file), every problem
+        (sorted by row), and the ``person_id`` of each scored row when the input has one.
+    """
+    scores, problems = model.score_frame(frame, row_numbers=row_numbers, rank=False)
+    if malformed:
+        header = header if header is not None else list(frame.columns)
+        extra = _field_count_rejects(list(malformed), header, len(header))
+        problems = pd.concat([problems, extra]).sort_values("row", kind="stable").reset_index(drop=True)
+    persons = None
+    if PERSON_ID.name in frame:
+        persons = frame[PERSON_ID.name].to_numpy()[~np.isin(row_numbers, problems["row"].to_numpy())]
+    return Block(scores=scores, problems=problems, persons=persons)
+
+
 def _neutralize_column(values: pa.Array) -> pa.Array:
     risky = pc.match_substring_regex(values, "^[" + "".join(FORMULA_PREFIXES).replace("-", r"\-") + "]")
     return pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
@@ -341,17 +382,8 @@ def score_file(
         return local.model
 
     def work(frame: pd.DataFrame, numbers: np.ndarray, skipped: list[tuple[int, str]]) -> tuple:
-        worker_model = session_for_thread()
-        scores, problems = worker_model.score_frame(frame, row_numbers=numbers, rank=False)
-        if skipped:
-            extra = _field_count_rejects(skipped, reader.header, len(reader.header))
-            problems = pd.concat([problems, extra]).sort_values("row", kind="stable")
-        persons = (
-            frame[PERSON_ID.name].to_numpy()[~np.isin(numbers, problems["row"].to_numpy())]
-            if (PERSON_ID.name in frame)
-            else None
-        )
-        return len(numbers) + len(skipped), scores, problems, persons
+        block = score_block(session_for_thread(), frame, numbers, skipped, reader.header)
+        return len(numbers) + len(skipped), block.scores, block.problems, block.persons
 
     ranked = None
     with atomic_path(rejects_out) as rejects_tmp, atomic_path(out) as scores_tmp:

@@ -26,7 +26,13 @@ from stepdown_ml.contract import (
     validate_record,
 )
 from stepdown_ml.features import GROUP_NAMES, FeatureSpace
-from stepdown_ml.modeldir import CONTRIBUTIONS, INPUT_NAME, ONNX_FILE, VOCABULARY_FILE, read_manifest
+from stepdown_ml.modeldir import (
+    CONTRIBUTIONS,
+    INPUT_NAME,
+    SERVING_ONNX_FILE,
+    VOCABULARY_FILE,
+    read_manifest,
+)
 from stepdown_ml.recommend import rank_within, reasons, reasons_one, recommend, recommend_one
 from stepdown_ml.skills import load_vocabulary
 
@@ -67,7 +73,7 @@ class Model:
         # Batches vary in size; an arena would keep the largest one's buffers for good.
         options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(
-            str(self.model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+            str(self.model_dir / SERVING_ONNX_FILE), options, providers=["CPUExecutionProvider"]
         )
         self._outputs = [CONTRIBUTIONS]
 

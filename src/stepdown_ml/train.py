@@ -139,7 +139,8 @@ or a lateral move) leads back to at least the former level within 36 months.
 
 **Model.** scikit-learn HistGradientBoostingClassifier ({trees} trees, {leaves} leaves, depth
 <= {max_depth}), monotone in skill coverage (up), levels down (down), fit, performance,
-promotion path and internal move (up); served as ONNX ({onnx_path}) by onnxruntime.
+promotion path and internal move (up); exported to ONNX ({onnx_path}: probabilities and
+per-group contributions) and served by onnxruntime from serving.onnx (the contributions alone).
 
 **Data.** {rows} rows from `{data}` (SHA-256 `{data_sha}`), split
 {train_rows}/{validation_rows}/{test_rows} (train/validation/test, stratified).
@@ -274,7 +275,14 @@ def run_training(
         threshold=threshold,
         **size,
     )
-    manifest = write_model_dir(model_dir, onnx_model.SerializeToString(), manifest, vocab, card)
+    manifest = write_model_dir(
+        model_dir,
+        onnx_model.SerializeToString(),
+        export.serving_graph(onnx_model).SerializeToString(),
+        manifest,
+        vocab,
+        card,
+    )
     return TrainingResult(
         model_dir=model_dir, manifest=manifest, metrics=report, pipeline=pipeline, splits=splits, plots=plots
     )

@@ -11,6 +11,7 @@ from stepdown_ml.generate import generate_transitions
 from stepdown_ml.modeldir import (
     MANIFEST_FILE,
     ONNX_FILE,
+    SERVING_ONNX_FILE,
     ModelDirError,
     library_versions,
     read_manifest,
@@ -26,13 +27,15 @@ DEFAULT = config.MODELS_DIR / "default"
 def test_manifest_hash_matches_the_onnx_file():
     manifest = read_manifest(DEFAULT)
     assert manifest["onnx_sha256"] == sha256_file(DEFAULT / ONNX_FILE)
+    assert manifest["serving_onnx_sha256"] == sha256_file(DEFAULT / SERVING_ONNX_FILE)
     assert (DEFAULT / "MODEL_CARD.md").read_text().startswith("# Model card")
 
 
-def test_a_tampered_model_is_refused(tmp_path):
-    for name in (ONNX_FILE, MANIFEST_FILE, "skills_vocabulary.json"):
+@pytest.mark.parametrize("tampered", [ONNX_FILE, SERVING_ONNX_FILE])
+def test_a_tampered_model_is_refused(tmp_path, tampered):
+    for name in (ONNX_FILE, SERVING_ONNX_FILE, MANIFEST_FILE, "skills_vocabulary.json"):
         (tmp_path / name).write_bytes((DEFAULT / name).read_bytes())
-    (tmp_path / ONNX_FILE).write_bytes((DEFAULT / ONNX_FILE).read_bytes() + b"\0")
+    (tmp_path / tampered).write_bytes((DEFAULT / tampered).read_bytes() + b"\0")
     with pytest.raises(ModelDirError, match="does not match the manifest"):
         Model(tmp_path)
 

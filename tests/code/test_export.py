@@ -11,7 +11,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from stepdown_ml import export
 from stepdown_ml.contract import LABEL, validate_frame
 from stepdown_ml.features import GROUP_NAMES, N_FEATURES, FeatureSpace
-from stepdown_ml.modeldir import ONNX_FILE, read_manifest, sha256_file
+from stepdown_ml.modeldir import ONNX_FILE, SERVING_ONNX_FILE, read_manifest, sha256_file
 from tests.conftest import candidate_record
 
 
@@ -59,6 +59,12 @@ def test_parity_on_test_split_and_edge_cases(trained, classifier, onnx_model, vo
     assert report["label_flips"] == 0
 
 
+def test_serving_graph_is_the_contributions_ensemble_alone(onnx_model):
+    lean = export.serving_graph(onnx_model)
+    assert [n.name for n in lean.graph.node] == ["group_contributions"]
+    assert [o.name for o in lean.graph.output] == [export.CONTRIBUTIONS]
+
+
 def test_contributions_sum_to_the_log_odds(classifier, onnx_model, trained):
     x = trained.pipeline.named_steps["features"].transform(trained.splits.test.head(300))
     out = export.onnx_outputs(onnx_model, x)
@@ -91,6 +97,7 @@ def test_native_categorical_splits_are_refused():
 def test_model_dir_manifest_matches_files(model_dir):
     manifest = read_manifest(model_dir)
     assert manifest["onnx_sha256"] == sha256_file(model_dir / ONNX_FILE)
-    assert manifest["model_version"] == manifest["onnx_sha256"][:12]
+    assert manifest["serving_onnx_sha256"] == sha256_file(model_dir / SERVING_ONNX_FILE)
+    assert len(manifest["model_version"]) == 12
     assert manifest["features"] and manifest["threshold"] > 0
     assert {"scikit-learn", "onnxruntime", "skl2onnx"} <= set(manifest["library_versions"])
