@@ -59,8 +59,6 @@ SKILLS_RE = re.compile(r"[a-z0-9_]+(?:;[a-z0-9_]+)*")
 # A plain decimal number; the same pattern decides for one value and for a column.
 NUMBER_PATTERN = r"^[ \t\r\n]*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[ \t\r\n]*$"
 NUMBER_RE = re.compile(NUMBER_PATTERN)
-# Digits with at most one decimal point: a subset of NUMBER_PATTERN that Arrow casts as is.
-PLAIN_DIGITS = r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)$"
 SKILL_SEPARATOR = ";"
 MAX_ID_LENGTH = 64
 
@@ -204,14 +202,16 @@ class Column:
         column = _Cells.of(raw)
         kind = self.kind
         if kind in ("id", "enum", "skills"):
-            text = column.text if kind == "id" else column.trimmed
+            text = column.text
             if kind == "id":
-                ok = pc.less_equal(pc.utf8_length(text), MAX_ID_LENGTH)
-            elif kind == "enum":
-                ok = pc.is_in(text, value_set=pa.array(self.allowed, pa.string()))
+                ok = _to_bool(pc.less_equal(pc.utf8_length(text), MAX_ID_LENGTH))
             else:
-                ok = pc.match_substring_regex(text, SKILLS_PATTERN)
-            ok = _to_bool(ok) & column.is_text
+                ok = self._text_ok(text)
+                if not (ok | column.empty).all():
+                    # Surrounding blanks are forgiven: only then is trimming worth its cost.
+                    text = column.trimmed
+                    ok = self._text_ok(text)
+            ok = ok & column.is_text
             empty = column.empty
             values = pd.Series(pd.arrays.ArrowExtensionArray(text), index=column.index, copy=False)
         else:
@@ -228,6 +228,11 @@ class Column:
             values = pd.Series(np.where(ok, number, np.nan), index=column.index, copy=False)
         bad = ~ok & ~empty if self.nullable else ~ok | empty
         return values, bad
+
+    def _text_ok(self, text: pa.Array) -> np.ndarray:
+        if self.kind == "enum":
+            return _to_bool(pc.is_in(text, value_set=pa.array(self.allowed, pa.string())))
+        return _to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
 
 
 def _to_bool(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -254,10 +259,15 @@ class _Cells:
         self.text = text
         self.is_text = is_text
         self._numbers = numbers
-        self.trimmed = pc.utf8_trim_whitespace(text)
         if empty is None:
-            empty = ~_to_bool(pc.is_valid(text)) | _to_bool(pc.equal(self.trimmed, ""))
+            # Null, "" or blanks only (utf8_is_space is false for "").
+            blank = pc.or_(pc.equal(text, ""), pc.utf8_is_space(text))
+            empty = ~_to_bool(pc.is_valid(text)) | _to_bool(blank)
         self.empty = empty
+
+    @functools.cached_property
+    def trimmed(self) -> pa.Array:
+        return pc.utf8_trim_whitespace(self.text)
 
     @classmethod
     def of(cls, raw: pd.Series | pa.Array) -> _Cells:
@@ -300,14 +310,17 @@ class _Cells:
     def _cast_all(self) -> np.ndarray | None:
         """The common case, a column of plain numbers: one cast, no regular expressions.
 
-        Returns None when any cell is not a plain decimal (the regex path then decides
-        cell by cell), so what is accepted is exactly what ``NUMBER_PATTERN`` accepts.
+        Returns None when Arrow refuses any cell (the regex path then decides cell by
+        cell). What Arrow's cast accepts beyond ``NUMBER_PATTERN`` (nan, inf) is not
+        finite and is refused below, so both paths accept the same cells; the tests
+        check it on random text.
         """
-        filled = pc.if_else(pa.array(self.empty), "0", self.trimmed)
-        if not _to_bool(pc.match_substring_regex(filled, PLAIN_DIGITS)).all():
+        filled = pc.if_else(pa.array(self.empty), "0", self.text)
+        try:
+            parsed = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False).copy()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-        parsed = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False).copy()
-        parsed[self.empty] = np.nan
+        parsed[self.empty | ~np.isfinite(parsed)] = np.nan
         return parsed
 
 

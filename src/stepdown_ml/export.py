@@ -224,8 +224,8 @@ def check_parity(
     """Compare ONNX with scikit-learn on ``features``; raise :class:`ExportParityError` if off.
 
     Checks the classifier output and the probability rebuilt from the contributions of
-    the lean serving graph (what serving uses): both within ``PARITY_TOLERANCE`` of scikit-learn, and no row on
-    a different side of ``threshold``.
+    the lean serving graph (what serving uses): both within ``PARITY_TOLERANCE`` of
+    scikit-learn, and no row on a different side of ``threshold``.
     """
     expected = model.predict_proba(features)[:, 1]
     out = onnx_outputs(onnx_model, features)

@@ -107,7 +107,7 @@ _AGE_INDEX = {band: i for i, band in enumerate(AGE_BANDS)}
 _WORD_BITS = 64
 
 
-def _arrow(column: Any) -> pa.Array:
+def arrow_text(column: Any) -> pa.Array:
     """A text column as one Arrow string array (zero-copy when it is Arrow-backed)."""
     if isinstance(column, (pa.Array, pa.ChunkedArray)):
         array = column
@@ -122,7 +122,7 @@ def _arrow(column: Any) -> pa.Array:
 
 
 def _split_tokens(skills: Any) -> pa.ListArray:
-    return pc.split_pattern(pc.utf8_trim_whitespace(_arrow(skills)), SKILL_SEPARATOR)
+    return pc.split_pattern(pc.utf8_trim_whitespace(arrow_text(skills)), SKILL_SEPARATOR)
 
 
 class _SkillIndex:
@@ -282,7 +282,7 @@ class FeatureSpace:
         rows = np.arange(n)
 
         def codes(column: str, levels: tuple[str, ...]) -> np.ndarray:
-            found = pc.index_in(_arrow(values[column]), value_set=pa.array(levels, pa.string()))
+            found = pc.index_in(arrow_text(values[column]), value_set=pa.array(levels, pa.string()))
             return found.fill_null(-1).to_numpy(zero_copy_only=False)
 
         def num(name: str) -> np.ndarray:

@@ -50,19 +50,25 @@ REASON_CODES: dict[str, tuple[str, str]] = {
 NO_DOMINANT_FACTOR = "no_dominant_factor"
 _CODES = np.array([REASON_CODES[g][s] for g in GROUP_NAMES for s in (0, 1)], dtype=object)
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
-_RECOMMENDATIONS = np.array(["take_step_down", "target_lateral", "aim_higher", "reconsider"], dtype=object)
+RECOMMENDATION_NAMES = np.array(
+    ["take_step_down", "target_lateral", "aim_higher", "reconsider"], dtype=object
+)
 
 
 def recommend(features: np.ndarray, p_advance: np.ndarray, threshold: float) -> np.ndarray:
     """The recommendation of each row (object array of strings)."""
+    return RECOMMENDATION_NAMES[recommend_codes(features, p_advance, threshold)]
+
+
+def recommend_codes(features: np.ndarray, p_advance: np.ndarray, threshold: float) -> np.ndarray:
+    """The recommendation of each row as an index into :data:`RECOMMENDATION_NAMES`."""
     down = features[:, _COL["levels_down"]]
     function_change = features[:, _COL["function_change"]] > 0
     industry_only = features[:, _COL["industry_only_change"]] > 0
     coverage = features[:, _COL["transferable_skill_coverage"]]
     lateral = (down >= 1) & (industry_only | (coverage >= LATERAL_COVERAGE))
     higher = function_change & (down >= AIM_HIGHER_MIN_LEVELS) & (coverage >= AIM_HIGHER_COVERAGE)
-    choice = np.where(lateral, 1, np.where(higher, 2, np.where(p_advance >= threshold, 0, 3)))
-    return _RECOMMENDATIONS[choice]
+    return np.where(lateral, 1, np.where(higher, 2, np.where(p_advance >= threshold, 0, 3))).astype(np.int8)
 
 
 def recommend_one(features: Sequence[float], p_advance: float, threshold: float) -> str:
@@ -92,6 +98,12 @@ def reasons(contributions: np.ndarray) -> np.ndarray:
 
     ``contributions`` is (rows, groups) in log-odds, from the model's path decomposition.
     """
+    index, texts = reason_codes(contributions)
+    return texts[index]
+
+
+def reason_codes(contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reasons` as ``(index, texts)``: row i's reasons are ``texts[index[i]]``."""
     n, groups = contributions.shape
     k = min(MAX_REASONS, groups)
     weight = np.abs(contributions)
@@ -104,7 +116,7 @@ def reasons(contributions: np.ndarray) -> np.ndarray:
     keys = (code * base ** np.arange(k)).sum(axis=1)
     unique, inverse = np.unique(keys, return_inverse=True)
     texts = np.array([_reason_text(int(key), base, k) for key in unique], dtype=object)
-    return texts[inverse.reshape(-1)]
+    return inverse.reshape(-1), texts
 
 
 def _reason_text(key: int, base: int, k: int) -> str:

@@ -41,7 +41,9 @@ from stepdown_ml.contract import (
     SCORES_COLUMNS,
     ContractError,
     require_columns,
+    validate_frame,
 )
+from stepdown_ml.features import arrow_text
 from stepdown_ml.recommend import rank_within
 from stepdown_ml.serving import Model
 from stepdown_ml.tables import FORMULA_PREFIXES, atomic_path, neutralize_frame
@@ -213,7 +215,7 @@ def _field_count_rejects(skipped: list[tuple[int, str]], header: list[str], expe
 class Block:
     """A scored block: scores of its valid rows (input order), its problems, their persons."""
 
-    scores: pd.DataFrame
+    scores: pa.Table
     problems: pd.DataFrame
     persons: np.ndarray | None
 
@@ -239,7 +241,10 @@ def score_block(
         The scores without ``rank`` (ranking needs the whole file), every problem
         (sorted by row), and the ``person_id`` of each scored row when the input has one.
     """
-    scores, problems = model.score_frame(frame, row_numbers=row_numbers, rank=False)
+    checked = validate_frame(frame, CANDIDATE_COLUMNS, row_numbers=row_numbers)
+    valid = checked.valid
+    scores = model.score_features_arrow(model.features.transform(valid), arrow_text(valid["candidate_id"]))
+    problems = checked.problems
     if malformed:
         header = header if header is not None else list(frame.columns)
         extra = _field_count_rejects(list(malformed), header, len(header))
@@ -292,8 +297,9 @@ REJECTS_SCHEMA = pa.schema(
 )
 
 
-def _scores_table(scores: pd.DataFrame) -> pa.Table:
-    table = pa.Table.from_pandas(scores[list(SCORES_COLUMNS)], schema=SCORES_SCHEMA, preserve_index=False)
+def _scores_table(scores: pa.Table) -> pa.Table:
+    """The scores as written: formula-like ids neutralized, text columns plain strings."""
+    table = scores.select(list(SCORES_COLUMNS)).cast(SCORES_SCHEMA)
     return table.set_column(0, "candidate_id", _neutralize_column(table.column(0).combine_chunks()))
 
 
@@ -405,9 +411,9 @@ def score_file(
                 rejects_writer.write(_rejects_table(problems))
             if ranking:
                 person_ids.append(persons)
-                p_values.append(scores["p_advance"].to_numpy())
+                p_values.append(scores.column("p_advance").to_numpy())
             totals["rows"] += rows
-            totals["scored"] += len(scores)
+            totals["scored"] += scores.num_rows
             totals["problems"] += len(problems)
             rejected_rows.update(problems["row"].tolist())
             bar.update(totals["rows"])

@@ -15,6 +15,7 @@ from typing import Any, overload
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+import pyarrow as pa
 
 from stepdown_ml import config
 from stepdown_ml.contract import (
@@ -33,7 +34,16 @@ from stepdown_ml.modeldir import (
     VOCABULARY_FILE,
     read_manifest,
 )
-from stepdown_ml.recommend import rank_within, reasons, reasons_one, recommend, recommend_one
+from stepdown_ml.recommend import (
+    RECOMMENDATION_NAMES,
+    rank_within,
+    reason_codes,
+    reasons,
+    reasons_one,
+    recommend,
+    recommend_codes,
+    recommend_one,
+)
 from stepdown_ml.skills import load_vocabulary
 
 
@@ -102,6 +112,30 @@ class Model:
                 "recommendation": recommend(features, p, self.threshold),
                 "reasons": reasons(contributions),
                 "model_version": self.version,
+            }
+        )
+
+    def score_features_arrow(self, features: np.ndarray, candidate_ids: pa.Array) -> pa.Table:
+        """:meth:`score_features` as an Arrow table with dictionary-encoded text columns.
+
+        Same numbers and codes; no Python string per row, which is what batch scoring
+        writes out.
+        """
+        p, contributions = self.infer(features)
+        reason_index, reason_texts = reason_codes(contributions)
+        return pa.table(
+            {
+                "candidate_id": candidate_ids,
+                "p_advance": p,
+                "recommendation": pa.DictionaryArray.from_arrays(
+                    recommend_codes(features, p, self.threshold), pa.array(RECOMMENDATION_NAMES, pa.string())
+                ),
+                "reasons": pa.DictionaryArray.from_arrays(
+                    reason_index.astype(np.int32), pa.array(reason_texts, pa.string())
+                ),
+                "model_version": pa.DictionaryArray.from_arrays(
+                    np.zeros(len(p), dtype=np.int8), pa.array([self.version], pa.string())
+                ),
             }
         )
 

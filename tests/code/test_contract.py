@@ -167,3 +167,19 @@ def test_quick_parse_equals_parse_value(column, value):
     """The predict() shortcut gives exactly parse_value's answer."""
     spec = candidate_column(column.name)
     assert spec.quick_parse(value) == spec.parse_value(value)
+
+
+numberish = st.from_regex(r"[ \t+\-0-9.eE_xXnaifINFd]{0,7}", fullmatch=True)
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=numberish, column=st.sampled_from(["years_experience", "fit_score", "same_employer"]))
+def test_number_parsing_agrees_on_number_like_text(value, column):
+    """Arrow's cast (batch) and the regex (record) accept exactly the same numbers."""
+    spec = candidate_column(column)
+    one, reason = spec.parse_value(value)
+    for frame_values in ([value], [value, "1"]):  # alone, and beside a clean cell
+        values, bad = spec.parse_series(pd.Series(frame_values, dtype="str"))
+        assert bool(bad[0]) == (reason is not None), (value, reason)
+        if reason is None and one is not None:
+            assert values.iloc[0] == one
