@@ -103,9 +103,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from stepdown_ml.score import score_file
+    from stepdown_ml.score import score_file, use_lean_memory_pool
     from stepdown_ml.serving import load_model
 
+    use_lean_memory_pool()
     model = load_model(args.model_uri or args.model_dir)
     summary = score_file(
         args.input,
