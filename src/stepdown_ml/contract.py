@@ -213,6 +213,11 @@ class Column:
                     ok = self._text_ok(text)
             ok = ok & column.is_text
             empty = column.empty
+            if kind == "enum":
+                # Dictionary-encoded on the contract's own order: features read the codes.
+                text = pa.DictionaryArray.from_arrays(
+                    pc.index_in(text, value_set=self._allowed_array).cast(pa.int8()), self._allowed_array
+                )
             values = pd.Series(pd.arrays.ArrowExtensionArray(text), index=column.index, copy=False)
         else:
             number, empty = column.numbers(), column.empty
@@ -229,9 +234,13 @@ class Column:
         bad = ~ok & ~empty if self.nullable else ~ok | empty
         return values, bad
 
+    @functools.cached_property
+    def _allowed_array(self) -> pa.Array:
+        return pa.array(self.allowed, pa.string())
+
     def _text_ok(self, text: pa.Array) -> np.ndarray:
         if self.kind == "enum":
-            return _to_bool(pc.is_in(text, value_set=pa.array(self.allowed, pa.string())))
+            return _to_bool(pc.is_in(text, value_set=self._allowed_array))
         return _to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
 
 

@@ -118,6 +118,8 @@ def arrow_text(column: Any) -> pa.Array:
         array = pa.array(objects, type=pa.string(), from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
     return array.cast(pa.string()) if array.type != pa.string() else array
 
 
@@ -282,7 +284,13 @@ class FeatureSpace:
         rows = np.arange(n)
 
         def codes(column: str, levels: tuple[str, ...]) -> np.ndarray:
-            found = pc.index_in(arrow_text(values[column]), value_set=pa.array(levels, pa.string()))
+            array = pa.array(values[column], from_pandas=True)
+            if isinstance(array, pa.ChunkedArray):
+                array = array.combine_chunks()
+            if pa.types.is_dictionary(array.type) and array.dictionary.to_pylist() == list(levels):
+                # Validated enums arrive encoded on the contract's order: the codes are the indices.
+                return array.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            found = pc.index_in(arrow_text(array), value_set=pa.array(levels, pa.string()))
             return found.fill_null(-1).to_numpy(zero_copy_only=False)
 
         def num(name: str) -> np.ndarray:
