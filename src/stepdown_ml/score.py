@@ -14,6 +14,7 @@ the scores go to a temporary file first, ranks are computed from the compact
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import sys
 import time
@@ -76,7 +77,6 @@ class _Input:
         self.chunk_rows = chunk_rows
         self.size = path.stat().st_size
         self._raw: Any = None
-        self._skipped: list[tuple[int, str]] = []
         self.header: list[str] = []
 
     def position(self) -> int:
@@ -113,58 +113,11 @@ class _Input:
         header = self._read_header(gzip)
         require_columns(header, CANDIDATE_COLUMNS, str(self.path))
         self._raw = pa.OSFile(str(self.path), "rb")
-        stream = pa.CompressedInputStream(self._raw, "gzip") if gzip else self._raw
-
-        def on_invalid(row: Any) -> str:
-            # Physical line numbers count the header as line 1.
-            self._skipped.append((row.number - 1, row.text))
-            return "skip"
-
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        next_row = 1
         try:
-            for batch in reader:
-                frame = batch.to_pandas()
-                numbers, skipped = self._number(next_row, len(frame))
-                if len(numbers):
-                    next_row = int(numbers[-1]) + 1
-                yield frame, numbers, skipped
-        except pa.ArrowInvalid as exc:
-            raise ContractError(f"{self.path}: {_arrow_reason(exc)}") from None
+            stream = pa.CompressedInputStream(self._raw, "gzip") if gzip else self._raw
+            yield from csv_blocks(stream, header, str(self.path))
         finally:
             self._raw.close()
-        # Bad rows after the last good one.
-        tail = [s for s in self._skipped if s[0] >= next_row]
-        if tail:
-            self._skipped = [s for s in self._skipped if s[0] < next_row]
-            yield pd.DataFrame(columns=header), np.arange(0), tail
-
-    def _number(self, first: int, count: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
-        """Row numbers of a block's good rows, skipping rows the parser rejected."""
-        self._skipped.sort()
-        numbers = []
-        taken = []
-        row = first
-        skipped_rows = [s[0] for s in self._skipped]
-        while len(numbers) < count:
-            i = bisect.bisect_left(skipped_rows, row)
-            if i < len(skipped_rows) and skipped_rows[i] == row:
-                taken.append(self._skipped[i])
-            else:
-                numbers.append(row)
-            row += 1
-        self._skipped = [s for s in self._skipped if s not in taken]
-        # Rejected rows right before the next good row belong to this block too.
-        return np.asarray(numbers, dtype=np.int64), taken
 
     def _read_header(self, gzip: bool) -> list[str]:
         import gzip as gz
@@ -184,6 +137,71 @@ class _Input:
             raise ContractError(f"{self.path}: the header names a column twice")
         self.header = header
         return header
+
+
+def csv_blocks(
+    stream: Any, header: list[str], source: str, block_bytes: int | None = None
+) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+    """Parse CSV text (header line included) block by block.
+
+    Yields ``(frame of text, 1-based row numbers, malformed rows)`` per block, where a
+    malformed row is ``(row number, raw text)`` of a line with the wrong field count.
+    Every data row is in exactly one of the two. Used by the CLI on files and by the
+    Spark engine on the lines of a partition.
+
+    Raises:
+        ContractError: the text is not UTF-8 or not CSV, naming ``source``.
+    """
+    malformed: list[tuple[int, str]] = []
+
+    def on_invalid(row: Any) -> str:
+        # Physical line numbers count the header as line 1.
+        malformed.append((row.number - 1, row.text))
+        return "skip"
+
+    reader = pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(block_size=block_bytes or BLOCK_BYTES, use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    next_row = 1
+    try:
+        for batch in reader:
+            frame = batch.to_pandas()
+            numbers, taken = _number_rows(next_row, len(frame), malformed)
+            if len(numbers):
+                next_row = int(numbers[-1]) + 1
+            yield frame, numbers, taken
+    except pa.ArrowInvalid as exc:
+        raise ContractError(f"{source}: {_arrow_reason(exc)}") from None
+    if malformed:  # bad rows after the last good one
+        yield pd.DataFrame(columns=header), np.arange(0), sorted(malformed)
+
+
+def _number_rows(
+    first: int, count: int, malformed: list[tuple[int, str]]
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Row numbers of a block's good rows, skipping (and taking out) the malformed rows."""
+    malformed.sort()
+    skipped_rows = [m[0] for m in malformed]
+    numbers: list[int] = []
+    taken: list[tuple[int, str]] = []
+    row = first
+    while len(numbers) < count:
+        i = bisect.bisect_left(skipped_rows, row)
+        if i < len(skipped_rows) and skipped_rows[i] == row:
+            taken.append(malformed[i])
+        else:
+            numbers.append(row)
+        row += 1
+    for item in taken:
+        malformed.remove(item)
+    return np.asarray(numbers, dtype=np.int64), taken
 
 
 def _arrow_reason(exc: Exception) -> str:
@@ -343,10 +361,8 @@ def use_lean_memory_pool() -> str:
     (and jemalloc was no slower). A process-wide setting, so the CLI makes it, not the
     library. Returns the pool's backend name.
     """
-    try:
+    with contextlib.suppress(NotImplementedError):
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:
-        pass
     return pa.default_memory_pool().backend_name
 
 
@@ -391,6 +407,7 @@ def score_file(
     rejected_rows: set[int] = set()
     person_ids: list[np.ndarray] = []
     p_values: list[np.ndarray] = []
+
     def work(frame: pd.DataFrame, numbers: np.ndarray, skipped: list[tuple[int, str]]) -> tuple:
         # One shared session: onnxruntime runs it from several threads, each call on its
         # caller's thread (one intra-op thread), without a second copy of the model.
