@@ -106,10 +106,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     from stepdown_ml.score import score_file, use_lean_memory_pool
     from stepdown_ml.serving import load_model
 
+    if args.engine == "spark":
+        return _score_on_spark(args)
     use_lean_memory_pool()
     model = load_model(args.model_uri or args.model_dir)
+    if len(args.input_paths) != 1:
+        raise ContractError("the local engine scores one file at a time (use --engine spark for several)")
     summary = score_file(
-        args.input,
+        args.input_paths[0],
         args.out,
         args.rejects,
         model=model,
@@ -117,6 +121,27 @@ def cmd_score(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     _say(summary.line())
+    return EXIT_OK
+
+
+def _score_on_spark(args: argparse.Namespace) -> int:
+    import time
+
+    from stepdown_ml.spark import score_spark, spark_session, write_outputs
+
+    started = time.perf_counter()
+    model_dir = args.model_dir
+    if args.model_uri:
+        from stepdown_ml.tracking import download_model_dir
+
+        model_dir = download_model_dir(args.model_uri)
+    spark = spark_session(args.master)
+    scores, rejects = score_spark(spark, [str(p) for p in args.input_paths], model_dir)
+    write_outputs(scores, rejects, args.out, fmt=args.output_format)
+    _say(
+        f"scored {scores.count()} rows, {rejects.count()} problems, into {args.out}/scores and "
+        f"{args.out}/rejects, {time.perf_counter() - started:.1f} s"
+    )
     return EXIT_OK
 
 
@@ -179,8 +204,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     score = sub.add_parser("score", help="batch-score a candidates file (CSV, .csv.gz or .parquet)")
-    score.add_argument("input", type=Path, help="candidates file")
-    score.add_argument("--out", type=Path, required=True, help="scores file (.csv or .parquet)")
+    score.add_argument(
+        "input_paths",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="candidates file (with --engine spark: files or folders)",
+    )
+    score.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="scores file (.csv or .parquet); with --engine spark, an output folder",
+    )
+    score.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="local: one streaming process; spark: the same scoring on a Spark cluster",
+    )
+    score.add_argument("--master", default=None, help="Spark master URL (default local[*] or spark-submit's)")
+    score.add_argument(
+        "--output-format",
+        choices=("parquet", "csv"),
+        default="parquet",
+        help="with --engine spark: format of the score partitions",
+    )
     score.add_argument(
         "--rejects", type=Path, default=None, help="rejects CSV (default: <out>.rejects.csv beside --out)"
     )

@@ -233,6 +233,7 @@ class Block:
     """A scored block: scores of its valid rows (input order), its problems, their persons."""
 
     scores: pa.Table
+    rows: np.ndarray
     problems: pd.DataFrame
     persons: np.ndarray | None
 
@@ -255,8 +256,9 @@ def score_block(
         header: the file's header (to find ``candidate_id`` in a malformed row).
 
     Returns:
-        The scores without ``rank`` (ranking needs the whole file), every problem
-        (sorted by row), and the ``person_id`` of each scored row when the input has one.
+        The scores without ``rank`` (ranking needs the whole file) and their row numbers,
+        every problem (sorted by row), and the ``person_id`` of each scored row when the
+        input has one.
     """
     checked = validate_frame(frame, CANDIDATE_COLUMNS, row_numbers=row_numbers)
     valid = checked.valid
@@ -268,8 +270,9 @@ def score_block(
         problems = pd.concat([problems, extra]).sort_values("row", kind="stable").reset_index(drop=True)
     persons = None
     if PERSON_ID.name in frame:
-        persons = frame[PERSON_ID.name].to_numpy()[~np.isin(row_numbers, problems["row"].to_numpy())]
-    return Block(scores=scores, problems=problems, persons=persons)
+        persons = frame[PERSON_ID.name].to_numpy()[~checked.bad]
+    rows = np.asarray(row_numbers, dtype=np.int64)[~checked.bad]
+    return Block(scores=scores, rows=rows, problems=problems, persons=persons)
 
 
 def _neutralize_column(values: pa.Array) -> pa.Array:

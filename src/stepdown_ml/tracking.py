@@ -134,6 +134,22 @@ def _flat(prefix: str, payload: Any) -> dict[str, float]:
     return out
 
 
+def log_model(
+    model_dir: Path | str, example: pd.DataFrame, registered_name: str | None = None
+) -> mlflow.models.model.ModelInfo:
+    """Log a model directory as the project's pyfunc (code, not a pickle) in the active run."""
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).with_name("mlflow_model.py")),
+        artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
+        code_paths=[str(Path(__file__).parent)],
+        signature=signature(),
+        input_example=example,
+        registered_model_name=registered_name,
+        pip_requirements=_requirements(),
+    )
+
+
 def tracked_training(
     data_path: Path | str,
     model_dir: Path | str,
@@ -171,16 +187,7 @@ def tracked_training(
             mlflow.log_artifact(str(params_path))
         client = MlflowClient()
         champion_auc = _champion_auc(client, result.splits.test)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(Path(__file__).with_name("mlflow_model.py")),
-            artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
-            code_paths=[str(Path(__file__).parent)],
-            signature=signature(),
-            input_example=input_example(result.splits.test),
-            registered_model_name=config.REGISTERED_MODEL_NAME,
-            pip_requirements=_requirements(),
-        )
+        info = log_model(model_dir, input_example(result.splits.test), config.REGISTERED_MODEL_NAME)
         version = str(info.registered_model_version)
         checks = quality_checks(result.metrics, champion_auc, params["gates"])
         promoted = all(check["passed"] for check in checks.values())

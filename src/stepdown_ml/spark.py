@@ -1,0 +1,287 @@
+"""Scale-out scoring on Apache Spark, through the same code as ``stepdown-ml score``.
+
+Each partition is scored by :func:`stepdown_ml.score.score_block` (validation,
+features, the ONNX model, recommendations, reasons) inside ``mapInPandas``; CSV text is
+parsed by the same :func:`stepdown_ml.score.csv_blocks` as the CLI, so a malformed line
+is rejected with the same row number and reason. The model directory travels to the
+executors with ``SparkContext.addFile`` and each executor process builds its ONNX
+session once. Ranking by ``person_id`` runs as a Spark window over the whole input, so
+one person's rows may sit in any partitions.
+
+Row numbers: for CSV, a row's number is its line number in its file, minus the header
+(as in the CLI); for Parquet, its position in its file. Lines are numbered from
+``monotonically_increasing_id`` and per-partition offsets (the file is read twice: once
+to count, once to score).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from stepdown_ml.contract import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, SCORES_COLUMNS, ContractError
+from stepdown_ml.modeldir import read_manifest
+from stepdown_ml.score import csv_blocks, score_block
+from stepdown_ml.serving import Model
+from stepdown_ml.tables import FORMULA_PREFIXES
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+OUTPUT_SCHEMA = (
+    "kind string, file string, row long, candidate_id string, p_advance double, "
+    "recommendation string, reasons string, model_version string, column string, reason string, "
+    "person_id string"
+)
+_PARTITION_BITS = 33  # monotonically_increasing_id: partition index << 33 | row in partition
+_MODELS: dict[str, Model] = {}
+
+
+def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> SparkSession:
+    """A SparkSession (``local[*]`` unless ``master`` or spark-submit says otherwise).
+
+    Executors use this interpreter unless ``PYSPARK_PYTHON`` says otherwise: the
+    system Python lacks the project's packages.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    elif "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
+    return builder.config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate()
+
+
+def _executor_model(name: str) -> Model:
+    """The model shipped with addFile, loaded once per executor Python process."""
+    if name not in _MODELS:
+        from pyspark import SparkFiles
+
+        _MODELS[name] = Model(SparkFiles.get(name))
+    return _MODELS[name]
+
+
+def _numbered(frame: DataFrame) -> tuple[DataFrame, dict[tuple[str, int], int], list[tuple[str, int, int]]]:
+    """Number the rows of a file source.
+
+    Adds ``_file``, ``_pid`` and ``_within``; returns the offset that turns ``_within``
+    into the 0-based line index within the file for each (file, partition), and the
+    (file, partition, _within) of each file's first line.
+    """
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    mask = (1 << _PARTITION_BITS) - 1
+    frame = (
+        frame.withColumn("_file", F.col("_metadata.file_path"))
+        .withColumn("_mid", F.monotonically_increasing_id())
+        .withColumn("_pid", F.shiftrightunsigned("_mid", _PARTITION_BITS).cast("int"))
+        .withColumn("_within", F.col("_mid").bitwiseAND(F.lit(mask)))
+        .drop("_mid")
+    )
+    counts = frame.groupBy("_file", "_pid").agg(F.count("*").alias("n"), F.min("_within").alias("first"))
+    offsets: dict[tuple[str, int], int] = {}
+    first_lines: list[tuple[str, int, int]] = []
+    next_line: dict[str, int] = {}
+    # A file's splits are read by partitions in increasing order.
+    for row in sorted(counts.collect(), key=lambda r: (r["_file"], r["_pid"])):
+        file, pid = row["_file"], row["_pid"]
+        start = next_line.get(file, 0)
+        if start == 0:
+            first_lines.append((file, pid, row["first"]))
+        offsets[(file, pid)] = start - row["first"]
+        next_line[file] = start + row["n"]
+    return frame, offsets, first_lines
+
+
+def _header_fields(line: str) -> list[str]:
+    return next(csv.reader([line]))
+
+
+def _line_index(batch: pd.DataFrame, offsets: dict[tuple[str, int], int]) -> np.ndarray:
+    keys = list(zip(batch["_file"], batch["_pid"], strict=True))
+    return batch["_within"].to_numpy(dtype=np.int64) + np.array([offsets[k] for k in keys], dtype=np.int64)
+
+
+def _output(block: Any, file: str) -> pd.DataFrame:
+    scores = block.scores.to_pandas() if isinstance(block.scores, pa.Table) else block.scores
+    scores = scores.astype({c: object for c in ("recommendation", "reasons", "model_version")})
+    scores = scores.assign(kind="score", file=file, row=block.rows)
+    scores["person_id"] = block.persons if block.persons is not None else None
+    rejects = block.problems.assign(kind="reject", file=file)
+    out = pd.concat([scores, rejects], ignore_index=True)
+    for column in (
+        "row",
+        "candidate_id",
+        "p_advance",
+        "recommendation",
+        "reasons",
+        "model_version",
+        "column",
+        "reason",
+        "person_id",
+    ):
+        if column not in out:
+            out[column] = None
+    # Plain numpy/object columns: Spark's Arrow conversion takes no Arrow-backed pandas columns.
+    plain = {}
+    for field in OUTPUT_SCHEMA.split(", "):
+        name, kind = field.split()
+        column = out[name]
+        if kind == "string":
+            values = column.astype(object).to_numpy()
+            plain[name] = np.where(pd.isna(values), None, values)
+        else:
+            plain[name] = column.to_numpy(dtype=np.float64 if kind == "double" else np.int64)
+    return pd.DataFrame(plain)
+
+
+def _score_csv_lines(model_name: str, headers: dict[str, str], offsets: dict) -> Any:
+    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = _executor_model(model_name)
+        for batch in batches:
+            lines = _line_index(batch, offsets)
+            files = batch["_file"].to_numpy()
+            # Runs of one file within this batch, in order.
+            edges = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
+            for start, stop in itertools.pairwise(edges):
+                file = files[start]
+                run_lines = lines[start:stop]
+                keep = run_lines > 0  # line 0 is the header
+                if not keep.any():
+                    continue
+                header_line = headers[file]
+                header = _header_fields(header_line)
+                text = "\n".join([header_line, *batch["value"].to_numpy()[start:stop][keep]]) + "\n"
+                numbers_in_file = run_lines[keep]
+                for frame, numbers, malformed in csv_blocks(
+                    pa.BufferReader(text.encode("utf-8")), header, file
+                ):
+                    rows = numbers_in_file[numbers - 1] if len(numbers) else numbers
+                    bad = [(int(numbers_in_file[n - 1]), t) for n, t in malformed]
+                    block = score_block(model, frame, rows, bad, header)
+                    yield _output(block, file)
+
+    return score_partition
+
+
+def _score_columns(model_name: str, offsets: dict) -> Any:
+    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = _executor_model(model_name)
+        for batch in batches:
+            rows = _line_index(batch, offsets) + 1
+            files = batch["_file"].to_numpy()
+            edges = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
+            for start, stop in itertools.pairwise(edges):
+                frame = (
+                    batch.iloc[start:stop].drop(columns=["_file", "_pid", "_within"]).reset_index(drop=True)
+                )
+                frame = frame.astype(object).where(frame.notna(), "")
+                yield _output(score_block(model, frame, rows[start:stop]), files[start])
+
+    return score_partition
+
+
+def score_spark(
+    spark: SparkSession, input_path: str | list[str], model_dir: Path | str
+) -> tuple[DataFrame, DataFrame]:
+    """Score candidate files (CSV or Parquet, files or folders) on Spark.
+
+    Args:
+        spark: the session.
+        input_path: file(s) or folder(s); ``.parquet`` inputs are read as Parquet.
+        model_dir: a model directory (shipped to the executors).
+
+    Returns:
+        ``(scores, rejects)``: the CONTRACT.md layouts (``rank`` when the input has
+        ``person_id``), plus ``file`` and ``row`` columns that locate every row. Not
+        neutralized for spreadsheets: :func:`write_outputs` does that when writing CSV.
+
+    Raises:
+        ContractError: a required column is missing from the input.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    paths = [input_path] if isinstance(input_path, str | Path) else list(input_path)
+    paths = [str(p) for p in paths]
+    model_dir = Path(model_dir).resolve()
+    read_manifest(model_dir)  # fail on the driver, not in every task
+    spark.sparkContext.addFile(str(model_dir), recursive=True)
+    name = model_dir.name
+    if all(p.rstrip("/").endswith(".parquet") for p in paths):
+        raw = spark.read.parquet(*paths)
+        columns = raw.columns
+        _require(columns, paths)
+        numbered, offsets, _ = _numbered(raw)
+        numbered = numbered.select(
+            *[F.col(c).cast("string").alias(c) for c in columns], "_file", "_pid", "_within"
+        )
+        out = numbered.mapInPandas(_score_columns(name, offsets), OUTPUT_SCHEMA)
+    else:
+        numbered, offsets, first_lines = _numbered(spark.read.text(paths))
+        is_header = F.lit(False)
+        for file, pid, within in first_lines:
+            is_header = is_header | (
+                (F.col("_file") == file) & (F.col("_pid") == pid) & (F.col("_within") == within)
+            )
+        headers = {
+            r["_file"]: r["value"] for r in numbered.where(is_header).select("_file", "value").collect()
+        }
+        if not headers:
+            raise ContractError(f"{paths[0]}: the file is empty (expected a header row)")
+        for file, line in headers.items():
+            _require(_header_fields(line), [file])
+        columns = _header_fields(next(iter(headers.values())))
+        numbered = numbered.select("value", "_file", "_pid", "_within")
+        out = numbered.mapInPandas(_score_csv_lines(name, headers, offsets), OUTPUT_SCHEMA)
+    out = out.persist()
+    scores = out.where(F.col("kind") == "score").select("file", "row", *SCORES_COLUMNS, "person_id")
+    if PERSON_ID.name in columns:
+        by_person = Window.partitionBy("person_id").orderBy(F.desc("p_advance"), "file", "row")
+        scores = scores.withColumn(RANK_COLUMN, F.row_number().over(by_person).cast("long"))
+    scores = scores.drop("person_id")
+    rejects = out.where(F.col("kind") == "reject").select("file", "row", "candidate_id", "column", "reason")
+    return scores, rejects
+
+
+def _require(columns: Any, paths: list[str]) -> None:
+    missing = [c.name for c in CANDIDATE_COLUMNS if c.name not in set(columns)]
+    if missing:
+        raise ContractError(f"{paths[0]}: missing required column(s): {', '.join(missing)}")
+
+
+def _neutralized(column: str) -> Any:
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    pattern = "^[" + "".join(FORMULA_PREFIXES).replace("-", "\\-") + "]"
+    return F.when(F.col(column).rlike(pattern), F.concat(F.lit("'"), F.col(column))).otherwise(F.col(column))
+
+
+def write_outputs(scores: DataFrame, rejects: DataFrame, out_dir: Path | str, fmt: str = "parquet") -> None:
+    """Write ``scores/`` (Parquet or CSV partitions, input order) and ``rejects/`` (CSV).
+
+    Formula-like text is neutralized in CSV output. Spark's output committer makes each
+    folder appear only when its job succeeded.
+    """
+    out = str(out_dir).rstrip("/")
+    ordered = scores.orderBy("file", "row")
+    if fmt == "csv":
+        ordered = ordered.withColumn("candidate_id", _neutralized("candidate_id"))
+        ordered.drop("file", "row").write.option("header", True).csv(f"{out}/scores")
+    else:
+        ordered.drop("file", "row").write.parquet(f"{out}/scores")
+    safe = rejects.orderBy("file", "row")
+    for column in ("candidate_id", "column", "reason"):
+        safe = safe.withColumn(column, _neutralized(column))
+    safe.drop("file").write.option("header", True).csv(f"{out}/rejects")

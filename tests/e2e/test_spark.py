@@ -1,0 +1,156 @@
+"""Scale-out: Spark scoring equals the single-process scorer; the pyfunc works through spark_udf."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stepdown_ml import config
+from stepdown_ml.cli import main
+from stepdown_ml.contract import CANDIDATE_COLUMNS
+from stepdown_ml.tables import write_csv
+from stepdown_ml.tracking import input_example, log_model
+
+pyspark = pytest.importorskip("pyspark")
+pytestmark = pytest.mark.slow
+DEFAULT = config.MODELS_DIR / "default"
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from stepdown_ml.spark import spark_session
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (
+        spark_session("local[2]")
+        .builder.config("spark.ui.enabled", "false")
+        # Small splits: the test file is read by several partitions, as a big file would be.
+        .config("spark.sql.files.maxPartitionBytes", "65536")
+        .config("spark.sql.shuffle.partitions", "4")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def messy_csv(tmp_path_factory, candidates):
+    """Candidates with bad values, malformed lines, formula-like ids and persons across partitions."""
+    frame = candidates.head(1200).astype(object).copy()
+    frame["person_id"] = [f"p{i % 13}" for i in range(len(frame))]
+    frame.loc[5, "fit_score"] = 9
+    frame.loc[700, "region"] = "Mars"
+    frame.loc[900, "target_level"] = 10
+    frame.loc[11, "candidate_id"] = "=cmd()"
+    path = tmp_path_factory.mktemp("spark-in") / "candidates.csv"
+    write_csv(frame, path)
+    lines = path.read_text().splitlines()
+    lines.insert(400, '"short-row",1,2')
+    lines.insert(1000, "just one field")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_csv_dir(folder) -> pd.DataFrame:
+    parts = sorted(folder.glob("part-*.csv"))
+    return pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in parts], ignore_index=True)
+
+
+def test_spark_equals_the_single_process_scorer(spark, messy_csv, tmp_path):
+    """Scores, ranks and rejects: the same rows in the same order, the same values."""
+    assert (
+        main(["score", str(messy_csv), "--out", str(tmp_path / "local.csv"), "--model-dir", str(DEFAULT)])
+        == 0
+    )
+    local = pd.read_csv(tmp_path / "local.csv", dtype=str, keep_default_na=False)
+    local_rejects = pd.read_csv(tmp_path / "local.rejects.csv", dtype=str, keep_default_na=False)
+
+    from stepdown_ml.spark import score_spark, write_outputs
+
+    scores, rejects = score_spark(spark, str(messy_csv), DEFAULT)
+    assert scores.rdd.getNumPartitions() >= 1
+    write_outputs(scores, rejects, tmp_path / "spark", fmt="csv")
+    remote = read_csv_dir(tmp_path / "spark" / "scores")
+    remote_rejects = read_csv_dir(tmp_path / "spark" / "rejects")
+
+    assert list(remote.columns) == list(local.columns)
+    assert list(remote["candidate_id"]) == list(local["candidate_id"])
+    assert "'=cmd()" in set(remote["candidate_id"])
+    np.testing.assert_allclose(
+        remote["p_advance"].astype(float), local["p_advance"].astype(float), atol=1e-12
+    )
+    for column in ("recommendation", "reasons", "model_version", "rank"):
+        assert list(remote[column]) == list(local[column]), column
+    assert remote_rejects.to_dict("records") == local_rejects.to_dict("records")
+    assert {"expected 21 fields, got 3", "expected 21 fields, got 1"} <= set(remote_rejects["reason"])
+
+
+def test_spark_reads_parquet(spark, candidates, tmp_path):
+    frame = candidates.head(300).astype(str).replace({"<NA>": ""})
+    path = tmp_path / "candidates.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    from stepdown_ml.spark import score_spark
+
+    scores, rejects = score_spark(spark, str(path), DEFAULT)
+    got = scores.orderBy("row").toPandas()
+    expected = main(["score", str(path), "--out", str(tmp_path / "l.csv"), "--model-dir", str(DEFAULT)])
+    assert expected == 0 and rejects.count() == 0
+    local = pd.read_csv(tmp_path / "l.csv", dtype=str, keep_default_na=False)
+    assert list(got["candidate_id"]) == list(local["candidate_id"])
+    np.testing.assert_allclose(got["p_advance"], local["p_advance"].astype(float), atol=1e-12)
+
+
+def test_cli_spark_engine_writes_partitions(messy_csv, tmp_path):
+    out = tmp_path / "cli-out"
+    code = main(
+        [
+            "score",
+            str(messy_csv),
+            "--engine",
+            "spark",
+            "--master",
+            "local[2]",
+            "--out",
+            str(out),
+            "--model-dir",
+            str(DEFAULT),
+        ]
+    )
+    assert code == 0
+    table = pq.read_table(out / "scores")
+    assert table.num_rows == 1200 - 3 and "rank" in table.column_names
+    assert (out / "scores" / "_SUCCESS").exists() and (out / "rejects" / "_SUCCESS").exists()
+
+
+def test_spark_udf_on_the_logged_pyfunc(spark, candidates, tmp_path, monkeypatch):
+    """mlflow.pyfunc.spark_udf runs the project's pyfunc and gives the same p_advance."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = mlflow.create_experiment("spark-udf", artifact_location=str(tmp_path / "artifacts"))
+    rows = candidates.head(50)
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_model(DEFAULT, input_example(rows))
+    frame = spark.createDataFrame(rows.astype(str).replace({"<NA>": ""}))
+    from pyspark.sql import functions as F  # noqa: N812
+
+    udf = mlflow.pyfunc.spark_udf(
+        spark,
+        info.model_uri,
+        result_type="candidate_id string, p_advance double, recommendation string, reasons string, "
+        "model_version string",
+        env_manager="local",
+    )
+    names = [c.name for c in CANDIDATE_COLUMNS]
+    out = frame.select(udf(F.struct(*names)).alias("s")).select("s.*").toPandas()
+    from stepdown_ml import predict
+
+    expected = predict(rows, model=DEFAULT)
+    assert list(out["candidate_id"]) == list(expected["candidate_id"])
+    np.testing.assert_allclose(out["p_advance"], expected["p_advance"], atol=1e-12)
