@@ -267,6 +267,31 @@ def _record_overlap(current: str | None, target: str | None, index: _SkillIndex)
     }
 
 
+def _move_and_person_features(
+    get: Any, function_change: Any, industry_change: Any, avoidable: Any, age_band_index: Any, overlap: Any
+) -> dict[str, Any]:
+    """The non-categorical features, from arrays (a block) or scalars (one record) alike."""
+    current, target = get("current_level"), get("target_level")
+    return {
+        "current_level": current,
+        "target_level": target,
+        "levels_down": current - target,
+        "function_change": function_change,
+        "industry_change": industry_change,
+        "industry_only_change": industry_change * (1 - function_change),
+        "same_employer": get("same_employer"),
+        "promotion_path": get("promotion_path"),
+        "necessity_avoidable": avoidable,
+        "years_experience": get("years_experience"),
+        "performance_rating": get("performance_rating"),
+        "fit_score": get("fit_score"),
+        "unemployment_rate": get("unemployment_rate"),
+        "months_unemployed": get("months_unemployed"),
+        "age_band_index": age_band_index,
+        **_skill_features(overlap),
+    }
+
+
 class FeatureSpace:
     """Turns validated candidate values into the model's float32 feature matrix."""
 
@@ -303,28 +328,14 @@ class FeatureSpace:
             ("target_industry", "target_industry", INDUSTRIES),
         ):
             out[rows, _INDEX[f"{prefix}_{levels[0]}"] + codes(column, levels)] = 1.0
-        current, target = num("current_level"), num("target_level")
-        function_change = codes("current_function", FUNCTIONS) != codes("target_function", FUNCTIONS)
-        industry_change = codes("current_industry", INDUSTRIES) != codes("target_industry", INDUSTRIES)
-        overlap = skill_overlap(values["current_skills"], values["target_skills"], self.vocab)
-        computed = {
-            "current_level": current,
-            "target_level": target,
-            "levels_down": current - target,
-            "function_change": function_change,
-            "industry_change": industry_change,
-            "industry_only_change": industry_change & ~function_change,
-            "same_employer": num("same_employer"),
-            "promotion_path": num("promotion_path"),
-            "necessity_avoidable": np.nan_to_num(num("necessity_avoidable")),
-            "years_experience": num("years_experience"),
-            "performance_rating": num("performance_rating"),
-            "fit_score": num("fit_score"),
-            "unemployment_rate": num("unemployment_rate"),
-            "months_unemployed": num("months_unemployed"),
-            "age_band_index": codes("age_band", AGE_BANDS),
-            **_skill_features(overlap),
-        }
+        computed = _move_and_person_features(
+            num,
+            function_change=codes("current_function", FUNCTIONS) != codes("target_function", FUNCTIONS),
+            industry_change=codes("current_industry", INDUSTRIES) != codes("target_industry", INDUSTRIES),
+            avoidable=np.nan_to_num(num("necessity_avoidable")),
+            age_band_index=codes("age_band", AGE_BANDS),
+            overlap=skill_overlap(values["current_skills"], values["target_skills"], self.vocab),
+        )
         for name, data in computed.items():
             out[:, _INDEX[name]] = data
         return out
@@ -337,29 +348,15 @@ class FeatureSpace:
         row[index["region_" + values["region"]]] = 1.0
         row[index["target_function_" + values["target_function"]]] = 1.0
         row[index["target_industry_" + values["target_industry"]]] = 1.0
-        current, target = values["current_level"], values["target_level"]
-        function_change = values["current_function"] != values["target_function"]
-        industry_change = values["current_industry"] != values["target_industry"]
         avoidable = values.get("necessity_avoidable")
-        overlap = _record_overlap(values.get("current_skills"), values.get("target_skills"), self._index)
-        computed = {
-            "current_level": current,
-            "target_level": target,
-            "levels_down": current - target,
-            "function_change": function_change,
-            "industry_change": industry_change,
-            "industry_only_change": industry_change and not function_change,
-            "same_employer": values["same_employer"],
-            "promotion_path": values["promotion_path"],
-            "necessity_avoidable": 0.0 if avoidable is None else avoidable,
-            "years_experience": values["years_experience"],
-            "performance_rating": values["performance_rating"],
-            "fit_score": values["fit_score"],
-            "unemployment_rate": values["unemployment_rate"],
-            "months_unemployed": values["months_unemployed"],
-            "age_band_index": _AGE_INDEX[values["age_band"]],
-            **_skill_features(overlap),
-        }
+        computed = _move_and_person_features(
+            values.__getitem__,
+            function_change=values["current_function"] != values["target_function"],
+            industry_change=values["current_industry"] != values["target_industry"],
+            avoidable=0.0 if avoidable is None else avoidable,
+            age_band_index=_AGE_INDEX[values["age_band"]],
+            overlap=_record_overlap(values.get("current_skills"), values.get("target_skills"), self._index),
+        )
         for name, value in computed.items():
             row[index[name]] = value
         return row.astype(np.float32).reshape(1, -1)
