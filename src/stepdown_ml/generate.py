@@ -53,7 +53,7 @@ HIGH_UNEMPLOYMENT = 8.0
 class Effects:
     """Coefficients of ``eta`` (probit scale). Signs follow the facts in DOMAIN.md."""
 
-    intercept: float = -0.80
+    intercept: float = -1.20
     avoidable_necessity: float = -0.40
     necessity_high_unemployment: float = -0.45
     unemployment_per_point: float = -0.015
