@@ -1,7 +1,8 @@
 """Scale-out scoring on Apache Spark, through the same code as ``stepdown-ml score``.
 
 Each partition is scored by :func:`stepdown_ml.score.score_block` (validation,
-features, the ONNX model, recommendations, reasons) inside ``mapInPandas``; CSV text is
+features, the ONNX model, recommendations, reasons) inside ``mapInArrow`` (Arrow batches
+both ways, no pandas conversion by Spark); CSV text is
 parsed by the same :func:`stepdown_ml.score.csv_blocks` as the CLI, so a malformed line
 is rejected with the same row number and reason. The model directory travels to the
 executors with ``SparkContext.addFile`` and each executor process builds its ONNX
@@ -125,42 +126,51 @@ def _line_index(batch: pd.DataFrame, offsets: dict[tuple[str, int], int]) -> np.
     return lines
 
 
-def _output(block: Any, file: str) -> pd.DataFrame:
-    scores = block.scores.to_pandas() if isinstance(block.scores, pa.Table) else block.scores
-    scores = scores.astype({c: object for c in ("recommendation", "reasons", "model_version")})
-    scores = scores.assign(kind="score", file=file, row=block.rows)
-    scores["person_id"] = block.persons if block.persons is not None else None
-    rejects = block.problems.assign(kind="reject", file=file)
-    out = pd.concat([scores, rejects], ignore_index=True)
-    for column in (
-        "row",
-        "candidate_id",
-        "p_advance",
-        "recommendation",
-        "reasons",
-        "model_version",
-        "column",
-        "reason",
-        "person_id",
-    ):
-        if column not in out:
-            out[column] = None
-    # Plain numpy/object columns: Spark's Arrow conversion takes no Arrow-backed pandas columns.
-    plain = {}
-    for field in OUTPUT_SCHEMA.split(", "):
-        name, kind = field.split()
-        column = out[name]
-        if kind == "string":
-            plain[name] = column.astype(object).where(column.notna(), None).to_numpy()
-        else:
-            plain[name] = column.to_numpy(dtype=np.float64 if kind == "double" else np.int64)
-    return pd.DataFrame(plain)
+_ARROW_OUTPUT = pa.schema(
+    [
+        (name, {"string": pa.string(), "long": pa.int64(), "double": pa.float64()}[kind])
+        for name, kind in (field.split() for field in OUTPUT_SCHEMA.split(", "))
+    ]
+)
+
+
+def _output(block: Any, file: str) -> pa.RecordBatch:
+    """One Arrow batch of scores and rejects in OUTPUT_SCHEMA (no pandas round trip)."""
+    scores, problems = block.scores, block.problems
+    n_scores, n_rejects = scores.num_rows, len(problems)
+
+    def text(values: Any) -> pa.Array:
+        return pa.array(np.asarray(values, dtype=object), pa.string(), from_pandas=True)
+
+    def stack(top: pa.Array | pa.ChunkedArray | None, bottom: pa.Array | None, kind: pa.DataType) -> pa.Array:
+        top = pa.nulls(n_scores, kind) if top is None else top
+        bottom = pa.nulls(n_rejects, kind) if bottom is None else bottom
+        if isinstance(top, pa.ChunkedArray):
+            top = top.combine_chunks()
+        return pa.concat_arrays([top.cast(kind), bottom.cast(kind)])
+
+    persons = text(block.persons) if block.persons is not None else None
+    arrays = [
+        pa.array(["score"] * n_scores + ["reject"] * n_rejects, pa.string()),
+        pa.array([file] * (n_scores + n_rejects), pa.string()),
+        stack(pa.array(block.rows, pa.int64()), pa.array(problems["row"].to_numpy(np.int64)), pa.int64()),
+        stack(scores.column("candidate_id"), text(problems["candidate_id"]), pa.string()),
+        stack(scores.column("p_advance"), None, pa.float64()),
+        stack(scores.column("recommendation"), None, pa.string()),
+        stack(scores.column("reasons"), None, pa.string()),
+        stack(scores.column("model_version"), None, pa.string()),
+        stack(None, text(problems["column"]), pa.string()),
+        stack(None, text(problems["reason"]), pa.string()),
+        stack(persons, None, pa.string()),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
 
 def _score_csv_lines(model_name: str, headers: dict[str, str], offsets: dict) -> Any:
-    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model = _executor_model(model_name)
-        for batch in batches:
+        for record_batch in batches:
+            batch = record_batch.to_pandas()
             lines = _line_index(batch, offsets)
             files = batch["_file"].to_numpy()
             # Runs of one file within this batch, in order.
@@ -187,9 +197,10 @@ def _score_csv_lines(model_name: str, headers: dict[str, str], offsets: dict) ->
 
 
 def _score_columns(model_name: str, offsets: dict) -> Any:
-    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model = _executor_model(model_name)
-        for batch in batches:
+        for record_batch in batches:
+            batch = record_batch.to_pandas()
             rows = _line_index(batch, offsets) + 1
             files = batch["_file"].to_numpy()
             edges = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
@@ -238,7 +249,7 @@ def score_spark(
         numbered = numbered.select(
             *[F.col(c).cast("string").alias(c) for c in columns], "_file", "_pid", "_within"
         )
-        out = numbered.mapInPandas(_score_columns(name, offsets), OUTPUT_SCHEMA)
+        out = numbered.mapInArrow(_score_columns(name, offsets), OUTPUT_SCHEMA)
     else:
         numbered, offsets, first_lines = _numbered(spark.read.text(paths))
         is_header = F.lit(False)
@@ -255,7 +266,7 @@ def score_spark(
             _require(_header_fields(line), [file])
         columns = _header_fields(next(iter(headers.values())))
         numbered = numbered.select("value", "_file", "_pid", "_within")
-        out = numbered.mapInPandas(_score_csv_lines(name, headers, offsets), OUTPUT_SCHEMA)
+        out = numbered.mapInArrow(_score_csv_lines(name, headers, offsets), OUTPUT_SCHEMA)
     out = out.persist()
     scores = out.where(F.col("kind") == "score").select("file", "row", *SCORES_COLUMNS, "person_id")
     if PERSON_ID.name in columns:
@@ -286,7 +297,7 @@ def write_outputs(scores: DataFrame, rejects: DataFrame, out_dir: Path | str, fm
     folder appear only when its job succeeded.
     """
     out = str(out_dir).rstrip("/")
-    # mapInPandas keeps each partition's order and partitions follow the files, so only the
+    # mapInArrow keeps each partition's order and partitions follow the files, so only the
     # ranking window (a shuffle) calls for a sort to restore input order.
     ordered = scores.orderBy("file", "row") if RANK_COLUMN in scores.columns else scores
     if fmt == "csv":
