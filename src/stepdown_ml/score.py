@@ -78,9 +78,12 @@ class _Input:
         self.size = path.stat().st_size
         self._raw: Any = None
         self.header: list[str] = []
+        self.finished = False
 
     def position(self) -> int:
         """Bytes of the file consumed so far (for the ETA)."""
+        if self.finished:
+            return self.size
         try:
             return self._raw.tell() if self._raw is not None else 0
         except (OSError, ValueError):
@@ -95,6 +98,7 @@ class _Input:
             yield from self._parquet_blocks()
         else:
             yield from self._csv_blocks(gzip=bool(suffixes) and suffixes[-1] == ".gz")
+        self.finished = True
 
     def _parquet_blocks(self) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
         try:

@@ -76,6 +76,9 @@ class Model:
         self.version: str = self.manifest["model_version"]
         self.threshold = float(self.manifest["threshold"])
         self.bias = float(self.manifest["contribution_bias"])
+        calibration = self.manifest.get("calibration") or {"slope": 1.0, "intercept": 0.0}
+        self.slope = float(calibration["slope"])
+        self.intercept = float(calibration["intercept"])
         self.features = FeatureSpace(load_vocabulary(self.model_dir / VOCABULARY_FILE))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -100,6 +103,8 @@ class Model:
         log_odds = np.full(len(contributions), self.bias)
         for group in range(contributions.shape[1]):
             log_odds += contributions[:, group]
+        # Platt calibration when training found it needed (identity: the same bits).
+        log_odds = self.slope * log_odds + self.intercept
         return 1.0 / (1.0 + np.exp(-log_odds)), contributions
 
     def score_features(self, features: np.ndarray, candidate_ids: Any) -> pd.DataFrame:
@@ -169,7 +174,7 @@ class Model:
         log_odds = self.bias
         for value in row:
             log_odds += value
-        p_advance = 1.0 / (1.0 + math.exp(-log_odds))
+        p_advance = 1.0 / (1.0 + math.exp(-(self.slope * log_odds + self.intercept)))
         result = {
             "candidate_id": values["candidate_id"],
             "p_advance": p_advance,

@@ -181,3 +181,13 @@ def test_parquet_output(tmp_path, candidates, model_dir):
     assert run_score(model_dir, src, tmp_path / "s.parquet") == 0
     table = pq.read_table(tmp_path / "s.parquet")
     assert table.column_names == list(SCORES_COLUMNS) and table.num_rows == 50
+
+
+def test_progress_line_on_a_terminal_and_quiet_otherwise(tmp_path, candidates, model, capsys):
+    src = tmp_path / "in.csv"
+    write_csv(candidates.head(100), src)
+    score_module.score_file(src, tmp_path / "a.csv", model=model, progress=True)
+    shown = capsys.readouterr().err
+    assert "100 rows" in shown and "rows/s" in shown and "100.0%" in shown and "ETA" in shown
+    score_module.score_file(src, tmp_path / "b.csv", model=model)  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""

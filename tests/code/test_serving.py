@@ -14,6 +14,7 @@ from stepdown_ml import InvalidCandidateError, predict
 from stepdown_ml.contract import RECOMMENDATIONS, SCORES_COLUMNS
 from stepdown_ml.recommend import REASON_CODES
 from stepdown_ml.serving import Model
+from stepdown_ml.train import calibrate
 from tests.conftest import candidate_record
 
 CODES = {c for pair in REASON_CODES.values() for c in pair} | {"no_dominant_factor"}
@@ -29,7 +30,8 @@ def test_record_equals_batch_equals_scikit_learn(model, trained, candidates):
     rows = candidates.head(300)
     batch = predict(rows, model=model)
     singles = [predict(r, model=model) for r in rows.to_dict("records")]
-    sklearn = trained.pipeline.predict_proba(rows)[:, 1]
+    # scikit-learn's pipeline, with the Platt calibration training chose (if any) applied.
+    sklearn = calibrate(trained.pipeline.predict_proba(rows)[:, 1], trained.manifest["calibration"])
     np.testing.assert_allclose(batch["p_advance"], [s["p_advance"] for s in singles], atol=1e-12)
     np.testing.assert_allclose(batch["p_advance"], sklearn, atol=1e-5)
     assert list(batch["recommendation"]) == [s["recommendation"] for s in singles]
