@@ -169,6 +169,7 @@ class Column:
             pattern = SKILLS_RE.fullmatch
             return lambda raw: (raw, None) if raw.__class__ is str and pattern(raw) else slow(raw)
         low, high = (0, 1) if kind == "binary" else (self.low, self.high)
+        nullable = self.nullable
         if kind in ("int", "binary"):
 
             def parse_int(raw: Any) -> tuple[Any, str | None]:
@@ -178,14 +179,17 @@ class Column:
                         return value, None
                 elif raw.__class__ is int and low <= raw <= high:
                     return raw, None
+                elif nullable and (raw is None or raw == ""):
+                    return None, None
                 return slow(raw)
 
             return parse_int
+        plain_number = NUMBER_RE.fullmatch
 
         def parse_number(raw: Any) -> tuple[Any, str | None]:
-            if raw.__class__ is float or raw.__class__ is int:
+            if raw.__class__ is float or raw.__class__ is int or (raw.__class__ is str and plain_number(raw)):
                 value = float(raw)
-                if low <= value <= high:  # False for NaN
+                if low <= value <= high:  # False for NaN and for out-of-range infinities
                     return value, None
             return slow(raw)
 
@@ -601,21 +605,38 @@ def validate_record(
     """
     values: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
-    optional = (PERSON_ID,) if PERSON_ID.name in record else ()
-    for column in (*columns, *optional):
-        if column.name not in record and not column.nullable:
-            problems.append((column.name, f"{column.name} is missing"))
-            continue
-        value, reason = column.quick_parse(record.get(column.name))
+    get = record.get
+    parsers = _RECORD_PARSERS if columns is CANDIDATE_COLUMNS else _parsers(columns)
+    if PERSON_ID.name in record:
+        parsers = (*parsers, (PERSON_ID.name, False, PERSON_ID.quick_parse))
+    for name, required, parse in parsers:
+        raw = get(name, _MISSING)
+        if raw is _MISSING:
+            if required:
+                problems.append((name, f"{name} is missing"))
+                continue
+            raw = None
+        value, reason = parse(raw)
         if reason is not None:
-            problems.append((column.name, reason))
-        values[column.name] = value
+            problems.append((name, reason))
+        values[name] = value
     current, target = values.get("current_level"), values.get("target_level")
     if current is not None and target is not None and target > current:
         problems.append(("target_level", level_reason(current, target)))
     if values.get("motive") == "necessity" and _is_empty(record.get("necessity_avoidable")):
         problems.append(("necessity_avoidable", NECESSITY_AVOIDABLE_REASON))
     return values, problems
+
+
+_MISSING = object()
+
+
+def _parsers(columns: Sequence[Column]) -> tuple[tuple[str, bool, Callable[[Any], Any]], ...]:
+    """(name, required, parser) per column: the record path's loop, prepared once."""
+    return tuple((c.name, not c.nullable, c.quick_parse) for c in columns)
+
+
+_RECORD_PARSERS = _parsers(CANDIDATE_COLUMNS)
 
 
 def candidate_column(name: str) -> Column:

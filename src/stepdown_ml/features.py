@@ -342,7 +342,7 @@ class FeatureSpace:
 
     def transform_record(self, values: Mapping[str, Any]) -> np.ndarray:
         """Features of one validated record, shape (1, N_FEATURES), float32."""
-        row = np.zeros(N_FEATURES, dtype=np.float64)
+        row = [0.0] * N_FEATURES
         index = _INDEX
         row[index["motive_" + values["motive"]]] = 1.0
         row[index["region_" + values["region"]]] = 1.0
@@ -359,4 +359,5 @@ class FeatureSpace:
         )
         for name, value in computed.items():
             row[index[name]] = value
-        return row.astype(np.float32).reshape(1, -1)
+        # Python floats (doubles) rounded to float32 exactly as transform's assignment does.
+        return np.array([row], dtype=np.float32)

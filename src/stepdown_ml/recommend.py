@@ -85,11 +85,11 @@ def recommend_one(features: Sequence[float], p_advance: float, threshold: float)
 
 def reasons_one(contributions: Sequence[float]) -> str:
     """:func:`reasons` for one row, in plain Python (the ``predict()`` hot path)."""
-    # Same order as the batch path: strongest first, ties by group order (a stable sort).
-    ranked = sorted(range(len(contributions)), key=lambda g: -abs(contributions[g]))[:MAX_REASONS]
-    names = [
-        _CODES[g * 2 + (contributions[g] > 0)] for g in ranked if abs(contributions[g]) >= MIN_REASON_WEIGHT
-    ]
+    # Same order as the batch path: strongest first, ties by group order (a stable sort;
+    # reverse=True keeps ties in their original order).
+    weights = [abs(value) for value in contributions]
+    ranked = sorted(range(len(weights)), key=weights.__getitem__, reverse=True)[:MAX_REASONS]
+    names = [_CODES[g * 2 + (contributions[g] > 0)] for g in ranked if weights[g] >= MIN_REASON_WEIGHT]
     return ";".join(names) if names else NO_DOMINANT_FACTOR
 
 
