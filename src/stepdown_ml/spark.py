@@ -53,14 +53,15 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
     Executors use this interpreter unless ``PYSPARK_PYTHON`` says otherwise: the
     system Python lacks the project's packages.
     """
+    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
-    elif "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
-        builder = builder.master(os.environ.get("SPARK_MASTER", "local[*]"))
+    elif not SparkConf().contains("spark.master"):  # spark-submit sets it; plain python does not
+        builder = builder.master("local[*]")
     return (
         builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # Smaller splits than the 128 MB default: more tasks than cores, so none idles at the end.

@@ -130,19 +130,20 @@ def test_cli_spark_engine_writes_partitions(messy_csv, tmp_path):
 
 
 def test_spark_udf_on_the_logged_pyfunc(spark, candidates, tmp_path, monkeypatch):
-    """mlflow.pyfunc.spark_udf runs the project's pyfunc and gives the same p_advance."""
+    """mlflow.pyfunc.spark_udf on the registered model gives the same p_advance as predict()."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     experiment = mlflow.create_experiment("spark-udf", artifact_location=str(tmp_path / "artifacts"))
     rows = candidates.head(50)
     with mlflow.start_run(experiment_id=experiment):
-        info = log_model(DEFAULT, input_example(rows))
+        info = log_model(DEFAULT, input_example(rows), config.REGISTERED_MODEL_NAME)
+    registered = f"models:/{config.REGISTERED_MODEL_NAME}/{info.registered_model_version}"
     frame = spark.createDataFrame(rows.astype(str).replace({"<NA>": ""}))
     from pyspark.sql import functions as F  # noqa: N812
 
     udf = mlflow.pyfunc.spark_udf(
         spark,
-        info.model_uri,
+        registered,
         result_type="candidate_id string, p_advance double, recommendation string, reasons string, "
         "model_version string",
         env_manager="local",
@@ -154,3 +155,37 @@ def test_spark_udf_on_the_logged_pyfunc(spark, candidates, tmp_path, monkeypatch
     expected = predict(rows, model=DEFAULT)
     assert list(out["candidate_id"]) == list(expected["candidate_id"])
     np.testing.assert_allclose(out["p_advance"], expected["p_advance"], atol=1e-12)
+
+
+def test_cli_runs_unchanged_under_spark_submit(messy_csv, tmp_path):
+    """spark-submit chooses the master; the CLI module is the application."""
+    import subprocess
+    from pathlib import Path
+
+    from stepdown_ml import cli
+
+    submit = Path(sys.executable).with_name("spark-submit")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(
+        [
+            str(submit),
+            "--master",
+            "local[2]",
+            cli.__file__,
+            "score",
+            str(messy_csv),
+            "--engine",
+            "spark",
+            "--out",
+            str(tmp_path / "out"),
+            "--model-dir",
+            str(DEFAULT),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "scored 1197 rows, 5 problems" in done.stdout + done.stderr, done.stderr[-3000:]
+    assert pq.read_table(tmp_path / "out" / "scores").num_rows == 1197
