@@ -182,7 +182,7 @@ def _unique_pairs(rows: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarr
     return np.unique(rows.astype(np.int64) * max(n_codes, 1) + codes)
 
 
-def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary) -> dict[str, np.ndarray]:
+def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillIndex) -> dict[str, np.ndarray]:
     """Per-row overlap between two columns of ``;``-separated skill lists.
 
     Tokens are deduplicated within a row. Tokens outside the vocabulary count as skills
@@ -192,7 +192,7 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary) -> dict[str
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
         ``shared_general``, ``shared_specialized``, ``target_general``, ``target_specialized``.
     """
-    index = _skill_index(vocab)
+    index = vocab if isinstance(vocab, _SkillIndex) else _SkillIndex(vocab)
     current_lists, target_lists = _split_tokens(current), _split_tokens(target)
     n = len(current_lists)
     cur_bits, cur_rows, cur_unknown = _bitsets(current_lists, index, n)
@@ -214,16 +214,6 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary) -> dict[str
         "target_general": count(tgt_bits & general).sum(axis=1),
         "target_specialized": count(tgt_bits & specialized).sum(axis=1),
     }
-
-
-_SKILL_INDEXES: dict[int, _SkillIndex] = {}
-
-
-def _skill_index(vocab: SkillVocabulary) -> _SkillIndex:
-    key = id(vocab)
-    if key not in _SKILL_INDEXES:
-        _SKILL_INDEXES[key] = _SkillIndex(vocab)
-    return _SKILL_INDEXES[key]
 
 
 def _ratio(numerator: Any, denominator: Any) -> Any:
@@ -299,7 +289,7 @@ class FeatureSpace:
 
     def __init__(self, vocab: SkillVocabulary) -> None:
         self.vocab = vocab
-        self._index = _skill_index(vocab)
+        self._index = _SkillIndex(vocab)
 
     def transform(self, values: pd.DataFrame) -> np.ndarray:
         """Features of every row of a validated frame, shape (n, N_FEATURES), float32."""
@@ -334,7 +324,7 @@ class FeatureSpace:
             industry_change=codes("current_industry", INDUSTRIES) != codes("target_industry", INDUSTRIES),
             avoidable=np.nan_to_num(num("necessity_avoidable")),
             age_band_index=codes("age_band", AGE_BANDS),
-            overlap=skill_overlap(values["current_skills"], values["target_skills"], self.vocab),
+            overlap=skill_overlap(values["current_skills"], values["target_skills"], self._index),
         )
         for name, data in computed.items():
             out[:, _INDEX[name]] = data
