@@ -390,7 +390,7 @@ def score_file(
         rejects_path: rejects CSV (default: ``<out stem>.rejects.csv`` beside ``out_path``).
         model: a loaded model (default: the committed default model).
         chunk_rows: rows per Parquet block (CSV blocks are ~2 MB).
-        workers: blocks scored in parallel (each with a one-thread ONNX session).
+        workers: blocks scored in parallel (sharing one single-threaded ONNX session).
         progress: show a progress line (default: when stderr is a terminal).
 
     Raises:
