@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from stepdown_ml import config
 from stepdown_ml.contract import CANDIDATE_COLUMNS
@@ -18,6 +19,12 @@ from stepdown_ml.train import load_params, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+# CI runs the property tests with a fixed seed, so a run is reproducible; locally they
+# explore new examples each time.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Subprocesses (CLI, mlflow run) must use this interpreter's environment.
 os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
