@@ -17,7 +17,6 @@ from stepdown_ml.contract import ContractError
 from stepdown_ml.modeldir import ModelDirError
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 

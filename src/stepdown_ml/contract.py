@@ -433,10 +433,6 @@ RAW_IDENTIFYING_COLUMNS = (
     "target_salary",
 )
 RAW_REPLACED_COLUMNS = ("candidate_id", "age_band", "region", "transition_year", "same_employer")
-RAW_COLUMNS = (
-    tuple(c.name for c in TRANSITION_COLUMNS if c.name not in RAW_REPLACED_COLUMNS) + RAW_IDENTIFYING_COLUMNS
-)
-
 SCORES_COLUMNS = ("candidate_id", "p_advance", "recommendation", "reasons", "model_version")
 RANK_COLUMN = "rank"
 REJECTS_COLUMNS = ("row", "candidate_id", "column", "reason")

@@ -32,12 +32,6 @@ class SkillVocabulary:
         """General skills as a set."""
         return frozenset(self.general)
 
-    def kind_of(self) -> dict[str, int]:
-        """Token → 1 for general, 2 for specialized (unknown tokens are absent: 0)."""
-        kinds = {t: 1 for t in self.general}
-        kinds.update({t: 2 for f in FUNCTIONS for t in self.specialized[f]})
-        return kinds
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
