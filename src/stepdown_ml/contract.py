@@ -362,10 +362,6 @@ def _to_number(raw: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _empty_mask(raw: pd.Series) -> np.ndarray:
-    return _Cells.of(raw).empty
-
-
 CANDIDATE_COLUMNS: tuple[Column, ...] = (
     Column("candidate_id", "id", "opaque id, echoed in every output row"),
     Column("motive", "enum", "why the person considers the move", allowed=MOTIVES),
@@ -540,11 +536,13 @@ def validate_frame(
         problem_columns.extend([column] * len(idx))
         problem_reasons.append(reasons)
 
+    column_bad: dict[str, np.ndarray] = {}
     for column in columns:
         raw = frame[column.name]
         values, col_bad = column.parse_series(raw)
         # Text stays Arrow-backed: no Python string objects on the hot path.
         parsed[column.name] = values
+        column_bad[column.name] = col_bad
         if col_bad.any():
             idx = np.flatnonzero(col_bad)
             add(idx, column.name, np.array([column.reason(v) for v in raw.iloc[idx]], dtype=object))
@@ -555,7 +553,8 @@ def validate_frame(
         reasons = [level_reason(int(current[i]), int(target[i])) for i in idx]
         add(idx, "target_level", np.array(reasons, dtype=object))
     if "motive" in parsed and "necessity_avoidable" in parsed:
-        empty = _empty_mask(frame["necessity_avoidable"])
+        # A nullable number parses to NaN exactly where it is empty or bad.
+        empty = np.isnan(parsed["necessity_avoidable"].to_numpy()) & ~column_bad["necessity_avoidable"]
         necessity = _to_bool(pc.equal(pa.array(parsed["motive"]), "necessity"))
         idx = np.flatnonzero(necessity & empty)
         add(idx, "necessity_avoidable", np.full(len(idx), NECESSITY_AVOIDABLE_REASON, dtype=object))

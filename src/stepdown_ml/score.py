@@ -46,7 +46,7 @@ from stepdown_ml.contract import (
 from stepdown_ml.features import arrow_text
 from stepdown_ml.recommend import rank_within
 from stepdown_ml.serving import Model
-from stepdown_ml.tables import FORMULA_PREFIXES, atomic_path, neutralize_frame
+from stepdown_ml.tables import FORMULA_PATTERN, atomic_path, neutralize_frame
 
 BLOCK_BYTES = 1 << 21
 
@@ -280,7 +280,7 @@ def score_block(
 
 
 def _neutralize_column(values: pa.Array) -> pa.Array:
-    risky = pc.match_substring_regex(values, "^[" + "".join(FORMULA_PREFIXES).replace("-", r"\-") + "]")
+    risky = pc.match_substring_regex(values, FORMULA_PATTERN)
     return pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
 
 

@@ -33,7 +33,7 @@ from stepdown_ml.contract import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, SCOR
 from stepdown_ml.modeldir import read_manifest
 from stepdown_ml.score import csv_blocks, score_block
 from stepdown_ml.serving import Model
-from stepdown_ml.tables import FORMULA_PREFIXES
+from stepdown_ml.tables import FORMULA_PATTERN
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -287,8 +287,9 @@ def _require(columns: Any, paths: list[str]) -> None:
 def _neutralized(column: str) -> Any:
     from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
 
-    pattern = "^[" + "".join(FORMULA_PREFIXES).replace("-", "\\-") + "]"
-    return F.when(F.col(column).rlike(pattern), F.concat(F.lit("'"), F.col(column))).otherwise(F.col(column))
+    return F.when(F.col(column).rlike(FORMULA_PATTERN), F.concat(F.lit("'"), F.col(column))).otherwise(
+        F.col(column)
+    )
 
 
 def write_outputs(scores: DataFrame, rejects: DataFrame, out_dir: Path | str, fmt: str = "parquet") -> None:

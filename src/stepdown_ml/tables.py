@@ -18,6 +18,8 @@ from stepdown_ml.contract import ContractError
 
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+# The same set as a regular expression, for Arrow and Spark kernels.
+FORMULA_PATTERN = "^[" + "".join(FORMULA_PREFIXES).replace("-", "\\-") + "]"
 
 
 def neutralize(value: object) -> object:
