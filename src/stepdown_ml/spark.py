@@ -115,14 +115,23 @@ def _header_fields(line: str) -> list[str]:
     return next(csv.reader([line]))
 
 
+def _runs(*keys: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each run of equal consecutive keys, in order."""
+    if len(keys[0]) == 0:
+        return iter(())
+    changes = np.zeros(len(keys[0]) - 1, dtype=bool)
+    for key in keys:
+        changes |= key[1:] != key[:-1]
+    return itertools.pairwise(np.flatnonzero(np.r_[True, changes, True]).tolist())
+
+
 def _line_index(batch: pd.DataFrame, offsets: dict[tuple[str, int], int]) -> np.ndarray:
     """0-based line index within its file of every row of a batch (vectorized per run)."""
     files = batch["_file"].to_numpy()
     pids = batch["_pid"].to_numpy()
     lines = batch["_within"].to_numpy(dtype=np.int64).copy()
     # A batch comes from one partition and holds few (file, partition) runs.
-    edges = np.flatnonzero(np.r_[True, (files[1:] != files[:-1]) | (pids[1:] != pids[:-1]), True])
-    for start, stop in itertools.pairwise(edges):
+    for start, stop in _runs(files, pids):
         lines[start:stop] += offsets[(files[start], int(pids[start]))]
     return lines
 
@@ -167,7 +176,7 @@ def _output(block: Any, file: str) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
 
-def _score_csv_lines(model_name: str, headers: dict[str, str], offsets: dict) -> Any:
+def _score_csv_lines(model_name: str, headers: dict[str, tuple[str, list[str]]], offsets: dict) -> Any:
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model = _executor_model(model_name)
         for record_batch in batches:
@@ -175,15 +184,13 @@ def _score_csv_lines(model_name: str, headers: dict[str, str], offsets: dict) ->
             lines = _line_index(batch, offsets)
             files = batch["_file"].to_numpy()
             # Runs of one file within this batch, in order.
-            edges = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
-            for start, stop in itertools.pairwise(edges):
+            for start, stop in _runs(files):
                 file = files[start]
                 run_lines = lines[start:stop]
                 keep = run_lines > 0  # line 0 is the header
                 if not keep.any():
                     continue
-                header_line = headers[file]
-                header = _header_fields(header_line)
+                header_line, header = headers[file]
                 text = "\n".join([header_line, *batch["value"].to_numpy()[start:stop][keep]]) + "\n"
                 numbers_in_file = run_lines[keep]
                 for frame, numbers, malformed in csv_blocks(
@@ -204,8 +211,7 @@ def _score_columns(model_name: str, offsets: dict) -> Any:
             batch = record_batch.to_pandas()
             rows = _line_index(batch, offsets) + 1
             files = batch["_file"].to_numpy()
-            edges = np.flatnonzero(np.r_[True, files[1:] != files[:-1], True])
-            for start, stop in itertools.pairwise(edges):
+            for start, stop in _runs(files):
                 frame = (
                     batch.iloc[start:stop].drop(columns=["_file", "_pid", "_within"]).reset_index(drop=True)
                 )
@@ -263,9 +269,10 @@ def score_spark(
         }
         if not headers:
             raise ContractError(f"{paths[0]}: the file is empty (expected a header row)")
-        for file, line in headers.items():
-            _require(_header_fields(line), [file])
-        columns = _header_fields(next(iter(headers.values())))
+        headers = {file: (line, _header_fields(line)) for file, line in headers.items()}
+        for file, (_, fields) in headers.items():
+            _require(fields, [file])
+        columns = next(iter(headers.values()))[1]
         numbered = numbered.select("value", "_file", "_pid", "_within")
         out = numbered.mapInArrow(_score_csv_lines(name, headers, offsets), OUTPUT_SCHEMA)
     out = out.persist()
