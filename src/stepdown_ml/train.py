@@ -99,10 +99,16 @@ def split(values: pd.DataFrame, params: dict[str, Any]) -> Splits:
     return Splits(train=train, validation=validation, test=test)
 
 
-def fit(splits: Splits, vocab: SkillVocabulary, model_params: dict[str, Any]) -> Pipeline:
-    """Fit the pipeline on the training part."""
+def fit(
+    x_train: np.ndarray, y_train: np.ndarray, vocab: SkillVocabulary, model_params: dict[str, Any]
+) -> Pipeline:
+    """Fit the pipeline on features already computed for the training part.
+
+    The feature step learns nothing, so only the classifier is fitted: the training rows
+    are featurized once, for the fit and for the baselines alike.
+    """
     pipeline = build_pipeline(vocab, model_params)
-    pipeline.fit(splits.train, splits.train[LABEL].to_numpy())
+    pipeline.named_steps["classifier"].fit(x_train, y_train)
     return pipeline
 
 
@@ -212,13 +218,13 @@ def run_training(
     data_path, model_dir = Path(data_path), Path(model_dir)
     values = prepare(read_csv_text(data_path), source=str(data_path))
     splits = split(values, params["split"])
-    pipeline = fit(splits, vocab, params["model"])
-    features = pipeline.named_steps["features"]
-    classifier: HistGradientBoostingClassifier = pipeline.named_steps["classifier"]
-    x_train, x_val, x_test = (features.transform(s) for s in (splits.train, splits.validation, splits.test))
+    space = FeatureSpace(vocab)
+    x_train, x_val, x_test = (space.transform(s) for s in (splits.train, splits.validation, splits.test))
     y_train, y_val, y_test = (
         s[LABEL].to_numpy(dtype=int) for s in (splits.train, splits.validation, splits.test)
     )
+    pipeline = fit(x_train, y_train, vocab, params["model"])
+    classifier: HistGradientBoostingClassifier = pipeline.named_steps["classifier"]
     bins = params["evaluation"]["calibration_bins"]
     raw_val = classifier.predict_proba(x_val)[:, 1]
     calibration = IDENTITY_CALIBRATION
