@@ -149,17 +149,16 @@ class Model:
         frame: pd.DataFrame,
         first_row: int = 1,
         row_numbers: np.ndarray | None = None,
-        rank: bool = True,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Validate and score a frame: ``(scores of valid rows in input order, rejects)``.
 
-        With ``rank`` and a ``person_id`` column, ``rank`` is added (within this frame).
+        With a ``person_id`` column, ``rank`` is added (within this frame).
         Row numbers in the rejects start at ``first_row`` unless ``row_numbers`` are given.
         """
         checked = validate_frame(frame, CANDIDATE_COLUMNS, first_row=first_row, row_numbers=row_numbers)
         valid = checked.valid
         scores = self.score_features(self.features.transform(valid), valid["candidate_id"].to_numpy())
-        if rank and PERSON_ID.name in valid:
+        if PERSON_ID.name in valid:
             scores[RANK_COLUMN] = rank_within(valid[PERSON_ID.name], scores["p_advance"].to_numpy())
         return scores, checked.problems
 
