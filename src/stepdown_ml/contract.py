@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,56 +144,6 @@ class Column:
         if (low is not None and number < low) or (high is not None and number > high):
             return None, self.reason(raw)
         return (int(number) if kind in ("int", "binary") else number), None
-
-    @functools.cached_property
-    def quick_parse(self) -> Callable[[Any], tuple[Any, str | None]]:
-        """:meth:`parse_value` with a shortcut for the common well-formed values.
-
-        The shortcut only ever accepts values that :meth:`parse_value` accepts, with the
-        same result; anything else goes to :meth:`parse_value` (the ``predict()`` hot path).
-        """
-        slow = self.parse_value
-        kind = self.kind
-        if kind == "enum":
-            allowed = frozenset(self.allowed)
-            return lambda raw: (raw, None) if raw.__class__ is str and raw in allowed else slow(raw)
-        if kind == "id":
-
-            def parse_id(raw: Any) -> tuple[Any, str | None]:
-                if raw.__class__ is str and 0 < len(raw) <= MAX_ID_LENGTH and raw.strip():
-                    return raw, None
-                return slow(raw)
-
-            return parse_id
-        if kind == "skills":
-            pattern = SKILLS_RE.fullmatch
-            return lambda raw: (raw, None) if raw.__class__ is str and pattern(raw) else slow(raw)
-        low, high = (0, 1) if kind == "binary" else (self.low, self.high)
-        nullable = self.nullable
-        if kind in ("int", "binary"):
-
-            def parse_int(raw: Any) -> tuple[Any, str | None]:
-                if raw.__class__ is str and raw.isascii() and raw.isdigit():
-                    value = int(raw)
-                    if low <= value <= high:
-                        return value, None
-                elif raw.__class__ is int and low <= raw <= high:
-                    return raw, None
-                elif nullable and (raw is None or raw == ""):
-                    return None, None
-                return slow(raw)
-
-            return parse_int
-        plain_number = NUMBER_RE.fullmatch
-
-        def parse_number(raw: Any) -> tuple[Any, str | None]:
-            if raw.__class__ is float or raw.__class__ is int or (raw.__class__ is str and plain_number(raw)):
-                value = float(raw)
-                if low <= value <= high:  # False for NaN and for out-of-range infinities
-                    return value, None
-            return slow(raw)
-
-        return parse_number
 
     def parse_series(self, raw: pd.Series | pa.Array) -> tuple[pd.Series, np.ndarray]:
         """Parse a whole column. Returns the parsed values and a boolean mask of bad rows.
@@ -595,26 +545,15 @@ def validate_record(
     """Validate one record (the ``predict()`` fast path).
 
     Returns:
-        ``(values, problems)``: the parsed values and a list of ``(column, reason)``;
-        the values are only meaningful when ``problems`` is empty.
+        ``(values, problems)``: the parsed values and a list of ``(column, reason)`` in
+        column order; the values are only meaningful when ``problems`` is empty.
     """
-    values: dict[str, Any] = {}
-    problems: list[tuple[str, str]] = []
-    get = record.get
-    parsers = _RECORD_PARSERS if columns is CANDIDATE_COLUMNS else _parsers(columns)
-    if PERSON_ID.name in record:
-        parsers = (*parsers, (PERSON_ID.name, False, PERSON_ID.quick_parse))
-    for name, required, parse in parsers:
-        raw = get(name, _MISSING)
-        if raw is _MISSING:
-            if required:
-                problems.append((name, f"{name} is missing"))
-                continue
-            raw = None
-        value, reason = parse(raw)
-        if reason is not None:
-            problems.append((name, reason))
-        values[name] = value
+    with_person = PERSON_ID.name in record
+    if columns is CANDIDATE_COLUMNS:
+        check = _CANDIDATE_RECORDS[with_person]
+    else:
+        check = _RecordValidator((*columns, PERSON_ID) if with_person else tuple(columns))
+    values, problems = check(record)
     current, target = values.get("current_level"), values.get("target_level")
     if current is not None and target is not None and target > current:
         problems.append(("target_level", level_reason(current, target)))
@@ -626,12 +565,91 @@ def validate_record(
 _MISSING = object()
 
 
-def _parsers(columns: Sequence[Column]) -> tuple[tuple[str, bool, Callable[[Any], Any]], ...]:
-    """(name, required, parser) per column: the record path's loop, prepared once."""
-    return tuple((c.name, not c.nullable, c.quick_parse) for c in columns)
+class _RecordValidator:
+    """One layout's per-value checks, prepared once and grouped by kind.
+
+    Each group accepts the common well-formed values with a shortcut that only ever
+    accepts what :meth:`Column.parse_value` accepts, with the same parsed value; every
+    other value (and every missing column) goes to ``parse_value`` itself, which also
+    words the reason. This is the ``predict()`` hot path: no call per value.
+    """
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = {c.name: c for c in columns}
+        self.position = {c.name: i for i, c in enumerate(columns)}
+
+        def bounds(c: Column) -> tuple[float, float]:
+            return (0, 1) if c.kind == "binary" else (c.low, c.high)
+
+        self.enums = tuple((c.name, frozenset(c.allowed)) for c in columns if c.kind == "enum")
+        self.ints = tuple((c.name, *bounds(c), c.nullable) for c in columns if c.kind in ("int", "binary"))
+        self.numbers = tuple((c.name, *bounds(c)) for c in columns if c.kind == "number")
+        self.ids = tuple(c.name for c in columns if c.kind == "id")
+        self.skills = tuple((c.name, c.nullable) for c in columns if c.kind == "skills")
+
+    def __call__(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        values: dict[str, Any] = {}
+        others: list[str] = []
+        get = record.get
+        for name, allowed in self.enums:
+            raw = get(name)
+            if raw.__class__ is str and raw in allowed:
+                values[name] = raw
+            else:
+                others.append(name)
+        for name, low, high, nullable in self.ints:
+            raw = get(name)
+            if raw.__class__ is int and low <= raw <= high:
+                values[name] = raw
+            elif raw.__class__ is str and raw.isascii() and raw.isdigit() and low <= int(raw) <= high:
+                values[name] = int(raw)
+            elif raw is None and nullable:
+                values[name] = None
+            else:
+                others.append(name)
+        plain_number = NUMBER_RE.fullmatch
+        for name, low, high in self.numbers:
+            raw = get(name)
+            kind = raw.__class__
+            if kind is float or kind is int or (kind is str and plain_number(raw)):
+                value = float(raw)
+                if low <= value <= high:  # False for NaN and for out-of-range infinities
+                    values[name] = value
+                    continue
+            others.append(name)
+        for name in self.ids:
+            raw = get(name)
+            if raw.__class__ is str and 0 < len(raw) <= MAX_ID_LENGTH and raw.strip():
+                values[name] = raw
+            else:
+                others.append(name)
+        skill_list = SKILLS_RE.fullmatch
+        for name, nullable in self.skills:
+            raw = get(name)
+            if raw.__class__ is str and skill_list(raw):
+                values[name] = raw
+            elif raw is None and nullable:
+                values[name] = None
+            else:
+                others.append(name)
+        problems: list[tuple[str, str]] = []
+        if others:
+            for name in sorted(others, key=self.position.__getitem__):
+                spec = self.columns[name]
+                raw = get(name, _MISSING)
+                if raw is _MISSING:
+                    if not spec.nullable:
+                        problems.append((name, f"{name} is missing"))
+                        continue
+                    raw = None
+                value, reason = spec.parse_value(raw)
+                if reason is not None:
+                    problems.append((name, reason))
+                values[name] = value
+        return values, problems
 
 
-_RECORD_PARSERS = _parsers(CANDIDATE_COLUMNS)
+_CANDIDATE_RECORDS = (_RecordValidator(CANDIDATE_COLUMNS), _RecordValidator((*CANDIDATE_COLUMNS, PERSON_ID)))
 
 
 def candidate_column(name: str) -> Column:

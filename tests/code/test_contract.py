@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from stepdown_ml.contract import (
     CANDIDATE_COLUMNS,
+    PERSON_ID,
     TRANSITION_COLUMNS,
     ContractError,
     candidate_column,
@@ -135,6 +136,10 @@ cell = st.one_of(
         ["", " ", "1", "0", "5", "10", "3.0", "-1", "1e1", "nan", "inf", "1_0", "necessity", "EU"]
     ),
     st.integers(-3, 60),
+    # Every column's bounds and their neighbours, as ints, floats and text.
+    st.sampled_from([-1, 0, 1, 2, 5, 6, 10, 11, 30, 31, 50, 51, 120, 121]).flatmap(
+        lambda n: st.sampled_from([n, float(n), str(n), n + 0.5])
+    ),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
 )
@@ -161,12 +166,32 @@ def test_validate_record_matches_validate_frame(fit, level):
     assert sorted(problems) == sorted(zip(frame_problems["column"], frame_problems["reason"], strict=True))
 
 
+def assert_record_path_equals_parse_value(column, value) -> None:
+    # Levels 10 -> 1: no value of one level column can break the cross-column rule.
+    record = {**candidate_record(current_level=10, target_level=1, person_id="p-1"), column.name: value}
+    values, problems = validate_record(record)
+    one, reason = column.parse_value(value)
+    assert [r for c, r in problems if c == column.name] == ([reason] if reason else []), value
+    if reason is None:
+        assert values[column.name] == one and type(values[column.name]) is type(one), value
+
+
 @settings(max_examples=300, deadline=None)
-@given(column=st.sampled_from(CANDIDATE_COLUMNS), value=cell)
-def test_quick_parse_equals_parse_value(column, value):
-    """The predict() shortcut gives exactly parse_value's answer."""
-    spec = candidate_column(column.name)
-    assert spec.quick_parse(value) == spec.parse_value(value)
+@given(column=st.sampled_from((*CANDIDATE_COLUMNS, PERSON_ID)), value=cell)
+def test_record_shortcuts_equal_parse_value(column, value):
+    """validate_record's per-kind shortcuts give exactly parse_value's answer."""
+    assert_record_path_equals_parse_value(column, value)
+
+
+@pytest.mark.parametrize("column", (*CANDIDATE_COLUMNS, PERSON_ID), ids=lambda c: c.name)
+def test_record_shortcuts_at_the_bounds(column):
+    """The same, exhaustively at each column's bounds and just past them."""
+    low, high = (0, 1) if column.kind == "binary" else (column.low or 0, column.high or 0)
+    for number in (low - 1, low, low + 0.5, high, high + 1):
+        for value in (number, float(number), str(number), f" {number} "):
+            assert_record_path_equals_parse_value(column, value)
+    for value in (None, "", " ", "x" * 65, "a;b", "a;;b", " a ", True, float("nan"), float("inf")):
+        assert_record_path_equals_parse_value(column, value)
 
 
 numberish = st.from_regex(r"[ \t+\-0-9.eE_xXnaifINFd]{0,7}", fullmatch=True)
