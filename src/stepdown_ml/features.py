@@ -13,6 +13,7 @@ thresholds.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,11 +56,11 @@ PERSON_FEATURES = (
     "months_unemployed",
     "age_band_index",
 )
+# The features computed from the values (not one-hot), in their order in FEATURE_NAMES.
+COMPUTED_FEATURES = MOVE_FEATURES + SKILL_FEATURES + PERSON_FEATURES
 FEATURE_NAMES: tuple[str, ...] = (
     tuple(f"motive_{m}" for m in MOTIVES)
-    + MOVE_FEATURES
-    + SKILL_FEATURES
-    + PERSON_FEATURES
+    + COMPUTED_FEATURES
     + tuple(f"region_{r}" for r in REGIONS)
     + tuple(f"target_function_{f}" for f in FUNCTIONS)
     + tuple(f"target_industry_{i}" for i in INDUSTRIES)
@@ -225,61 +226,82 @@ def _ratio(numerator: Any, denominator: Any) -> Any:
     return numerator / denominator if denominator > 0 else 0.0
 
 
-def _skill_features(o: Mapping[str, Any]) -> dict[str, Any]:
-    """The skill features from overlap counts (arrays or scalars alike)."""
-    union = o["n_current"] + o["n_target"] - o["shared"]
-    return {
-        "n_current_skills": o["n_current"],
-        "n_target_skills": o["n_target"],
-        "shared_skills": o["shared"],
-        "transferable_skill_coverage": _ratio(o["shared"], o["n_target"]),
-        "skill_jaccard": _ratio(o["shared"], union),
-        "missing_target_skills": o["n_target"] - o["shared"],
-        "shared_general_skills": o["shared_general"],
-        "shared_specialized_skills": o["shared_specialized"],
-        "general_skill_coverage": _ratio(o["shared_general"], o["target_general"]),
-        "specialized_skill_coverage": _ratio(o["shared_specialized"], o["target_specialized"]),
-    }
+def _skill_features(
+    n_current: Any,
+    n_target: Any,
+    shared: Any,
+    shared_general: Any,
+    shared_specialized: Any,
+    target_general: Any,
+    target_specialized: Any,
+) -> tuple[Any, ...]:
+    """The skill features (SKILL_FEATURES order) from overlap counts, arrays or scalars alike."""
+    return (
+        n_current,
+        n_target,
+        shared,
+        _ratio(shared, n_target),
+        _ratio(shared, n_current + n_target - shared),
+        n_target - shared,
+        shared_general,
+        shared_specialized,
+        _ratio(shared_general, target_general),
+        _ratio(shared_specialized, target_specialized),
+    )
 
 
-def _record_overlap(current: str | None, target: str | None, index: _SkillIndex) -> dict[str, int]:
-    cur = set((current or "").strip().split(SKILL_SEPARATOR)) - {""}
-    tgt = set((target or "").strip().split(SKILL_SEPARATOR)) - {""}
+def _record_overlap(current: str | None, target: str | None, index: _SkillIndex) -> tuple[int, ...]:
+    """:func:`skill_overlap` of one validated record (no blanks, no empty tokens), in order."""
+    cur = set(current.split(SKILL_SEPARATOR)) if current else set()
+    tgt = set(target.split(SKILL_SEPARATOR)) if target else set()
     shared = cur & tgt
-    return {
-        "n_current": len(cur),
-        "n_target": len(tgt),
-        "shared": len(shared),
-        "shared_general": len(shared & index.general),
-        "shared_specialized": len(shared & index.specialized),
-        "target_general": len(tgt & index.general),
-        "target_specialized": len(tgt & index.specialized),
-    }
+    general, specialized = index.general, index.specialized
+    return (
+        len(cur),
+        len(tgt),
+        len(shared),
+        len(shared & general),
+        len(shared & specialized),
+        len(tgt & general),
+        len(tgt & specialized),
+    )
 
 
-def _move_and_person_features(
-    get: Any, function_change: Any, industry_change: Any, avoidable: Any, age_band_index: Any, overlap: Any
-) -> dict[str, Any]:
-    """The non-categorical features, from arrays (a block) or scalars (one record) alike."""
+def _computed_features(
+    get: Any, function_change: Any, industry_change: Any, avoidable: Any, age_band_index: Any, skills: Any
+) -> tuple[Any, ...]:
+    """COMPUTED_FEATURES, in order, from arrays (a block) or scalars (one record) alike."""
     current, target = get("current_level"), get("target_level")
-    return {
-        "current_level": current,
-        "target_level": target,
-        "levels_down": current - target,
-        "function_change": function_change,
-        "industry_change": industry_change,
-        "industry_only_change": industry_change * (1 - function_change),
-        "same_employer": get("same_employer"),
-        "promotion_path": get("promotion_path"),
-        "necessity_avoidable": avoidable,
-        "years_experience": get("years_experience"),
-        "performance_rating": get("performance_rating"),
-        "fit_score": get("fit_score"),
-        "unemployment_rate": get("unemployment_rate"),
-        "months_unemployed": get("months_unemployed"),
-        "age_band_index": age_band_index,
-        **_skill_features(overlap),
-    }
+    return (
+        # MOVE_FEATURES
+        current,
+        target,
+        current - target,
+        function_change,
+        industry_change,
+        industry_change * (1 - function_change),
+        get("same_employer"),
+        get("promotion_path"),
+        # SKILL_FEATURES
+        *skills,
+        # PERSON_FEATURES
+        avoidable,
+        get("years_experience"),
+        get("performance_rating"),
+        get("fit_score"),
+        get("unemployment_rate"),
+        get("months_unemployed"),
+        age_band_index,
+    )
+
+
+def _one_hot(levels: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
+    return {level: tuple(float(i == j) for j in range(len(levels))) for i, level in enumerate(levels)}
+
+
+_MOTIVE_HOT, _REGION_HOT = _one_hot(MOTIVES), _one_hot(REGIONS)
+_PACK_ROW = struct.Struct(f"={N_FEATURES}f").pack_into  # native-order float32
+_FUNCTION_HOT, _INDUSTRY_HOT = _one_hot(FUNCTIONS), _one_hot(INDUSTRIES)
 
 
 class FeatureSpace:
@@ -318,36 +340,46 @@ class FeatureSpace:
             ("target_industry", "target_industry", INDUSTRIES),
         ):
             out[rows, _INDEX[f"{prefix}_{levels[0]}"] + codes(column, levels)] = 1.0
-        computed = _move_and_person_features(
+        overlap = skill_overlap(values["current_skills"], values["target_skills"], self._index)
+        computed = _computed_features(
             num,
             function_change=codes("current_function", FUNCTIONS) != codes("target_function", FUNCTIONS),
             industry_change=codes("current_industry", INDUSTRIES) != codes("target_industry", INDUSTRIES),
             avoidable=np.nan_to_num(num("necessity_avoidable")),
             age_band_index=codes("age_band", AGE_BANDS),
-            overlap=skill_overlap(values["current_skills"], values["target_skills"], self._index),
+            skills=_skill_features(**overlap),
         )
-        for name, data in computed.items():
-            out[:, _INDEX[name]] = data
+        for column, data in enumerate(computed, start=_INDEX[COMPUTED_FEATURES[0]]):
+            out[:, column] = data
         return out
 
-    def transform_record(self, values: Mapping[str, Any]) -> np.ndarray:
-        """Features of one validated record, shape (1, N_FEATURES), float32."""
-        row = [0.0] * N_FEATURES
-        index = _INDEX
-        row[index["motive_" + values["motive"]]] = 1.0
-        row[index["region_" + values["region"]]] = 1.0
-        row[index["target_function_" + values["target_function"]]] = 1.0
-        row[index["target_industry_" + values["target_industry"]]] = 1.0
+    def transform_record(self, values: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndarray:
+        """Features of one validated record, shape (1, N_FEATURES), float32.
+
+        Written into ``out`` (a C-contiguous float32 array of that shape) when given: the
+        ``predict()`` hot path reuses one buffer per thread.
+        """
+        if out is None:
+            out = np.empty((1, N_FEATURES), dtype=np.float32)
         avoidable = values.get("necessity_avoidable")
-        computed = _move_and_person_features(
-            values.__getitem__,
-            function_change=values["current_function"] != values["target_function"],
-            industry_change=values["current_industry"] != values["target_industry"],
-            avoidable=0.0 if avoidable is None else avoidable,
-            age_band_index=_AGE_INDEX[values["age_band"]],
-            overlap=_record_overlap(values.get("current_skills"), values.get("target_skills"), self._index),
+        # Python numbers (doubles) rounded to float32 by struct, the same IEEE rounding as
+        # numpy's cast in transform.
+        _PACK_ROW(
+            out,
+            0,
+            *_MOTIVE_HOT[values["motive"]],
+            *_computed_features(
+                values.__getitem__,
+                function_change=values["current_function"] != values["target_function"],
+                industry_change=values["current_industry"] != values["target_industry"],
+                avoidable=0.0 if avoidable is None else avoidable,
+                age_band_index=_AGE_INDEX[values["age_band"]],
+                skills=_skill_features(
+                    *_record_overlap(values.get("current_skills"), values.get("target_skills"), self._index)
+                ),
+            ),
+            *_REGION_HOT[values["region"]],
+            *_FUNCTION_HOT[values["target_function"]],
+            *_INDUSTRY_HOT[values["target_industry"]],
         )
-        for name, value in computed.items():
-            row[index[name]] = value
-        # Python floats (doubles) rounded to float32 exactly as transform's assignment does.
-        return np.array([row], dtype=np.float32)
+        return out

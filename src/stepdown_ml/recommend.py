@@ -48,7 +48,8 @@ REASON_CODES: dict[str, tuple[str, str]] = {
     "region": ("regional_headwinds", "regional_tailwinds"),
 }
 NO_DOMINANT_FACTOR = "no_dominant_factor"
-_CODES = np.array([REASON_CODES[g][s] for g in GROUP_NAMES for s in (0, 1)], dtype=object)
+# Group g's code is at 2g when it lowers p_advance, 2g + 1 when it raises it.
+_CODES = tuple(REASON_CODES[g][s] for g in GROUP_NAMES for s in (0, 1))
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 RECOMMENDATION_NAMES = np.array(
     ["take_step_down", "target_lateral", "aim_higher", "reconsider"], dtype=object
