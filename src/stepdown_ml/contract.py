@@ -62,6 +62,11 @@ NUMBER_RE = re.compile(NUMBER_PATTERN)
 SKILL_SEPARATOR = ";"
 MAX_ID_LENGTH = 64
 
+# A parsed column: numbers as a float64 numpy array, text as an Arrow array.
+ArrayLike = np.ndarray | pa.Array
+# What validate_frame reads: a pandas frame, or Arrow (a record batch or table).
+Frame = pd.DataFrame | pa.RecordBatch | pa.Table
+
 
 class ContractError(ValueError):
     """A file-level contract violation (missing column, unreadable file, empty file)."""
@@ -145,13 +150,14 @@ class Column:
             return None, self.reason(raw)
         return (int(number) if kind in ("int", "binary") else number), None
 
-    def parse_series(self, raw: pd.Series | pa.Array) -> tuple[pd.Series, np.ndarray]:
+    def parse_series(self, raw: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[ArrayLike, np.ndarray]:
         """Parse a whole column. Returns the parsed values and a boolean mask of bad rows.
 
         Text goes through pyarrow compute kernels (the batch hot path), numeric columns
         through numpy. Parsed values of bad rows are meaningless; empty cells of a
-        nullable column parse to NaN (numbers) or null (strings). Strings come back as
-        Arrow-backed series, numbers as float64.
+        nullable column parse to NaN (numbers) or null (strings). Text comes back as an
+        Arrow array (enums dictionary-encoded on the contract's order), numbers as a
+        float64 numpy array.
         """
         column = _Cells.of(raw)
         kind = self.kind
@@ -160,21 +166,18 @@ class Column:
             if kind == "id":
                 ok = _to_bool(pc.less_equal(pc.utf8_length(text), MAX_ID_LENGTH))
             else:
-                ok = self._text_ok(text)
-                if not (ok | column.empty).all():
+                ok, codes = self._text_ok(text)
+                if not ok.all() and not (ok | column.empty).all():
                     # Surrounding blanks are forgiven: only then is trimming worth its cost.
                     text = column.trimmed
-                    ok = self._text_ok(text)
+                    ok, codes = self._text_ok(text)
             ok = ok & column.is_text
-            empty = column.empty
             if kind == "enum":
                 # Dictionary-encoded on the contract's own order: features read the codes.
-                text = pa.DictionaryArray.from_arrays(
-                    pc.index_in(text, value_set=self._allowed_array).cast(pa.int8()), self._allowed_array
-                )
-            values = pd.Series(pd.arrays.ArrowExtensionArray(text), index=column.index, copy=False)
+                text = pa.DictionaryArray.from_arrays(codes.cast(pa.int8()), self._allowed_array)
+            values: ArrayLike = text
         else:
-            number, empty = column.numbers(), column.empty
+            number = column.numbers()
             ok = ~np.isnan(number)
             if kind in ("int", "binary"):
                 ok &= np.floor(number) == number
@@ -184,7 +187,11 @@ class Column:
                     ok &= number >= low
                 if high is not None:
                     ok &= number <= high
-            values = pd.Series(np.where(ok, number, np.nan), index=column.index, copy=False)
+            values = np.where(ok, number, np.nan)
+        if kind != "id" and ok.all():
+            # Every cell parsed, so none is empty (an id may be blank, so it is checked).
+            return values, np.zeros(len(ok), dtype=bool)
+        empty = column.empty
         bad = ~ok & ~empty if self.nullable else ~ok | empty
         return values, bad
 
@@ -192,10 +199,45 @@ class Column:
     def _allowed_array(self) -> pa.Array:
         return pa.array(self.allowed, pa.string())
 
-    def _text_ok(self, text: pa.Array) -> np.ndarray:
+    def _text_ok(self, text: pa.Array) -> tuple[np.ndarray, pa.Array | None]:
+        """Which cells are well-formed, and for an enum the index of each in ``allowed``."""
         if self.kind == "enum":
-            return _to_bool(pc.is_in(text, value_set=self._allowed_array))
-        return _to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
+            codes = pc.index_in(text, value_set=self._allowed_array)
+            return _to_bool(codes.is_valid()), codes
+        return _skill_lists_ok(text), None
+
+
+# Bytes a well-formed skill list consists of: [a-z0-9_] and the ";" separator.
+_SEMICOLON = ord(SKILL_SEPARATOR)
+
+
+def _skill_lists_ok(text: pa.Array) -> np.ndarray:
+    """Per cell: does it match ``SKILLS_PATTERN``?
+
+    A scan of the column's bytes decides when the whole column is plain token lists
+    (only ``[a-z0-9_;]``, no ``;`` first, last or doubled); a cell then matches exactly
+    when it is not empty. Otherwise the regular expression decides, cell by cell.
+    """
+    n = len(text)
+    data = text.buffers()[2] if n and text.null_count == 0 else None
+    if data is not None:
+        offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+        start = int(offsets[0])
+        chars = np.frombuffer(data, dtype=np.uint8)[start : int(offsets[-1])]
+        allowed = np.less(chars - np.uint8(ord("a")), 26)
+        allowed |= np.less(chars - np.uint8(ord("0")), 10)
+        allowed |= chars == ord("_")
+        separator = chars == _SEMICOLON
+        allowed |= separator
+        filled = offsets[1:] > offsets[:-1]
+        if (
+            allowed.all()
+            and not (separator[1:] & separator[:-1]).any()
+            and not separator[offsets[:-1][filled] - start].any()
+            and not separator[offsets[1:][filled] - 1 - start].any()
+        ):
+            return filled
+    return _to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
 
 
 def _to_bool(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -212,29 +254,36 @@ class _Cells:
 
     def __init__(
         self,
-        index: pd.Index,
         text: pa.Array,
         is_text: np.ndarray,
         numbers: np.ndarray | None,
         empty: np.ndarray | None = None,
     ) -> None:
-        self.index = index
         self.text = text
         self.is_text = is_text
         self._numbers = numbers
-        if empty is None:
-            # Null, "" or blanks only (utf8_is_space is false for "").
-            blank = pc.or_(pc.equal(text, ""), pc.utf8_is_space(text))
-            empty = ~_to_bool(pc.is_valid(text)) | _to_bool(blank)
-        self.empty = empty
+        if empty is not None:
+            self.__dict__["empty"] = empty
+
+    @functools.cached_property
+    def empty(self) -> np.ndarray:
+        """Null, "" or blanks only (computed when first asked: often it is not needed)."""
+        # utf8_is_space is false for "".
+        empty = _to_bool(pc.or_(pc.equal(self.text, ""), pc.utf8_is_space(self.text)))
+        if self.text.null_count:
+            empty |= ~self.is_text
+        return empty
 
     @functools.cached_property
     def trimmed(self) -> pa.Array:
         return pc.utf8_trim_whitespace(self.text)
 
     @classmethod
-    def of(cls, raw: pd.Series | pa.Array) -> _Cells:
+    def of(cls, raw: pd.Series | pa.Array | pa.ChunkedArray) -> _Cells:
         if isinstance(raw, (pa.Array, pa.ChunkedArray)):
+            cells = cls._of_arrow(raw)
+            if cells is not None:
+                return cells
             raw = pd.Series(pd.arrays.ArrowExtensionArray(raw))
         dtype = raw.dtype
         n = len(raw)
@@ -242,17 +291,39 @@ class _Cells:
             numbers = raw.to_numpy(dtype=np.float64, na_value=np.nan).copy()
             numbers[~np.isfinite(numbers)] = np.nan
             empty = raw.isna().to_numpy(dtype=bool)
-            return cls(raw.index, pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
+            return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
         if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
             text = pa.array(raw, type=pa.string(), from_pandas=True)
-            return cls(raw.index, text, _to_bool(pc.is_valid(text)), None)
+            return cls(text, _to_bool(pc.is_valid(text)), None)
         # Mixed object column: the rare, slow path, cell by cell.
         cells = raw.to_numpy(dtype=object)
         is_text = np.fromiter((isinstance(v, str) for v in cells), dtype=bool, count=n)
         text = pa.array([v if isinstance(v, str) else None for v in cells], type=pa.string())
         numbers = np.array([_python_number(v) for v in cells], dtype=np.float64)
         empty = np.fromiter((_is_empty(v) for v in cells), dtype=bool, count=n)
-        return cls(raw.index, text, is_text, numbers, empty)
+        return cls(text, is_text, numbers, empty)
+
+    @classmethod
+    def _of_arrow(cls, raw: pa.Array | pa.ChunkedArray) -> _Cells | None:
+        """An Arrow column of text or numbers, without pandas; None for other types."""
+        if isinstance(raw, pa.ChunkedArray):
+            raw = raw.combine_chunks()
+        kind = raw.type
+        if pa.types.is_dictionary(kind):
+            raw = raw.dictionary_decode()
+            kind = raw.type
+        if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            raw, kind = raw.cast(pa.string()), pa.string()
+        n = len(raw)
+        if pa.types.is_string(kind):
+            is_text = np.ones(n, dtype=bool) if raw.null_count == 0 else _to_bool(pc.is_valid(raw))
+            return cls(raw, is_text, None)
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            numbers = raw.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+            numbers[~np.isfinite(numbers)] = np.nan
+            empty = np.zeros(n, dtype=bool) if raw.null_count == 0 else ~_to_bool(pc.is_valid(raw))
+            return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
+        return None
 
     def numbers(self) -> np.ndarray:
         """float64 values, NaN where the cell is not a finite plain number."""
@@ -278,11 +349,16 @@ class _Cells:
         finite and is refused below, so both paths accept the same cells; the tests
         check it on random text.
         """
-        filled = pc.if_else(pa.array(self.empty), "0", self.text)
         try:
-            parsed = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False).copy()
+            # Arrow refuses "" and blanks, so a column that casts has no empty cell.
+            parsed = pc.cast(self.text, pa.float64()).to_numpy(zero_copy_only=False).copy()
+            self.__dict__["empty"] = np.zeros(len(parsed), dtype=bool)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
+            filled = pc.if_else(pa.array(self.empty), "0", self.text)
+            try:
+                parsed = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False).copy()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None
         parsed[self.empty | ~np.isfinite(parsed)] = np.nan
         return parsed
 
@@ -409,20 +485,69 @@ class Validation:
     """Outcome of validating a frame.
 
     Attributes:
-        values: parsed columns (contract columns typed; other columns passed through),
-            all rows in input order; rows flagged in ``bad`` hold meaningless values.
+        columns: parsed columns by name (contract columns typed: numbers as float64
+            numpy arrays, text as Arrow arrays; other columns passed through), all rows
+            in input order; rows flagged in ``bad`` hold meaningless values.
         bad: boolean mask, one per input row, True where the row has any problem.
         problems: one row per problem, CONTRACT.md rejects layout (``row`` is 1-based).
+        index: the input frame's index (a pandas input), for :attr:`values`.
     """
 
-    values: pd.DataFrame
+    columns: dict[str, Any]
     bad: np.ndarray
     problems: pd.DataFrame = field(default_factory=lambda: empty_rejects())
+    index: pd.Index | None = None
+
+    @functools.cached_property
+    def values(self) -> pd.DataFrame:
+        """:attr:`columns` as a DataFrame (text Arrow-backed, no Python strings)."""
+        index = self.index if self.index is not None else pd.RangeIndex(len(self.bad))
+        return pd.DataFrame(
+            {name: _series(data, index) for name, data in self.columns.items()}, index=index, copy=False
+        )
 
     @property
     def valid(self) -> pd.DataFrame:
-        """The valid rows only, typed."""
+        """The valid rows only, typed, as a DataFrame."""
         return self.values.loc[~self.bad] if self.bad.any() else self.values
+
+    def valid_columns(self) -> dict[str, Any]:
+        """:attr:`columns` of the valid rows only (the batch path: no DataFrame)."""
+        if not self.bad.any():
+            return self.columns
+        keep = ~self.bad
+        arrow_keep = pa.array(keep)
+        return {
+            name: data.filter(arrow_keep) if isinstance(data, (pa.Array, pa.ChunkedArray)) else data[keep]
+            for name, data in self.columns.items()
+        }
+
+
+def _series(data: Any, index: pd.Index) -> pd.Series:
+    if isinstance(data, pd.Series):
+        return data
+    if isinstance(data, (pa.Array, pa.ChunkedArray)):
+        data = pd.arrays.ArrowExtensionArray(data)
+    return pd.Series(data, index=index, copy=False)
+
+
+def column_names(frame: Frame) -> list[str]:
+    """The column names of a pandas or Arrow frame."""
+    return list(frame.columns) if isinstance(frame, pd.DataFrame) else list(frame.schema.names)
+
+
+def column_of(frame: Frame, name: str) -> pd.Series | pa.Array:
+    """One column of a pandas or Arrow frame (Arrow chunks combined)."""
+    if isinstance(frame, pd.DataFrame):
+        return frame[name]
+    data = frame.column(name)
+    return data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+
+
+def _cells_at(data: pd.Series | pa.Array, rows: np.ndarray) -> list[Any]:
+    if isinstance(data, pd.Series):
+        return list(data.iloc[rows])
+    return data.take(pa.array(rows, pa.int64())).to_pylist()
 
 
 def empty_rejects() -> pd.DataFrame:
@@ -448,7 +573,7 @@ NECESSITY_AVOIDABLE_REASON = (
 
 
 def validate_frame(
-    frame: pd.DataFrame,
+    frame: Frame,
     columns: Sequence[Column] = CANDIDATE_COLUMNS,
     first_row: int = 1,
     source: str = "input",
@@ -457,7 +582,8 @@ def validate_frame(
     """Validate every row of ``frame`` against ``columns``.
 
     Args:
-        frame: the rows, as read (strings) or already typed.
+        frame: the rows, as read (strings) or already typed; a pandas frame, or an
+            Arrow record batch or table (the batch scorer's path, no pandas).
         columns: the layout to check (candidate or transition columns).
         first_row: 1-based row number of the frame's first row in its file.
         source: name of the input, used in file-level errors.
@@ -470,8 +596,9 @@ def validate_frame(
     Raises:
         ContractError: when a required column is missing.
     """
-    require_columns(frame.columns, columns, source)
-    if PERSON_ID.name in frame.columns and PERSON_ID not in columns:
+    names = column_names(frame)
+    require_columns(names, columns, source)
+    if PERSON_ID.name in names and PERSON_ID not in columns:
         columns = (*columns, PERSON_ID)
     n = len(frame)
     parsed: dict[str, Any] = {}
@@ -488,33 +615,32 @@ def validate_frame(
 
     column_bad: dict[str, np.ndarray] = {}
     for column in columns:
-        raw = frame[column.name]
+        raw = column_of(frame, column.name)
         values, col_bad = column.parse_series(raw)
         # Text stays Arrow-backed: no Python string objects on the hot path.
         parsed[column.name] = values
         column_bad[column.name] = col_bad
         if col_bad.any():
             idx = np.flatnonzero(col_bad)
-            add(idx, column.name, np.array([column.reason(v) for v in raw.iloc[idx]], dtype=object))
+            add(idx, column.name, np.array([column.reason(v) for v in _cells_at(raw, idx)], dtype=object))
     if "current_level" in parsed and "target_level" in parsed:
-        current, target = parsed["current_level"].to_numpy(), parsed["target_level"].to_numpy()
+        current, target = parsed["current_level"], parsed["target_level"]
         with np.errstate(invalid="ignore"):
             idx = np.flatnonzero(target > current)
         reasons = [level_reason(int(current[i]), int(target[i])) for i in idx]
         add(idx, "target_level", np.array(reasons, dtype=object))
     if "motive" in parsed and "necessity_avoidable" in parsed:
         # A nullable number parses to NaN exactly where it is empty or bad.
-        empty = np.isnan(parsed["necessity_avoidable"].to_numpy()) & ~column_bad["necessity_avoidable"]
-        necessity = _to_bool(pc.equal(pa.array(parsed["motive"]), "necessity"))
+        empty = np.isnan(parsed["necessity_avoidable"]) & ~column_bad["necessity_avoidable"]
+        necessity = _to_bool(pc.equal(parsed["motive"], "necessity"))
         idx = np.flatnonzero(necessity & empty)
         add(idx, "necessity_avoidable", np.full(len(idx), NECESSITY_AVOIDABLE_REASON, dtype=object))
-    extra = {name: frame[name] for name in frame.columns if name not in parsed}
-    values = pd.DataFrame({**parsed, **extra}, index=frame.index, copy=False)
+    extra = {name: column_of(frame, name) for name in names if name not in parsed}
     if problem_rows:
         rows = np.concatenate(problem_rows)
         ids = (
-            frame["candidate_id"].to_numpy(dtype=object)[rows]
-            if "candidate_id" in frame
+            _cells_at(column_of(frame, "candidate_id"), rows)
+            if "candidate_id" in names
             else np.full(len(rows), "", dtype=object)
         )
         problems = pd.DataFrame(
@@ -532,7 +658,8 @@ def validate_frame(
         problems = problems.sort_values("row", kind="stable").reset_index(drop=True)
     else:
         problems = empty_rejects()
-    return Validation(values=values, bad=bad, problems=problems)
+    index = frame.index if isinstance(frame, pd.DataFrame) else None
+    return Validation(columns={**parsed, **extra}, bad=bad, problems=problems, index=index)
 
 
 def _id_text(value: Any) -> str:

@@ -313,15 +313,21 @@ class FeatureSpace:
         self.vocab = vocab
         self._index = _SkillIndex(vocab)
 
-    def transform(self, values: pd.DataFrame) -> np.ndarray:
-        """Features of every row of a validated frame, shape (n, N_FEATURES), float32."""
-        n = len(values)
+    def transform(self, values: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+        """Features of every row of validated values, shape (n, N_FEATURES), float32.
+
+        ``values`` is a validated frame or its columns by name
+        (:meth:`stepdown_ml.contract.Validation.valid_columns`: the batch path).
+        """
+        n = len(values["motive"])
         # float64 results assigned into float32 round exactly as transform_record's cast.
         out = np.zeros((n, N_FEATURES), dtype=np.float32)
         rows = np.arange(n)
 
         def codes(column: str, levels: tuple[str, ...]) -> np.ndarray:
-            array = pa.array(values[column], from_pandas=True)
+            array = values[column]
+            if not isinstance(array, (pa.Array, pa.ChunkedArray)):
+                array = pa.array(array, from_pandas=True)
             if isinstance(array, pa.ChunkedArray):
                 array = array.combine_chunks()
             if pa.types.is_dictionary(array.type) and array.dictionary.to_pylist() == list(levels):
@@ -331,7 +337,10 @@ class FeatureSpace:
             return found.fill_null(-1).to_numpy(zero_copy_only=False)
 
         def num(name: str) -> np.ndarray:
-            return values[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            column = values[name]
+            if isinstance(column, np.ndarray):
+                return column.astype(np.float64, copy=False)
+            return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
         for prefix, column, levels in (
             ("motive", "motive", MOTIVES),

@@ -40,6 +40,8 @@ from stepdown_ml.contract import (
     REJECTS_COLUMNS,
     SCORES_COLUMNS,
     ContractError,
+    Frame,
+    column_names,
     require_columns,
     validate_frame,
 )
@@ -70,7 +72,7 @@ class ScoreSummary:
 
 
 class _Input:
-    """Blocks of an input file as pandas frames of text, with their 1-based row numbers."""
+    """Blocks of an input file as Arrow record batches, with their 1-based row numbers."""
 
     def __init__(self, path: Path, chunk_rows: int) -> None:
         self.path = path
@@ -89,7 +91,7 @@ class _Input:
         except (OSError, ValueError):
             return 0
 
-    def blocks(self) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+    def blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
         """Yield ``(frame, row_numbers, field_count_problems)`` for each block."""
         if self.size == 0:
             raise ContractError(f"{self.path}: the file is empty (expected a header row)")
@@ -100,7 +102,7 @@ class _Input:
             yield from self._csv_blocks(gzip=bool(suffixes) and suffixes[-1] == ".gz")
         self.finished = True
 
-    def _parquet_blocks(self) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+    def _parquet_blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
         try:
             parquet = pq.ParquetFile(self.path)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -109,11 +111,10 @@ class _Input:
         require_columns(self.header, CANDIDATE_COLUMNS, str(self.path))
         first = 1
         for batch in parquet.iter_batches(batch_size=self.chunk_rows):
-            frame = batch.to_pandas()
-            yield frame, np.arange(first, first + len(frame)), []
-            first += len(frame)
+            yield batch, np.arange(first, first + len(batch)), []
+            first += len(batch)
 
-    def _csv_blocks(self, gzip: bool) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+    def _csv_blocks(self, gzip: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
         header = self._read_header(gzip)
         require_columns(header, CANDIDATE_COLUMNS, str(self.path))
         self._raw = pa.OSFile(str(self.path), "rb")
@@ -145,10 +146,10 @@ class _Input:
 
 def csv_blocks(
     stream: Any, header: list[str], source: str, block_bytes: int | None = None
-) -> Iterator[tuple[pd.DataFrame, np.ndarray, list[tuple[int, str]]]]:
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
     """Parse CSV text (header line included) block by block.
 
-    Yields ``(frame of text, 1-based row numbers, malformed rows)`` per block, where a
+    Yields ``(record batch of text, 1-based row numbers, malformed rows)`` per block, where a
     malformed row is ``(row number, raw text)`` of a line with the wrong field count.
     Every data row is in exactly one of the two. Used by the CLI on files and by the
     Spark engine on the lines of a partition.
@@ -176,15 +177,15 @@ def csv_blocks(
     next_row = 1
     try:
         for batch in reader:
-            frame = batch.to_pandas()
-            numbers, taken = _number_rows(next_row, len(frame), malformed)
+            numbers, taken = _number_rows(next_row, batch.num_rows, malformed)
             if len(numbers):
                 next_row = int(numbers[-1]) + 1
-            yield frame, numbers, taken
+            yield batch, numbers, taken
     except pa.ArrowInvalid as exc:
         raise ContractError(f"{source}: {_arrow_reason(exc)}") from None
     if malformed:  # bad rows after the last good one
-        yield pd.DataFrame(columns=header), np.arange(0), sorted(malformed)
+        empty = pa.record_batch([pa.array([], pa.string()) for _ in header], names=header)
+        yield empty, np.arange(0), sorted(malformed)
 
 
 def _number_rows(
@@ -244,7 +245,7 @@ class Block:
 
 def score_block(
     model: Model,
-    frame: pd.DataFrame,
+    frame: Frame,
     row_numbers: np.ndarray,
     malformed: list[tuple[int, str]] = (),
     header: list[str] | None = None,
@@ -253,7 +254,8 @@ def score_block(
 
     Args:
         model: the loaded model.
-        frame: the block's well-formed rows, as read (text).
+        frame: the block's well-formed rows, as read (an Arrow batch of text, or a
+            pandas frame).
         row_numbers: 1-based file row number of each row of ``frame``.
         malformed: ``(row number, raw text)`` of rows in this block that could not be
             split into the header's fields; they become row-level rejects.
@@ -265,16 +267,16 @@ def score_block(
         input has one.
     """
     checked = validate_frame(frame, CANDIDATE_COLUMNS, row_numbers=row_numbers)
-    valid = checked.valid
+    valid = checked.valid_columns()
     scores = model.score_features_arrow(model.features.transform(valid), arrow_text(valid["candidate_id"]))
     problems = checked.problems
     if malformed:
-        header = header if header is not None else list(frame.columns)
+        header = header if header is not None else column_names(frame)
         extra = _field_count_rejects(list(malformed), header, len(header))
         problems = pd.concat([problems, extra]).sort_values("row", kind="stable").reset_index(drop=True)
     persons = None
-    if PERSON_ID.name in frame:
-        persons = frame[PERSON_ID.name].to_numpy()[~checked.bad]
+    if PERSON_ID.name in valid:
+        persons = arrow_text(valid[PERSON_ID.name]).to_numpy(zero_copy_only=False)
     rows = np.asarray(row_numbers, dtype=np.int64)[~checked.bad]
     return Block(scores=scores, rows=rows, problems=problems, persons=persons)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,8 +13,10 @@ from hypothesis import strategies as st
 from stepdown_ml.contract import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
+    SKILLS_PATTERN,
     TRANSITION_COLUMNS,
     ContractError,
+    _skill_lists_ok,
     candidate_column,
     validate_frame,
     validate_record,
@@ -129,6 +134,11 @@ def test_typed_frames_validate_like_text(candidates):
     assert not validate_frame(candidates.astype(str).replace({"<NA>": ""})).bad.any()
 
 
+def first(values):
+    """The first parsed value of a column (Arrow text or numpy numbers) as Python."""
+    return values[0].as_py() if isinstance(values, pa.Array) else values[0]
+
+
 cell = st.one_of(
     st.none(),
     st.text(max_size=12),
@@ -154,7 +164,7 @@ def test_record_and_frame_paths_agree(column, value):
     values, bad = spec.parse_series(pd.Series([value], dtype=object))
     assert bool(bad[0]) == (reason is not None)
     if reason is None and one is not None:
-        assert values.iloc[0] == one
+        assert first(values) == one
 
 
 @settings(max_examples=60, deadline=None)
@@ -207,4 +217,16 @@ def test_number_parsing_agrees_on_number_like_text(value, column):
         values, bad = spec.parse_series(pd.Series(frame_values, dtype="str"))
         assert bool(bad[0]) == (reason is not None), (value, reason)
         if reason is None and one is not None:
-            assert values.iloc[0] == one
+            assert first(values) == one
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cells=st.lists(st.text(alphabet="ab_9;; A\t-", max_size=8), min_size=1, max_size=6),
+    cut=st.integers(0, 2),
+)
+def test_skill_list_byte_scan_equals_the_pattern(cells, cut):
+    """The byte scan that accepts clean skill columns agrees with SKILLS_PATTERN cell by cell."""
+    text = pa.array(["x", *cells], pa.string()).slice(1 + cut)  # a slice: offsets not at 0
+    expected = [re.fullmatch(SKILLS_PATTERN.strip("^$"), cell) is not None for cell in cells[cut:]]
+    assert _skill_lists_ok(text).tolist() == expected
