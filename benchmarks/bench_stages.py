@@ -28,9 +28,7 @@ def main(rows: int) -> None:
         read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
         convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
     )
-    seconds = dict.fromkeys(
-        ("read", "validate", "features", "infer_rules_reasons", "write"), 0.0
-    )
+    seconds = dict.fromkeys(("read", "validate", "features", "infer_rules_reasons", "write"), 0.0)
     out = pacsv.CSVWriter(str(config.GENERATED_DIR / "bench" / "stages_out.csv"), SCORES_SCHEMA)
     mark = time.perf_counter()
 
