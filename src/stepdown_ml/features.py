@@ -162,14 +162,8 @@ def _bitsets(lists: pa.ListArray, index: _SkillIndex, n: int) -> tuple[np.ndarra
     rows = parents[known]
     code = found.filter(pa.array(known)).to_numpy()
     bits = np.zeros((n, index.words), dtype=np.uint64)
-    if len(rows):
-        # Parents ascend, so each row's tokens are one run: OR them together with reduceat.
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        words = code // _WORD_BITS
-        bit = np.left_shift(np.uint64(1), (code % _WORD_BITS).astype(np.uint64))
-        zero = np.uint64(0)
-        for word in range(index.words):
-            bits[rows[starts], word] = np.bitwise_or.reduceat(np.where(words == word, bit, zero), starts)
+    bit = np.left_shift(np.uint64(1), (code % _WORD_BITS).astype(np.uint64))
+    np.bitwise_or.at(bits.reshape(-1), rows * index.words + code // _WORD_BITS, bit)
     unknown = ~known & nonblank
     unknown_tokens = flat.filter(pa.array(unknown)).to_numpy(zero_copy_only=False)
     return bits, parents[unknown], unknown_tokens
