@@ -11,14 +11,20 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from stepdown_ml.arrow import from_numpy, scalar, strings, to_numpy
+from stepdown_ml.arrow import to_bool as _to_bool
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MOTIVES = ("necessity", "career_change", "broaden_horizons", "alternate_route")
 FUNCTIONS = (
@@ -65,7 +71,22 @@ MAX_ID_LENGTH = 64
 # A parsed column: numbers as a float64 numpy array, text as an Arrow array.
 ArrayLike = np.ndarray | pa.Array
 # What validate_frame reads: a pandas frame, or Arrow (a record batch or table).
-Frame = pd.DataFrame | pa.RecordBatch | pa.Table
+Frame = Any
+
+
+def is_pandas(value: Any, kind: str = "DataFrame") -> bool:
+    """``isinstance(value, pandas.<kind>)`` without importing pandas.
+
+    Batch scoring and ``predict()`` on one record never need pandas, and loading it
+    costs a fifth of a second (see :mod:`stepdown_ml.arrow`). The check looks at the
+    value's classes, so it also holds while another thread is importing pandas.
+    """
+    return any(c.__name__ == kind and c.__module__.partition(".")[0] == "pandas" for c in type(value).__mro__)
+
+
+# Arguments of compute functions, made once (see stepdown_ml.arrow.scalar).
+_EMPTY, _ZERO, _NECESSITY = scalar(""), scalar("0"), scalar("necessity")
+_MAX_ID_LENGTH = scalar(MAX_ID_LENGTH)
 
 
 class ContractError(ValueError):
@@ -73,7 +94,10 @@ class ContractError(ValueError):
 
 
 def _is_empty(value: Any) -> bool:
-    if value is None or value is pd.NA:
+    if value is None:
+        return True
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and value is pandas.NA:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
@@ -164,7 +188,7 @@ class Column:
         if kind in ("id", "enum", "skills"):
             text = column.text
             if kind == "id":
-                ok = _to_bool(pc.less_equal(pc.utf8_length(text), MAX_ID_LENGTH))
+                ok = _to_bool(pc.less_equal(pc.utf8_length(text), _MAX_ID_LENGTH))
             else:
                 ok, codes = self._text_ok(text)
                 if not ok.all() and not (ok | column.empty).all():
@@ -197,7 +221,7 @@ class Column:
 
     @functools.cached_property
     def _allowed_array(self) -> pa.Array:
-        return pa.array(self.allowed, pa.string())
+        return strings(self.allowed)
 
     def _text_ok(self, text: pa.Array) -> tuple[np.ndarray, pa.Array | None]:
         """Which cells are well-formed, and for an enum the index of each in ``allowed``."""
@@ -240,10 +264,6 @@ def _skill_lists_ok(text: pa.Array) -> np.ndarray:
     return _to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
 
 
-def _to_bool(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(array.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
 class _Cells:
     """One input column, seen as text (pyarrow) and, on demand, as numbers (numpy).
 
@@ -269,7 +289,7 @@ class _Cells:
     def empty(self) -> np.ndarray:
         """Null, "" or blanks only (computed when first asked: often it is not needed)."""
         # utf8_is_space is false for "".
-        empty = _to_bool(pc.or_(pc.equal(self.text, ""), pc.utf8_is_space(self.text)))
+        empty = _to_bool(pc.or_(pc.equal(self.text, _EMPTY), pc.utf8_is_space(self.text)))
         if self.text.null_count:
             empty |= ~self.is_text
         return empty
@@ -284,6 +304,9 @@ class _Cells:
             cells = cls._of_arrow(raw)
             if cells is not None:
                 return cells
+        import pandas as pd  # only for pandas input, or an Arrow type without a fast path
+
+        if isinstance(raw, (pa.Array, pa.ChunkedArray)):
             raw = pd.Series(pd.arrays.ArrowExtensionArray(raw))
         dtype = raw.dtype
         n = len(raw)
@@ -319,7 +342,7 @@ class _Cells:
             is_text = np.ones(n, dtype=bool) if raw.null_count == 0 else _to_bool(pc.is_valid(raw))
             return cls(raw, is_text, None)
         if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-            numbers = raw.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
+            numbers = to_numpy(raw.cast(pa.float64())).copy()
             numbers[~np.isfinite(numbers)] = np.nan
             empty = np.zeros(n, dtype=bool) if raw.null_count == 0 else ~_to_bool(pc.is_valid(raw))
             return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
@@ -335,8 +358,8 @@ class _Cells:
         if self.is_text.any():
             looks_numeric = _to_bool(pc.match_substring_regex(self.text, NUMBER_PATTERN))
             cleaned = pc.replace_substring_regex(self.trimmed, r"^\+", "")
-            cleaned = pc.if_else(pa.array(looks_numeric), cleaned, "0")
-            cast = pc.cast(cleaned, pa.float64()).to_numpy(zero_copy_only=False)
+            cleaned = pc.if_else(from_numpy(looks_numeric), cleaned, _ZERO)
+            cast = to_numpy(pc.cast(cleaned, pa.float64()))
             parsed = np.where(self.is_text, np.where(looks_numeric, cast, np.nan), parsed)
         parsed[~np.isfinite(parsed)] = np.nan
         return parsed
@@ -351,12 +374,12 @@ class _Cells:
         """
         try:
             # Arrow refuses "" and blanks, so a column that casts has no empty cell.
-            parsed = pc.cast(self.text, pa.float64()).to_numpy(zero_copy_only=False).copy()
+            parsed = to_numpy(pc.cast(self.text, pa.float64())).copy()
             self.__dict__["empty"] = np.zeros(len(parsed), dtype=bool)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            filled = pc.if_else(pa.array(self.empty), "0", self.text)
+            filled = pc.if_else(from_numpy(self.empty), _ZERO, self.text)
             try:
-                parsed = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False).copy()
+                parsed = to_numpy(pc.cast(filled, pa.float64())).copy()
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 return None
         parsed[self.empty | ~np.isfinite(parsed)] = np.nan
@@ -480,6 +503,14 @@ def require_columns(header: Iterable[str], columns: Sequence[Column], source: st
         raise ContractError(f"{source}: missing required column(s): {', '.join(missing)}")
 
 
+REJECTS_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("candidate_id", pa.string()), ("column", pa.string()), ("reason", pa.string())]
+)
+NO_REJECTS = pa.Table.from_arrays(
+    [from_numpy(np.zeros(0, dtype=np.int64)), strings([]), strings([]), strings([])], schema=REJECTS_SCHEMA
+)
+
+
 @dataclass
 class Validation:
     """Outcome of validating a frame.
@@ -489,18 +520,36 @@ class Validation:
             numpy arrays, text as Arrow arrays; other columns passed through), all rows
             in input order; rows flagged in ``bad`` hold meaningless values.
         bad: boolean mask, one per input row, True where the row has any problem.
-        problems: one row per problem, CONTRACT.md rejects layout (``row`` is 1-based).
+        rejects: one row per problem, CONTRACT.md rejects layout (``row`` is 1-based),
+            sorted by row, as an Arrow table (:attr:`problems` is the same as a DataFrame).
         index: the input frame's index (a pandas input), for :attr:`values`.
     """
 
     columns: dict[str, Any]
     bad: np.ndarray
-    problems: pd.DataFrame = field(default_factory=lambda: empty_rejects())
-    index: pd.Index | None = None
+    rejects: pa.Table
+    index: Any = None
+
+    @functools.cached_property
+    def problems(self) -> pd.DataFrame:
+        """:attr:`rejects` as a DataFrame (``candidate_id``, ``column``, ``reason`` as str)."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "row": self.rejects.column("row").to_numpy(),
+                **{
+                    name: pd.Series(self.rejects.column(name).to_pylist(), dtype=object)
+                    for name in REJECTS_SCHEMA.names[1:]
+                },
+            }
+        )
 
     @functools.cached_property
     def values(self) -> pd.DataFrame:
         """:attr:`columns` as a DataFrame (text Arrow-backed, no Python strings)."""
+        import pandas as pd
+
         index = self.index if self.index is not None else pd.RangeIndex(len(self.bad))
         return pd.DataFrame(
             {name: _series(data, index) for name, data in self.columns.items()}, index=index, copy=False
@@ -516,7 +565,7 @@ class Validation:
         if not self.bad.any():
             return self.columns
         keep = ~self.bad
-        arrow_keep = pa.array(keep)
+        arrow_keep = from_numpy(keep)
         return {
             name: data.filter(arrow_keep) if isinstance(data, (pa.Array, pa.ChunkedArray)) else data[keep]
             for name, data in self.columns.items()
@@ -524,6 +573,8 @@ class Validation:
 
 
 def _series(data: Any, index: pd.Index) -> pd.Series:
+    import pandas as pd
+
     if isinstance(data, pd.Series):
         return data
     if isinstance(data, (pa.Array, pa.ChunkedArray)):
@@ -533,33 +584,32 @@ def _series(data: Any, index: pd.Index) -> pd.Series:
 
 def column_names(frame: Frame) -> list[str]:
     """The column names of a pandas or Arrow frame."""
-    return list(frame.columns) if isinstance(frame, pd.DataFrame) else list(frame.schema.names)
+    return list(frame.columns) if is_pandas(frame) else list(frame.schema.names)
 
 
 def column_of(frame: Frame, name: str) -> pd.Series | pa.Array:
     """One column of a pandas or Arrow frame (Arrow chunks combined)."""
-    if isinstance(frame, pd.DataFrame):
+    if is_pandas(frame):
         return frame[name]
     data = frame.column(name)
     return data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
 
 
 def _cells_at(data: pd.Series | pa.Array, rows: np.ndarray) -> list[Any]:
-    if isinstance(data, pd.Series):
+    if is_pandas(data, "Series"):
         return list(data.iloc[rows])
-    return data.take(pa.array(rows, pa.int64())).to_pylist()
+    return data.take(from_numpy(np.asarray(rows, dtype=np.int64))).to_pylist()
 
 
-def empty_rejects() -> pd.DataFrame:
-    """An empty frame in the rejects layout."""
-    return pd.DataFrame(
-        {
-            "row": pd.Series(dtype="int64"),
-            "candidate_id": pd.Series(dtype=object),
-            "column": pd.Series(dtype=object),
-            "reason": pd.Series(dtype=object),
-        }
+def rejects_table(rows: Any, candidate_ids: Any, columns: Any, reasons: Any) -> pa.Table:
+    """Problems as an Arrow table in the rejects layout, stably sorted by row."""
+    row_numbers = np.asarray(rows, dtype=np.int64)
+    table = pa.Table.from_arrays(
+        [from_numpy(row_numbers), strings(candidate_ids), strings(columns), strings(reasons)],
+        schema=REJECTS_SCHEMA,
     )
+    order = np.argsort(row_numbers, kind="stable")
+    return table if np.all(order[1:] > order[:-1]) else table.take(from_numpy(order))
 
 
 def level_reason(current: int, target: int) -> str:
@@ -608,6 +658,8 @@ def validate_frame(
     bad = np.zeros(n, dtype=bool)
 
     def add(idx: np.ndarray, column: str, reasons: np.ndarray) -> None:
+        if not len(idx):
+            return
         bad[idx] = True
         problem_rows.append(idx)
         problem_columns.extend([column] * len(idx))
@@ -632,34 +684,24 @@ def validate_frame(
     if "motive" in parsed and "necessity_avoidable" in parsed:
         # A nullable number parses to NaN exactly where it is empty or bad.
         empty = np.isnan(parsed["necessity_avoidable"]) & ~column_bad["necessity_avoidable"]
-        necessity = _to_bool(pc.equal(parsed["motive"], "necessity"))
+        necessity = _to_bool(pc.equal(parsed["motive"], _NECESSITY))
         idx = np.flatnonzero(necessity & empty)
         add(idx, "necessity_avoidable", np.full(len(idx), NECESSITY_AVOIDABLE_REASON, dtype=object))
     extra = {name: column_of(frame, name) for name in names if name not in parsed}
-    if problem_rows:
+    if problem_columns:
         rows = np.concatenate(problem_rows)
-        ids = (
-            _cells_at(column_of(frame, "candidate_id"), rows)
-            if "candidate_id" in names
-            else np.full(len(rows), "", dtype=object)
+        has_ids = "candidate_id" in names
+        ids = _cells_at(column_of(frame, "candidate_id"), rows) if has_ids else [""] * len(rows)
+        rejects = rejects_table(
+            np.asarray(row_numbers, dtype="int64")[rows] if row_numbers is not None else rows + first_row,
+            [_id_text(i) for i in ids],
+            problem_columns,
+            np.concatenate(problem_reasons),
         )
-        problems = pd.DataFrame(
-            {
-                "row": (
-                    np.asarray(row_numbers, dtype="int64")[rows]
-                    if row_numbers is not None
-                    else rows.astype("int64") + first_row
-                ),
-                "candidate_id": pd.Series(ids, dtype=object).map(_id_text).to_numpy(),
-                "column": problem_columns,
-                "reason": np.concatenate(problem_reasons),
-            }
-        )
-        problems = problems.sort_values("row", kind="stable").reset_index(drop=True)
     else:
-        problems = empty_rejects()
-    index = frame.index if isinstance(frame, pd.DataFrame) else None
-    return Validation(columns={**parsed, **extra}, bad=bad, problems=problems, index=index)
+        rejects = NO_REJECTS
+    index = frame.index if is_pandas(frame) else None
+    return Validation(columns={**parsed, **extra}, bad=bad, rejects=rejects, index=index)
 
 
 def _id_text(value: Any) -> str:

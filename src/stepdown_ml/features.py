@@ -18,11 +18,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.contract import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS, SKILL_SEPARATOR
+from stepdown_ml.arrow import from_numpy, scalar, strings, to_codes, to_numpy
+from stepdown_ml.arrow import to_bool as _mask
+from stepdown_ml.contract import (
+    AGE_BANDS,
+    FUNCTIONS,
+    INDUSTRIES,
+    MOTIVES,
+    REGIONS,
+    SKILL_SEPARATOR,
+    is_pandas,
+)
 from stepdown_ml.skills import SkillVocabulary
 
 SKILL_FEATURES = (
@@ -105,6 +114,7 @@ MONOTONIC = {
 }
 
 _AGE_INDEX = {band: i for i, band in enumerate(AGE_BANDS)}
+_EMPTY = scalar("")
 _WORD_BITS = 64
 
 
@@ -112,11 +122,10 @@ def arrow_text(column: Any) -> pa.Array:
     """A text column as one Arrow string array (zero-copy when it is Arrow-backed)."""
     if isinstance(column, (pa.Array, pa.ChunkedArray)):
         array = column
-    elif isinstance(column, pd.Series) and not pd.api.types.is_object_dtype(column.dtype):
+    elif is_pandas(column, "Series") and column.dtype != object:
         array = pa.array(column, from_pandas=True)
     else:
-        objects = pd.Series(column, dtype=object).to_numpy(dtype=object)
-        array = pa.array(objects, type=pa.string(), from_pandas=True)
+        array = pa.array(np.asarray(column, dtype=object), type=pa.string(), from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pa.types.is_dictionary(array.type):
@@ -137,7 +146,7 @@ class _SkillIndex:
         self.n_general = len(vocab.general)
         self.general = vocab.general_set
         self.specialized = frozenset(specialized)
-        self.value_set = pa.array(self.tokens, type=pa.string())
+        self.value_set = strings(self.tokens)
         self.words = (len(self.tokens) + _WORD_BITS - 1) // _WORD_BITS
         general_bits = np.zeros(self.words * _WORD_BITS, dtype=bool)
         general_bits[: self.n_general] = True
@@ -152,25 +161,20 @@ def _pack(bits: np.ndarray) -> np.ndarray:
     return (bits.reshape(-1, _WORD_BITS).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
 
 
-def _bitsets(lists: pa.ListArray, index: _SkillIndex, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bitsets(lists: pa.ListArray, index: _SkillIndex, n: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """Known tokens as (n, words) bitsets; unknown tokens as (row, token) pairs."""
     flat = pc.list_flatten(lists)
-    parents = pc.list_parent_indices(lists).to_numpy()
-    nonblank = _mask(pc.not_equal(flat, ""))
+    parents = to_numpy(pc.list_parent_indices(lists))
+    nonblank = _mask(pc.not_equal(flat, _EMPTY))
     found = pc.index_in(flat, value_set=index.value_set)
     known = _mask(pc.is_valid(found)) & nonblank
     rows = parents[known]
-    code = found.filter(pa.array(known)).to_numpy()
+    code = to_numpy(found.filter(from_numpy(known)))
     bits = np.zeros((n, index.words), dtype=np.uint64)
     bit = np.left_shift(np.uint64(1), (code % _WORD_BITS).astype(np.uint64))
     np.bitwise_or.at(bits.reshape(-1), rows * index.words + code // _WORD_BITS, bit)
     unknown = ~known & nonblank
-    unknown_tokens = flat.filter(pa.array(unknown)).to_numpy(zero_copy_only=False)
-    return bits, parents[unknown], unknown_tokens
-
-
-def _mask(array: pa.Array) -> np.ndarray:
-    return np.asarray(array.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    return bits, parents[unknown], flat.filter(from_numpy(unknown))
 
 
 def _unique_pairs(rows: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
@@ -195,8 +199,9 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillInde
     both = cur_bits & tgt_bits
     count = np.bitwise_count
     general, specialized = index.general_mask, index.specialized_mask
-    codes, _ = pd.factorize(np.concatenate([cur_unknown, tgt_unknown]))
-    n_codes = int(codes.max()) + 1 if len(codes) else 1
+    unknown = pa.concat_arrays([cur_unknown, tgt_unknown]).dictionary_encode()
+    codes = to_numpy(unknown.indices).astype(np.int64)
+    n_codes = max(len(unknown.dictionary), 1)
     cur_keys = _unique_pairs(cur_rows, codes[: len(cur_unknown)], n_codes)
     tgt_keys = _unique_pairs(tgt_rows, codes[len(cur_unknown) :], n_codes)
     shared_keys = np.intersect1d(cur_keys, tgt_keys, assume_unique=True)
@@ -307,7 +312,7 @@ class FeatureSpace:
         self.vocab = vocab
         self._index = _SkillIndex(vocab)
 
-    def transform(self, values: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+    def transform(self, values: Mapping[str, Any]) -> np.ndarray:
         """Features of every row of validated values, shape (n, N_FEATURES), float32.
 
         ``values`` is a validated frame or its columns by name
@@ -326,9 +331,9 @@ class FeatureSpace:
                 array = array.combine_chunks()
             if pa.types.is_dictionary(array.type) and array.dictionary.to_pylist() == list(levels):
                 # Validated enums arrive encoded on the contract's order: the codes are the indices.
-                return array.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            found = pc.index_in(arrow_text(array), value_set=pa.array(levels, pa.string()))
-            return found.fill_null(-1).to_numpy(zero_copy_only=False)
+                return to_codes(array.indices)
+            found = pc.index_in(arrow_text(array), value_set=strings(levels))
+            return to_codes(found)
 
         def num(name: str) -> np.ndarray:
             column = values[name]

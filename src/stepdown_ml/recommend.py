@@ -19,10 +19,12 @@ same code.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
+from stepdown_ml.arrow import strings, to_codes
 from stepdown_ml.features import FEATURE_NAMES, GROUP_NAMES
 
 LATERAL_COVERAGE = 0.8
@@ -129,11 +131,23 @@ def _reason_text(key: int, base: int, k: int) -> str:
     return ";".join(names) if names else NO_DOMINANT_FACTOR
 
 
-def rank_within(person_ids: pd.Series, p_advance: np.ndarray) -> np.ndarray:
-    """1-based rank of each row within its person by ``p_advance`` (ties: input order)."""
-    order = pd.DataFrame(
-        {"person": person_ids.to_numpy(), "p": -np.asarray(p_advance), "pos": np.arange(len(p_advance))}
-    ).sort_values(["person", "p", "pos"], kind="stable")
-    ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order["pos"].to_numpy()] = order.groupby("person", sort=False).cumcount().to_numpy() + 1
+def rank_within(person_ids: Any, p_advance: np.ndarray) -> np.ndarray:
+    """1-based rank of each row within its person by ``p_advance`` (ties: input order).
+
+    ``person_ids`` is any sequence of ids (Arrow array, numpy array, pandas Series).
+    """
+    if isinstance(person_ids, pa.ChunkedArray):
+        person_ids = person_ids.combine_chunks()
+    if not isinstance(person_ids, pa.Array):
+        person_ids = strings(np.asarray(person_ids, dtype=object).tolist())
+    group = to_codes(person_ids.dictionary_encode().indices)
+    n = len(group)
+    # By person, then p_advance descending, then input position (lexsort: last key first).
+    order = np.lexsort((np.arange(n), -np.asarray(p_advance, dtype=np.float64), group))
+    sorted_group = group[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = sorted_group[1:] != sorted_group[:-1]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(n) - group_start + 1
     return ranks

@@ -26,31 +26,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stepdown_ml import config
+from stepdown_ml.arrow import from_numpy, scalar, strings, to_numpy
 from stepdown_ml.contract import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
     RANK_COLUMN,
-    REJECTS_COLUMNS,
+    REJECTS_SCHEMA,
     SCORES_COLUMNS,
     ContractError,
     Frame,
     column_names,
+    rejects_table,
     require_columns,
     validate_frame,
 )
 from stepdown_ml.features import arrow_text
 from stepdown_ml.recommend import rank_within
 from stepdown_ml.serving import Model
-from stepdown_ml.tables import FORMULA_PATTERN, atomic_path, neutralize_frame
+from stepdown_ml.tables import FORMULA_PATTERN, atomic_path
 
-BLOCK_BYTES = 1 << 21
+# The CSV reader holds about 40 bytes of buffers per byte of its block (one buffer per
+# column), while validation, features and inference cost less per row in larger blocks.
+# So files are read in small pieces, and several pieces are scored together as a block.
+READ_BYTES = 1 << 19
+_QUOTE, _EMPTY = scalar("'"), scalar("")
+BLOCK_BYTES = 1 << 22
 
 
 @dataclass
@@ -149,10 +155,11 @@ def csv_blocks(
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
     """Parse CSV text (header line included) block by block.
 
-    Yields ``(record batch of text, 1-based row numbers, malformed rows)`` per block, where a
-    malformed row is ``(row number, raw text)`` of a line with the wrong field count.
-    Every data row is in exactly one of the two. Used by the CLI on files and by the
-    Spark engine on the lines of a partition.
+    Yields ``(record batch of text, 1-based row numbers, malformed rows)`` per block of
+    about ``block_bytes`` (default :data:`BLOCK_BYTES`), where a malformed row is
+    ``(row number, raw text)`` of a line with the wrong field count. Every data row is in
+    exactly one of the two. Used by the CLI on files and by the Spark engine on the lines
+    of a partition.
 
     Raises:
         ContractError: the text is not UTF-8 or not CSV, naming ``source``.
@@ -164,9 +171,11 @@ def csv_blocks(
         malformed.append((row.number - 1, row.text))
         return "skip"
 
+    block_bytes = block_bytes or BLOCK_BYTES
+    read_bytes = min(READ_BYTES, block_bytes)
     reader = pacsv.open_csv(
         stream,
-        read_options=pacsv.ReadOptions(block_size=block_bytes or BLOCK_BYTES, use_threads=False),
+        read_options=pacsv.ReadOptions(block_size=read_bytes, use_threads=False),
         parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
             column_types=dict.fromkeys(header, pa.string()),
@@ -175,17 +184,36 @@ def csv_blocks(
         ),
     )
     next_row = 1
+    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]] = []
     try:
         for batch in reader:
             numbers, taken = _number_rows(next_row, batch.num_rows, malformed)
             if len(numbers):
                 next_row = int(numbers[-1]) + 1
-            yield batch, numbers, taken
+            pieces.append((batch, numbers, taken))
+            if len(pieces) * read_bytes >= block_bytes:
+                yield _joined(pieces)
+                pieces = []
+        if pieces:
+            yield _joined(pieces)
     except pa.ArrowInvalid as exc:
         raise ContractError(f"{source}: {_arrow_reason(exc)}") from None
     if malformed:  # bad rows after the last good one
-        empty = pa.record_batch([pa.array([], pa.string()) for _ in header], names=header)
+        empty = pa.record_batch([strings([]) for _ in header], names=header)
         yield empty, np.arange(0), sorted(malformed)
+
+
+def _joined(
+    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]],
+) -> tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]:
+    """Consecutive pieces of a file as one block (compact buffers, in order)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    return (
+        pa.concat_batches([batch for batch, _, _ in pieces]),
+        np.concatenate([numbers for _, numbers, _ in pieces]),
+        [row for _, _, taken in pieces for row in taken],
+    )
 
 
 def _number_rows(
@@ -216,31 +244,25 @@ def _arrow_reason(exc: Exception) -> str:
     return f"not a readable CSV file ({text.splitlines()[0]})"
 
 
-def _field_count_rejects(skipped: list[tuple[int, str]], header: list[str], expected: int) -> pd.DataFrame:
+def _field_count_rejects(skipped: list[tuple[int, str]], header: list[str], expected: int) -> pa.Table:
     id_index = header.index("candidate_id") if "candidate_id" in header else None
-    rows = []
+    rows, ids, reasons = [], [], []
     for number, text in skipped:
         fields = next(csv.reader([text]), [])
-        candidate = fields[id_index] if id_index is not None and id_index < len(fields) else ""
-        rows.append(
-            {
-                "row": number,
-                "candidate_id": candidate,
-                "column": "",
-                "reason": f"expected {expected} fields, got {len(fields)}",
-            }
-        )
-    return pd.DataFrame(rows, columns=list(REJECTS_COLUMNS))
+        rows.append(number)
+        ids.append(fields[id_index] if id_index is not None and id_index < len(fields) else "")
+        reasons.append(f"expected {expected} fields, got {len(fields)}")
+    return rejects_table(rows, ids, [""] * len(rows), reasons)
 
 
 @dataclass
 class Block:
-    """A scored block: scores of its valid rows (input order), its problems, their persons."""
+    """A scored block: scores of its valid rows (input order), its rejects, their persons."""
 
     scores: pa.Table
     rows: np.ndarray
-    problems: pd.DataFrame
-    persons: np.ndarray | None
+    rejects: pa.Table
+    persons: pa.Array | None
 
 
 def score_block(
@@ -263,27 +285,28 @@ def score_block(
 
     Returns:
         The scores without ``rank`` (ranking needs the whole file) and their row numbers,
-        every problem (sorted by row), and the ``person_id`` of each scored row when the
-        input has one.
+        every problem (rejects layout, sorted by row), and the ``person_id`` of each
+        scored row when the input has one.
     """
     checked = validate_frame(frame, CANDIDATE_COLUMNS, row_numbers=row_numbers)
     valid = checked.valid_columns()
     scores = model.score_features_arrow(model.features.transform(valid), arrow_text(valid["candidate_id"]))
-    problems = checked.problems
+    rejects = checked.rejects
     if malformed:
         header = header if header is not None else column_names(frame)
         extra = _field_count_rejects(list(malformed), header, len(header))
-        problems = pd.concat([problems, extra]).sort_values("row", kind="stable").reset_index(drop=True)
+        both = pa.concat_tables([rejects, extra])
+        rejects = both.take(from_numpy(np.argsort(to_numpy(both.column("row")), kind="stable")))
     persons = None
     if PERSON_ID.name in valid:
-        persons = arrow_text(valid[PERSON_ID.name]).to_numpy(zero_copy_only=False)
+        persons = arrow_text(valid[PERSON_ID.name])
     rows = np.asarray(row_numbers, dtype=np.int64)[~checked.bad]
-    return Block(scores=scores, rows=rows, problems=problems, persons=persons)
+    return Block(scores=scores, rows=rows, rejects=rejects, persons=persons)
 
 
 def _neutralize_column(values: pa.Array) -> pa.Array:
     risky = pc.match_substring_regex(values, FORMULA_PATTERN)
-    return pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
+    return pc.if_else(risky, pc.binary_join_element_wise(_QUOTE, values, _EMPTY), values)
 
 
 class _Writer:
@@ -305,7 +328,7 @@ class _Writer:
 
     def close(self) -> None:
         if self._writer is None:
-            self.write(self.schema.empty_table())
+            self.write(pa.Table.from_batches([], schema=self.schema))
         self._writer.close()
 
 
@@ -318,9 +341,6 @@ SCORES_SCHEMA = pa.schema(
         ("model_version", pa.string()),
     ]
 )
-REJECTS_SCHEMA = pa.schema(
-    [("row", pa.int64()), ("candidate_id", pa.string()), ("column", pa.string()), ("reason", pa.string())]
-)
 
 
 def _scores_table(scores: pa.Table) -> pa.Table:
@@ -329,10 +349,11 @@ def _scores_table(scores: pa.Table) -> pa.Table:
     return table.set_column(0, "candidate_id", _neutralize_column(table.column(0).combine_chunks()))
 
 
-def _rejects_table(rejects: pd.DataFrame) -> pa.Table:
-    safe = neutralize_frame(rejects[list(REJECTS_COLUMNS)])
-    safe["candidate_id"] = safe["candidate_id"].astype(str)
-    return pa.Table.from_pandas(safe, schema=REJECTS_SCHEMA, preserve_index=False)
+def _rejects_table(rejects: pa.Table) -> pa.Table:
+    """The rejects as written: formula-like text neutralized."""
+    for i, name in enumerate(REJECTS_SCHEMA.names[1:], start=1):
+        rejects = rejects.set_column(i, name, _neutralize_column(rejects.column(name).combine_chunks()))
+    return rejects
 
 
 class _Progress:
@@ -391,7 +412,7 @@ def score_file(
         out_path: scores (CSV, or Parquet when the name ends in ``.parquet``).
         rejects_path: rejects CSV (default: ``<out stem>.rejects.csv`` beside ``out_path``).
         model: a loaded model (default: the committed default model).
-        chunk_rows: rows per Parquet block (CSV blocks are ~2 MB).
+        chunk_rows: rows per Parquet block (CSV blocks are ~4 MB).
         workers: blocks scored in parallel (sharing one single-threaded ONNX session).
         progress: show a progress line (default: when stderr is a terminal).
 
@@ -414,14 +435,14 @@ def score_file(
     bar = _Progress(reader.size, reader.position, show)
     totals = {"rows": 0, "scored": 0, "problems": 0}
     rejected_rows: set[int] = set()
-    person_ids: list[np.ndarray] = []
+    person_ids: list[pa.Array] = []
     p_values: list[np.ndarray] = []
 
-    def work(frame: pd.DataFrame, numbers: np.ndarray, skipped: list[tuple[int, str]]) -> tuple:
+    def work(frame: Frame, numbers: np.ndarray, skipped: list[tuple[int, str]]) -> tuple:
         # One shared session: onnxruntime runs it from several threads, each call on its
         # caller's thread (one intra-op thread), without a second copy of the model.
         block = score_block(model, frame, numbers, skipped, reader.header)
-        return len(numbers) + len(skipped), block.scores, block.problems, block.persons
+        return len(numbers) + len(skipped), block.scores, block.rejects, block.persons
 
     ranked = None
     with atomic_path(rejects_out) as rejects_tmp, atomic_path(out) as scores_tmp:
@@ -432,22 +453,22 @@ def score_file(
 
         def drain(block: Future) -> None:
             nonlocal scores_writer, ranking
-            rows, scores, problems, persons = block.result()
+            rows, scores, rejects, persons = block.result()
             if ranking is None:
                 ranking = persons is not None
             if scores_writer is None:
                 target = scores_tmp.with_name(scores_tmp.name + ".unranked") if ranking else scores_tmp
                 scores_writer = _Writer(target, SCORES_SCHEMA, parquet)
             scores_writer.write(_scores_table(scores))
-            if len(problems):
-                rejects_writer.write(_rejects_table(problems))
+            if rejects.num_rows:
+                rejects_writer.write(_rejects_table(rejects))
+                rejected_rows.update(rejects.column("row").to_pylist())
             if ranking:
                 person_ids.append(persons)
-                p_values.append(scores.column("p_advance").to_numpy())
+                p_values.append(to_numpy(scores.column("p_advance")))
             totals["rows"] += rows
             totals["scored"] += scores.num_rows
-            totals["problems"] += len(problems)
-            rejected_rows.update(problems["row"].tolist())
+            totals["problems"] += rejects.num_rows
             bar.update(totals["rows"])
 
         with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
@@ -466,7 +487,7 @@ def score_file(
         scores_writer.close()
         rejects_writer.close()
         if ranking:
-            ranked = rank_within(pd.Series(np.concatenate(person_ids)), np.concatenate(p_values))
+            ranked = rank_within(pa.concat_arrays(person_ids), np.concatenate(p_values))
             _add_ranks(scores_writer.path, scores_tmp, ranked, parquet)
             scores_writer.path.unlink()
     bar.update(totals["rows"], force=True)
@@ -497,7 +518,7 @@ def _add_ranks(unranked: Path, out: Path, ranks: np.ndarray, parquet: bool) -> N
         )
     for batch in batches:
         table = pa.Table.from_batches([batch])
-        table = table.append_column(RANK_COLUMN, pa.array(ranks[offset : offset + len(table)]))
+        table = table.append_column(RANK_COLUMN, from_numpy(ranks[offset : offset + len(table)]))
         offset += len(table)
         writer.write(table)
     writer.close()

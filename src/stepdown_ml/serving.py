@@ -10,23 +10,24 @@ import math
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import onnxruntime as ort
-import pandas as pd
 import pyarrow as pa
 
 from stepdown_ml import config
+from stepdown_ml.arrow import from_numpy, strings
 from stepdown_ml.contract import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
     RANK_COLUMN,
     SCORES_COLUMNS,
+    is_pandas,
     validate_frame,
     validate_record,
 )
-from stepdown_ml.features import GROUP_NAMES, N_FEATURES, FeatureSpace
+from stepdown_ml.features import GROUP_NAMES, N_FEATURES, FeatureSpace, arrow_text
 from stepdown_ml.modeldir import (
     CONTRIBUTIONS,
     INPUT_NAME,
@@ -45,6 +46,9 @@ from stepdown_ml.recommend import (
     recommend_one,
 )
 from stepdown_ml.skills import load_vocabulary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class InvalidCandidateError(ValueError):
@@ -110,6 +114,8 @@ class Model:
 
     def score_features(self, features: np.ndarray, candidate_ids: Any) -> pd.DataFrame:
         """The scores layout (without rank) for already validated, featurized rows."""
+        import pandas as pd
+
         p, contributions = self.infer(features)
         return pd.DataFrame(
             {
@@ -129,20 +135,21 @@ class Model:
         """
         p, contributions = self.infer(features)
         reason_index, reason_texts = reason_codes(contributions)
-        return pa.table(
-            {
-                "candidate_id": candidate_ids,
-                "p_advance": p,
-                "recommendation": pa.DictionaryArray.from_arrays(
-                    recommend_codes(features, p, self.threshold), pa.array(RECOMMENDATION_NAMES, pa.string())
+        return pa.Table.from_arrays(
+            [
+                candidate_ids,
+                from_numpy(p),
+                pa.DictionaryArray.from_arrays(
+                    from_numpy(recommend_codes(features, p, self.threshold)), strings(RECOMMENDATION_NAMES)
                 ),
-                "reasons": pa.DictionaryArray.from_arrays(
-                    reason_index.astype(np.int32), pa.array(reason_texts, pa.string())
+                pa.DictionaryArray.from_arrays(
+                    from_numpy(reason_index.astype(np.int32)), strings(reason_texts)
                 ),
-                "model_version": pa.DictionaryArray.from_arrays(
-                    np.zeros(len(p), dtype=np.int8), pa.array([self.version], pa.string())
+                pa.DictionaryArray.from_arrays(
+                    from_numpy(np.zeros(len(p), dtype=np.int8)), strings([self.version])
                 ),
-            }
+            ],
+            names=list(SCORES_COLUMNS),
         )
 
     def score_frame(
@@ -157,8 +164,9 @@ class Model:
         Row numbers in the rejects start at ``first_row`` unless ``row_numbers`` are given.
         """
         checked = validate_frame(frame, CANDIDATE_COLUMNS, first_row=first_row, row_numbers=row_numbers)
-        valid = checked.valid
-        scores = self.score_features(self.features.transform(valid), valid["candidate_id"].to_numpy())
+        valid = checked.valid_columns()
+        ids = arrow_text(valid["candidate_id"]).to_numpy(zero_copy_only=False)
+        scores = self.score_features(self.features.transform(valid), ids)
         if PERSON_ID.name in valid:
             scores[RANK_COLUMN] = rank_within(valid[PERSON_ID.name], scores["p_advance"].to_numpy())
         return scores, checked.problems
@@ -268,7 +276,9 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
     loaded = load_model(model)
     if records.__class__ is dict or isinstance(records, Mapping):
         return loaded.score_record(records)
-    frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    import pandas as pd  # many records: the answer is a DataFrame
+
+    frame = records if is_pandas(records) else pd.DataFrame(list(records))
     if frame.empty:
         raise InvalidCandidateError([{"column": "", "reason": "no records given"}])
     missing = [c.name for c in CANDIDATE_COLUMNS if c.name not in frame.columns]

@@ -146,8 +146,8 @@ _ARROW_OUTPUT = pa.schema(
 
 def _output(block: Any, file: str) -> pa.RecordBatch:
     """One Arrow batch of scores and rejects in OUTPUT_SCHEMA (no pandas round trip)."""
-    scores, problems = block.scores, block.problems
-    n_scores, n_rejects = scores.num_rows, len(problems)
+    scores, rejects = block.scores, block.rejects
+    n_scores, n_rejects = scores.num_rows, rejects.num_rows
 
     def text(values: Any) -> pa.Array:
         return pa.array(np.asarray(values, dtype=object), pa.string(), from_pandas=True)
@@ -159,18 +159,18 @@ def _output(block: Any, file: str) -> pa.RecordBatch:
             top = top.combine_chunks()
         return pa.concat_arrays([top.cast(kind), bottom.cast(kind)])
 
-    persons = text(block.persons) if block.persons is not None else None
+    persons = block.persons
     arrays = [
         pa.array(["score"] * n_scores + ["reject"] * n_rejects, pa.string()),
         pa.array([file] * (n_scores + n_rejects), pa.string()),
-        stack(pa.array(block.rows, pa.int64()), pa.array(problems["row"].to_numpy(np.int64)), pa.int64()),
-        stack(scores.column("candidate_id"), text(problems["candidate_id"]), pa.string()),
+        stack(pa.array(block.rows, pa.int64()), rejects.column("row").combine_chunks(), pa.int64()),
+        stack(scores.column("candidate_id"), rejects.column("candidate_id").combine_chunks(), pa.string()),
         stack(scores.column("p_advance"), None, pa.float64()),
         stack(scores.column("recommendation"), None, pa.string()),
         stack(scores.column("reasons"), None, pa.string()),
         stack(scores.column("model_version"), None, pa.string()),
-        stack(None, text(problems["column"]), pa.string()),
-        stack(None, text(problems["reason"]), pa.string()),
+        stack(None, rejects.column("column").combine_chunks(), pa.string()),
+        stack(None, rejects.column("reason").combine_chunks(), pa.string()),
         stack(persons, None, pa.string()),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)

@@ -8,13 +8,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from stepdown_ml.contract import ContractError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -31,6 +34,8 @@ def neutralize(value: object) -> object:
 
 def neutralize_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``frame`` whose text cells (and column names) cannot act as formulas."""
+    import pandas as pd
+
     out = frame.copy()
     for name in out.columns:
         column = out[name]
@@ -66,6 +71,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 
 
 def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    import pandas as pd
+
     columns = {}
     for name in frame.columns:
         column = frame[name]
@@ -118,6 +125,8 @@ def read_csv_text(path: Path | str) -> pd.DataFrame:
             raise ContractError(f"{source}: row {reader.line_num - 1}: not valid CSV: {exc}") from None
     if len(set(header)) != len(header):
         raise ContractError(f"{source}: the header names a column twice")
+    import pandas as pd
+
     data = np.array(rows, dtype=object).reshape(len(rows), len(header))
     return pd.DataFrame(data, columns=header, dtype=object)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stepdown_ml.contract import validate_frame
 from stepdown_ml.features import FEATURE_NAMES, GROUP_NAMES, FeatureSpace
@@ -116,3 +119,20 @@ def test_scalar_twins_equal_the_batch_functions(candidates, vocab):
 def test_rank_within_person_ties_keep_input_order():
     ranks = rank_within(pd.Series(["a", "b", "a", "a"]), np.array([0.2, 0.9, 0.5, 0.5]))
     assert list(ranks) == [3, 1, 1, 2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([0.1, 0.5, 0.9])), max_size=30))
+def test_rank_within_equals_its_definition(rows):
+    """Rank = 1 + the person's rows with a higher p_advance, or an equal one earlier in the input."""
+    persons = [person for person, _ in rows]
+    p = np.array([q for _, q in rows])
+    expected = [
+        1
+        + sum(
+            1 for j, (other, q) in enumerate(rows) if other == person and (q > p[i] or (q == p[i] and j < i))
+        )
+        for i, person in enumerate(persons)
+    ]
+    for given_ids in (persons, np.array(persons, dtype=object), pa.array(persons)):
+        assert rank_within(given_ids, p).tolist() == expected

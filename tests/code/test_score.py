@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -191,3 +193,18 @@ def test_progress_line_on_a_terminal_and_quiet_otherwise(tmp_path, candidates, m
     assert "100 rows" in shown and "rows/s" in shown and "100.0%" in shown and "ETA" in shown
     score_module.score_file(src, tmp_path / "b.csv", model=model)  # stderr is not a terminal here
     assert capsys.readouterr().err == ""
+
+
+def test_scoring_a_clean_file_never_loads_pandas(tmp_path, candidates, model_dir):
+    """The batch path stays in Arrow: pandas (~0.2 s to load, ~50 MB) is not imported."""
+    src = tmp_path / "in.csv"
+    write_csv(candidates.head(200), src)
+    code = (
+        "import sys\n"
+        "from stepdown_ml.cli import main\n"
+        f"assert main(['score', {str(src)!r}, '--out', {str(tmp_path / 's.csv')!r}, "
+        f"'--model-dir', {str(model_dir)!r}]) == 0\n"
+        "assert 'pandas' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert len(read(tmp_path / "s.csv")) == 200
