@@ -18,6 +18,7 @@ same code.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,14 +108,20 @@ def reasons(contributions: np.ndarray) -> np.ndarray:
 
 def reason_codes(contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`reasons` as ``(index, texts)``: row i's reasons are ``texts[index[i]]``."""
-    n, groups = contributions.shape
+    groups = contributions.shape[1]
     k = min(MAX_REASONS, groups)
-    weight = np.abs(contributions)
-    top = np.argsort(-weight, axis=1, kind="stable")[:, :k]
-    rows = np.arange(n)[:, None]
-    code = top * 2 + (contributions[rows, top] > 0)
+    contributions = np.asarray(contributions, dtype=np.float32)
+    # One sortable integer per (row, group): |contribution| (the bits of a non-negative
+    # float32 order as its value), then the group (earlier first on ties), then the sign.
+    # Sorting these picks the strongest groups in exactly reasons_one's order.
+    magnitude = np.abs(contributions).view(np.int32).astype(np.int64)
+    tie_break = (groups - 1 - np.arange(groups, dtype=np.int64)) << 1
+    key = (magnitude << 5) | tie_break | (contributions > 0)
+    top = np.sort(key, axis=1)[:, : -k - 1 : -1]
+    group = groups - 1 - ((top >> 1) & 15)
+    code = group * 2 + (top & 1)
     # 0 marks "nothing to name"; codes are shifted by one.
-    code = np.where(weight[rows, top] >= MIN_REASON_WEIGHT, code + 1, 0)
+    code = np.where((top >> 5) >= _MIN_WEIGHT_BITS, code + 1, 0)
     base = len(_CODES) + 1
     keys = (code * base ** np.arange(k)).sum(axis=1)
     unique, inverse = np.unique(keys, return_inverse=True)
@@ -122,6 +129,12 @@ def reason_codes(contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inverse.reshape(-1), texts
 
 
+# MIN_REASON_WEIGHT as float32 bits: what a float32 weight is compared with.
+_MIN_WEIGHT_BITS = int(np.array([MIN_REASON_WEIGHT], dtype=np.float32).view(np.int32)[0])
+assert len(GROUP_NAMES) <= 16, "four bits hold the group in reason_codes' sort key"
+
+
+@functools.cache  # at most (2 * groups + 1) ** MAX_REASONS keys; blocks repeat them
 def _reason_text(key: int, base: int, k: int) -> str:
     names = []
     for _ in range(k):

@@ -136,3 +136,14 @@ def test_rank_within_equals_its_definition(rows):
     ]
     for given_ids in (persons, np.array(persons, dtype=object), pa.array(persons)):
         assert rank_within(given_ids, p).tolist() == expected
+
+
+weights = st.sampled_from([0.0, -0.0, 0.03, -0.05, 0.05, 0.0500001, 0.2, -0.2, 0.7, -1.5])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.lists(weights, min_size=len(GROUP_NAMES), max_size=len(GROUP_NAMES)), min_size=1))
+def test_batch_reasons_equal_record_reasons_with_ties_and_thresholds(rows):
+    """The batch sort key and reasons_one agree on order, ties, signs and the weight cut-off."""
+    contributions = np.array(rows, dtype=np.float32)
+    assert list(reasons(contributions)) == [reasons_one(row) for row in contributions.tolist()]
