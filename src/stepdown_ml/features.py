@@ -378,11 +378,11 @@ class FeatureSpace:
             *_MOTIVE_HOT[values["motive"]],
             *_computed_features(
                 values.__getitem__,
-                function_change=values["current_function"] != values["target_function"],
-                industry_change=values["current_industry"] != values["target_industry"],
-                avoidable=0.0 if avoidable is None else avoidable,
-                age_band_index=_AGE_INDEX[values["age_band"]],
-                skills=_skill_features(
+                values["current_function"] != values["target_function"],
+                values["current_industry"] != values["target_industry"],
+                0.0 if avoidable is None else avoidable,
+                _AGE_INDEX[values["age_band"]],
+                _skill_features(
                     *_record_overlap(values.get("current_skills"), values.get("target_skills"), self._index)
                 ),
             ),

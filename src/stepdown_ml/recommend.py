@@ -91,9 +91,12 @@ def reasons_one(contributions: Sequence[float]) -> str:
     """:func:`reasons` for one row, in plain Python (the ``predict()`` hot path)."""
     # Same order as the batch path: strongest first, ties by group order (a stable sort;
     # reverse=True keeps ties in their original order).
-    weights = [abs(value) for value in contributions]
-    ranked = sorted(range(len(weights)), key=weights.__getitem__, reverse=True)[:MAX_REASONS]
-    names = [_CODES[g * 2 + (contributions[g] > 0)] for g in ranked if weights[g] >= MIN_REASON_WEIGHT]
+    weights = list(map(abs, contributions))
+    names = []
+    for g in sorted(range(len(weights)), key=weights.__getitem__, reverse=True)[:MAX_REASONS]:
+        if weights[g] < MIN_REASON_WEIGHT:
+            break  # strongest first: the rest are weaker still
+        names.append(_CODES[g * 2 + (contributions[g] > 0)])
     return ";".join(names) if names else NO_DOMINANT_FACTOR
 
 

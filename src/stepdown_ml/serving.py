@@ -180,9 +180,7 @@ class Model:
         self.features.transform_record(values, out=features)
         self.session.run_with_iobinding(binding)
         row = contribution_row.tolist()
-        log_odds = self.bias
-        for value in row:
-            log_odds += value
+        log_odds = sum(row, self.bias)  # bias first, then group order: infer()'s additions
         p_advance = 1.0 / (1.0 + math.exp(-(self.slope * log_odds + self.intercept)))
         result = {
             "candidate_id": values["candidate_id"],
