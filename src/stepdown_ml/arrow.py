@@ -16,8 +16,13 @@ import pyarrow as pa
 
 
 def from_numpy(values: np.ndarray) -> pa.Array:
-    """A one-dimensional numeric or boolean numpy array as an Arrow array (no nulls)."""
+    """A one-dimensional numeric or boolean numpy array as an Arrow array (no nulls).
+
+    The Arrow array shares the numpy array's memory (no copy): do not write to it after.
+    """
     values = np.ascontiguousarray(values)
+    if values.ndim != 1 or not values.dtype.isnative:
+        raise ValueError(f"expected a one-dimensional native-order array, got {values.dtype} {values.shape}")
     if values.dtype == np.bool_:
         bits = np.packbits(values, bitorder="little")
         return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
@@ -89,8 +94,8 @@ _NAN = scalar(float("nan"))
 def to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A numeric (or boolean) Arrow array as numpy; nulls of a float64 array as NaN.
 
-    Zero-copy where Arrow's own conversion is (a read-only view); never through
-    pyarrow's pandas bridge.
+    Without nulls the result is a view of the Arrow memory (copy it before writing to
+    it); never through pyarrow's pandas bridge.
     """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()

@@ -8,6 +8,7 @@ value and the same reason for the same input, which the test suite checks.
 
 from __future__ import annotations
 
+import decimal
 import functools
 import math
 import re
@@ -282,21 +283,28 @@ class _Cells:
         self.text = text
         self.is_text = is_text
         self._numbers = numbers
-        if empty is not None:
-            self.__dict__["empty"] = empty
+        # Computed when first asked (often they are not needed). Plain attributes, not
+        # cached_property: on Python 3.11 that takes one lock shared by every instance,
+        # which would serialize the scoring threads.
+        self._empty = empty
+        self._trimmed: pa.Array | None = None
 
-    @functools.cached_property
+    @property
     def empty(self) -> np.ndarray:
-        """Null, "" or blanks only (computed when first asked: often it is not needed)."""
-        # utf8_is_space is false for "".
-        empty = _to_bool(pc.or_(pc.equal(self.text, _EMPTY), pc.utf8_is_space(self.text)))
-        if self.text.null_count:
-            empty |= ~self.is_text
-        return empty
+        """Null, "" or blanks only."""
+        if self._empty is None:
+            # utf8_is_space is false for "".
+            empty = _to_bool(pc.or_(pc.equal(self.text, _EMPTY), pc.utf8_is_space(self.text)))
+            if self.text.null_count:
+                empty |= ~self.is_text
+            self._empty = empty
+        return self._empty
 
-    @functools.cached_property
+    @property
     def trimmed(self) -> pa.Array:
-        return pc.utf8_trim_whitespace(self.text)
+        if self._trimmed is None:
+            self._trimmed = pc.utf8_trim_whitespace(self.text)
+        return self._trimmed
 
     @classmethod
     def of(cls, raw: pd.Series | pa.Array | pa.ChunkedArray) -> _Cells:
@@ -341,11 +349,18 @@ class _Cells:
         if pa.types.is_string(kind):
             is_text = np.ones(n, dtype=bool) if raw.null_count == 0 else _to_bool(pc.is_valid(raw))
             return cls(raw, is_text, None)
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-            numbers = to_numpy(raw.cast(pa.float64())).copy()
+        no_text = pa.nulls(n, pa.string())
+        if pa.types.is_null(kind):
+            return cls(no_text, np.zeros(n, dtype=bool), np.full(n, np.nan), np.ones(n, dtype=bool))
+        if any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)) or (
+            pa.types.is_decimal(kind)
+        ):
+            # safe=False: an int64 beyond 2**53 rounds (and is then out of range) instead of
+            # raising; a decimal becomes the nearest double, as float() makes it.
+            numbers = to_numpy(pc.cast(raw, pa.float64(), safe=False)).copy()
+            empty = np.isnan(numbers)  # null or NaN: what parse_value calls empty
             numbers[~np.isfinite(numbers)] = np.nan
-            empty = np.zeros(n, dtype=bool) if raw.null_count == 0 else ~_to_bool(pc.is_valid(raw))
-            return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
+            return cls(no_text, np.zeros(n, dtype=bool), numbers, empty)
         return None
 
     def numbers(self) -> np.ndarray:
@@ -375,7 +390,7 @@ class _Cells:
         try:
             # Arrow refuses "" and blanks, so a column that casts has no empty cell.
             parsed = to_numpy(pc.cast(self.text, pa.float64())).copy()
-            self.__dict__["empty"] = np.zeros(len(parsed), dtype=bool)
+            self._empty = np.zeros(len(parsed), dtype=bool)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             filled = pc.if_else(from_numpy(self.empty), _ZERO, self.text)
             try:
@@ -400,13 +415,16 @@ def _fmt(bound: float | None) -> str:
 def _to_number(raw: Any) -> float | None:
     if isinstance(raw, bool):
         return float(raw)
-    if isinstance(raw, (int, float, np.integer, np.floating)):
-        number = float(raw)
-    elif isinstance(raw, str):
-        if not NUMBER_RE.fullmatch(raw):
+    try:
+        if isinstance(raw, (int, float, np.integer, np.floating, decimal.Decimal)):
+            number = float(raw)
+        elif isinstance(raw, str):
+            if not NUMBER_RE.fullmatch(raw):
+                return None
+            number = float(raw.strip())
+        else:
             return None
-        number = float(raw.strip())
-    else:
+    except OverflowError:  # an int too large for a double
         return None
     return number if math.isfinite(number) else None
 
@@ -592,7 +610,9 @@ def column_of(frame: Frame, name: str) -> pd.Series | pa.Array:
     if is_pandas(frame):
         return frame[name]
     data = frame.column(name)
-    return data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    # take and filter have no string_view kernels: views are read as plain strings.
+    return data.cast(pa.string()) if pa.types.is_string_view(data.type) else data
 
 
 def _cells_at(data: pd.Series | pa.Array, rows: np.ndarray) -> list[Any]:
@@ -770,7 +790,13 @@ class _RecordValidator:
             raw = get(name)
             if raw.__class__ is int and low <= raw <= high:
                 values[name] = raw
-            elif raw.__class__ is str and raw.isascii() and raw.isdigit() and low <= int(raw) <= high:
+            elif (
+                raw.__class__ is str
+                and len(raw) < 20
+                and raw.isascii()
+                and raw.isdigit()
+                and low <= int(raw) <= high
+            ):
                 values[name] = int(raw)
             elif raw is None and nullable:
                 values[name] = None
@@ -780,7 +806,7 @@ class _RecordValidator:
         for name, low, high in self.numbers:
             raw = get(name)
             kind = raw.__class__
-            if kind is float or kind is int or (kind is str and plain_number(raw)):
+            if kind is float or (kind is int and low <= raw <= high) or (kind is str and plain_number(raw)):
                 value = float(raw)
                 if low <= value <= high:  # False for NaN and for out-of-range infinities
                     values[name] = value

@@ -110,7 +110,11 @@ def reasons(contributions: np.ndarray) -> np.ndarray:
 
 
 def reason_codes(contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`reasons` as ``(index, texts)``: row i's reasons are ``texts[index[i]]``."""
+    """:func:`reasons` as ``(index, texts)``: row i's reasons are ``texts[index[i]]``.
+
+    Contributions are compared as float32, the ONNX output's type (and reasons_one's
+    values, which come from that output).
+    """
     groups = contributions.shape[1]
     k = min(MAX_REASONS, groups)
     contributions = np.asarray(contributions, dtype=np.float32)
@@ -155,7 +159,8 @@ def rank_within(person_ids: Any, p_advance: np.ndarray) -> np.ndarray:
     if isinstance(person_ids, pa.ChunkedArray):
         person_ids = person_ids.combine_chunks()
     if not isinstance(person_ids, pa.Array):
-        person_ids = strings(np.asarray(person_ids, dtype=object).tolist())
+        ids = np.asarray(person_ids, dtype=object).tolist()
+        person_ids = strings([i if i is None or isinstance(i, str) else str(i) for i in ids])
     group = to_codes(person_ids.dictionary_encode().indices)
     n = len(group)
     # By person, then p_advance descending, then input position (lexsort: last key first).

@@ -173,16 +173,21 @@ def csv_blocks(
 
     block_bytes = block_bytes or BLOCK_BYTES
     read_bytes = min(READ_BYTES, block_bytes)
-    reader = pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(block_size=read_bytes, use_threads=False),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(header, pa.string()),
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=read_bytes, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return  # the header alone, without a final newline: no rows
+        raise ContractError(f"{source}: {_arrow_reason(exc)}") from None
     next_row = 1
     pieces: list[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]] = []
     try:
@@ -248,8 +253,13 @@ def _field_count_rejects(skipped: list[tuple[int, str]], header: list[str], expe
     id_index = header.index("candidate_id") if "candidate_id" in header else None
     rows, ids, reasons = [], [], []
     for number, text in skipped:
-        fields = next(csv.reader([text]), [])
         rows.append(number)
+        try:
+            fields = next(csv.reader([text]), [])
+        except csv.Error as exc:  # e.g. a quote that never closes
+            ids.append("")
+            reasons.append(f"not a valid CSV row ({exc})")
+            continue
         ids.append(fields[id_index] if id_index is not None and id_index < len(fields) else "")
         reasons.append(f"expected {expected} fields, got {len(fields)}")
     return rejects_table(rows, ids, [""] * len(rows), reasons)

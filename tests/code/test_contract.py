@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import re
 
 import pandas as pd
@@ -200,7 +201,8 @@ def test_record_shortcuts_at_the_bounds(column):
     for number in (low - 1, low, low + 0.5, high, high + 1):
         for value in (number, float(number), str(number), f" {number} "):
             assert_record_path_equals_parse_value(column, value)
-    for value in (None, "", " ", "x" * 65, "a;b", "a;;b", " a ", True, float("nan"), float("inf")):
+    huge = (10**400, "9" * 5000, decimal.Decimal("2.5"))
+    for value in (None, "", " ", "x" * 65, "a;b", "a;;b", " a ", True, float("nan"), float("inf"), *huge):
         assert_record_path_equals_parse_value(column, value)
 
 
@@ -230,3 +232,43 @@ def test_skill_list_byte_scan_equals_the_pattern(cells, cut):
     text = pa.array(["x", *cells], pa.string()).slice(1 + cut)  # a slice: offsets not at 0
     expected = [re.fullmatch(SKILLS_PATTERN.strip("^$"), cell) is not None for cell in cells[cut:]]
     assert _skill_lists_ok(text).tolist() == expected
+
+
+def test_typed_arrow_columns_validate_like_records():
+    """Typed Arrow input (Parquet): NaN, nulls, huge ints, decimals and string_view cells get
+    the record path's verdicts, and a bad row is a reject, not a crash."""
+    good = {
+        **candidate_record(current_level=10, target_level=1),
+        "current_level": 10,
+        "target_level": 1,
+        "necessity_avoidable": None,
+        "fit_score": 3,
+        "months_unemployed": 0,
+        "years_experience": decimal.Decimal("12.50"),
+    }
+    changes = [
+        {"necessity_avoidable": float("nan")},  # empty, allowed for this motive
+        {},
+        {"months_unemployed": 2**60},  # beyond float64's exact integers: out of range
+        {"fit_score": 9},
+        {"years_experience": decimal.Decimal("60.25")},  # out of range
+        {"motive": "necessity", "necessity_avoidable": float("nan")},  # required, empty
+    ]
+    records = [{**good, **change} for change in changes]
+    types = {
+        "candidate_id": pa.string_view(),
+        "region": pa.string_view(),
+        "necessity_avoidable": pa.float64(),  # not from_pandas: NaN stays NaN, None is null
+        "current_level": pa.int64(),
+        "target_level": pa.int64(),
+        "months_unemployed": pa.int64(),
+        "fit_score": pa.int64(),
+        "years_experience": pa.decimal128(6, 2),
+    }
+    columns = {name: pa.array([r[name] for r in records], types.get(name, pa.string())) for name in good}
+    checked = validate_frame(pa.table(columns))
+    for i, record in enumerate(records, start=1):
+        _, expected = validate_record(record)
+        got = checked.problems[checked.problems["row"] == i]
+        assert sorted(zip(got["column"], got["reason"], strict=True)) == sorted(expected), i
+    assert checked.bad.tolist() == [False, False, True, True, True, True]

@@ -119,6 +119,7 @@ def test_scalar_twins_equal_the_batch_functions(candidates, vocab):
 def test_rank_within_person_ties_keep_input_order():
     ranks = rank_within(pd.Series(["a", "b", "a", "a"]), np.array([0.2, 0.9, 0.5, 0.5]))
     assert list(ranks) == [3, 1, 1, 2]
+    assert list(rank_within(pd.Series([7, 8, 7, 7]), np.array([0.2, 0.9, 0.5, 0.5]))) == [3, 1, 1, 2]
 
 
 @settings(max_examples=200, deadline=None)

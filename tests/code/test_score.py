@@ -208,3 +208,17 @@ def test_scoring_a_clean_file_never_loads_pandas(tmp_path, candidates, model_dir
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert len(read(tmp_path / "s.csv")) == 200
+
+
+def test_a_header_without_rows_or_final_newline_scores_nothing(tmp_path, model_dir):
+    src = tmp_path / "in.csv"
+    src.write_text(",".join(candidate_record()))  # no newline after the header
+    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    assert read(tmp_path / "s.csv").empty and list(read(tmp_path / "s.csv").columns) == list(SCORES_COLUMNS)
+
+
+def test_a_row_python_csv_cannot_split_is_still_a_reject():
+    header = list(candidate_record())
+    rejects = score_module._field_count_rejects([(7, '"' + "a" * 200_000)], header, len(header))
+    assert rejects.column("row").to_pylist() == [7]
+    assert rejects.column("reason")[0].as_py().startswith("not a valid CSV row")
