@@ -53,6 +53,7 @@ def scalar(value: str | int | float) -> pa.Scalar:
     return from_numpy(np.array([value]))[0]
 
 
+EMPTY_TEXT = scalar("")
 _FALSE = scalar(False)
 _MINUS_ONE = scalar(-1)
 

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.arrow import from_numpy, scalar, strings, to_numpy
+from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
 from stepdown_ml.arrow import to_bool as _to_bool
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def is_pandas(value: Any, kind: str = "DataFrame") -> bool:
 
 
 # Arguments of compute functions, made once (see stepdown_ml.arrow.scalar).
-_EMPTY, _ZERO, _NECESSITY = scalar(""), scalar("0"), scalar("necessity")
+_ZERO, _NECESSITY = scalar("0"), scalar("necessity")
 _MAX_ID_LENGTH = scalar(MAX_ID_LENGTH)
 
 
@@ -294,7 +294,7 @@ class _Cells:
         """Null, "" or blanks only."""
         if self._empty is None:
             # utf8_is_space is false for "".
-            empty = _to_bool(pc.or_(pc.equal(self.text, _EMPTY), pc.utf8_is_space(self.text)))
+            empty = _to_bool(pc.or_(pc.equal(self.text, EMPTY_TEXT), pc.utf8_is_space(self.text)))
             if self.text.null_count:
                 empty |= ~self.is_text
             self._empty = empty
@@ -623,12 +623,21 @@ def _cells_at(data: pd.Series | pa.Array, rows: np.ndarray) -> list[Any]:
 
 def rejects_table(rows: Any, candidate_ids: Any, columns: Any, reasons: Any) -> pa.Table:
     """Problems as an Arrow table in the rejects layout, stably sorted by row."""
-    row_numbers = np.asarray(rows, dtype=np.int64)
     table = pa.Table.from_arrays(
-        [from_numpy(row_numbers), strings(candidate_ids), strings(columns), strings(reasons)],
+        [
+            from_numpy(np.asarray(rows, dtype=np.int64)),
+            strings(candidate_ids),
+            strings(columns),
+            strings(reasons),
+        ],
         schema=REJECTS_SCHEMA,
     )
-    order = np.argsort(row_numbers, kind="stable")
+    return sort_rejects(table)
+
+
+def sort_rejects(table: pa.Table) -> pa.Table:
+    """Rejects stably sorted by row (several problems of one row keep their order)."""
+    order = np.argsort(to_numpy(table.column("row")), kind="stable")
     return table if np.all(order[1:] > order[:-1]) else table.take(from_numpy(order))
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.arrow import from_numpy, scalar, strings, to_codes, to_numpy
+from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, strings, to_codes, to_numpy
 from stepdown_ml.arrow import to_bool as _mask
 from stepdown_ml.contract import (
     AGE_BANDS,
@@ -114,7 +114,6 @@ MONOTONIC = {
 }
 
 _AGE_INDEX = {band: i for i, band in enumerate(AGE_BANDS)}
-_EMPTY = scalar("")
 _WORD_BITS = 64
 
 
@@ -165,7 +164,7 @@ def _bitsets(lists: pa.ListArray, index: _SkillIndex, n: int) -> tuple[np.ndarra
     """Known tokens as (n, words) bitsets; unknown tokens as (row, token) pairs."""
     flat = pc.list_flatten(lists)
     parents = to_numpy(pc.list_parent_indices(lists))
-    nonblank = _mask(pc.not_equal(flat, _EMPTY))
+    nonblank = _mask(pc.not_equal(flat, EMPTY_TEXT))
     found = pc.index_in(flat, value_set=index.value_set)
     known = _mask(pc.is_valid(found)) & nonblank
     rows = parents[known]

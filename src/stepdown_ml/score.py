@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from stepdown_ml import config
-from stepdown_ml.arrow import from_numpy, scalar, strings, to_numpy
+from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
 from stepdown_ml.contract import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
@@ -44,6 +44,7 @@ from stepdown_ml.contract import (
     column_names,
     rejects_table,
     require_columns,
+    sort_rejects,
     validate_frame,
 )
 from stepdown_ml.features import arrow_text
@@ -55,8 +56,8 @@ from stepdown_ml.tables import FORMULA_PATTERN, atomic_path
 # column), while validation, features and inference cost less per row in larger blocks.
 # So files are read in small pieces, and several pieces are scored together as a block.
 READ_BYTES = 1 << 19
-_QUOTE, _EMPTY = scalar("'"), scalar("")
 BLOCK_BYTES = 1 << 22
+_QUOTE = scalar("'")
 
 
 @dataclass
@@ -305,8 +306,7 @@ def score_block(
     if malformed:
         header = header if header is not None else column_names(frame)
         extra = _field_count_rejects(list(malformed), header, len(header))
-        both = pa.concat_tables([rejects, extra])
-        rejects = both.take(from_numpy(np.argsort(to_numpy(both.column("row")), kind="stable")))
+        rejects = sort_rejects(pa.concat_tables([rejects, extra]))
     persons = None
     if PERSON_ID.name in valid:
         persons = arrow_text(valid[PERSON_ID.name])
@@ -316,7 +316,7 @@ def score_block(
 
 def _neutralize_column(values: pa.Array) -> pa.Array:
     risky = pc.match_substring_regex(values, FORMULA_PATTERN)
-    return pc.if_else(risky, pc.binary_join_element_wise(_QUOTE, values, _EMPTY), values)
+    return pc.if_else(risky, pc.binary_join_element_wise(_QUOTE, values, EMPTY_TEXT), values)
 
 
 class _Writer:

@@ -149,9 +149,6 @@ def _output(block: Any, file: str) -> pa.RecordBatch:
     scores, rejects = block.scores, block.rejects
     n_scores, n_rejects = scores.num_rows, rejects.num_rows
 
-    def text(values: Any) -> pa.Array:
-        return pa.array(np.asarray(values, dtype=object), pa.string(), from_pandas=True)
-
     def stack(top: pa.Array | pa.ChunkedArray | None, bottom: pa.Array | None, kind: pa.DataType) -> pa.Array:
         top = pa.nulls(n_scores, kind) if top is None else top
         bottom = pa.nulls(n_rejects, kind) if bottom is None else bottom
