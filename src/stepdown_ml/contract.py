@@ -21,8 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
-from stepdown_ml.arrow import to_bool as _to_bool
+from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_bool, to_numpy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,7 +188,7 @@ class Column:
         if kind in ("id", "enum", "skills"):
             text = column.text
             if kind == "id":
-                ok = _to_bool(pc.less_equal(pc.utf8_length(text), _MAX_ID_LENGTH))
+                ok = to_bool(pc.less_equal(pc.utf8_length(text), _MAX_ID_LENGTH))
             else:
                 ok, codes = self._text_ok(text)
                 if not ok.all() and not (ok | column.empty).all():
@@ -228,7 +227,7 @@ class Column:
         """Which cells are well-formed, and for an enum the index of each in ``allowed``."""
         if self.kind == "enum":
             codes = pc.index_in(text, value_set=self._allowed_array)
-            return _to_bool(codes.is_valid()), codes
+            return to_bool(codes.is_valid()), codes
         return _skill_lists_ok(text), None
 
 
@@ -262,7 +261,7 @@ def _skill_lists_ok(text: pa.Array) -> np.ndarray:
             and not separator[offsets[1:][filled] - 1 - start].any()
         ):
             return filled
-    return _to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
+    return to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
 
 
 class _Cells:
@@ -294,7 +293,7 @@ class _Cells:
         """Null, "" or blanks only."""
         if self._empty is None:
             # utf8_is_space is false for "".
-            empty = _to_bool(pc.or_(pc.equal(self.text, EMPTY_TEXT), pc.utf8_is_space(self.text)))
+            empty = to_bool(pc.or_(pc.equal(self.text, EMPTY_TEXT), pc.utf8_is_space(self.text)))
             if self.text.null_count:
                 empty |= ~self.is_text
             self._empty = empty
@@ -325,7 +324,7 @@ class _Cells:
             return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
         if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
             text = pa.array(raw, type=pa.string(), from_pandas=True)
-            return cls(text, _to_bool(pc.is_valid(text)), None)
+            return cls(text, to_bool(pc.is_valid(text)), None)
         # Mixed object column: the rare, slow path, cell by cell.
         cells = raw.to_numpy(dtype=object)
         is_text = np.fromiter((isinstance(v, str) for v in cells), dtype=bool, count=n)
@@ -347,7 +346,7 @@ class _Cells:
             raw, kind = raw.cast(pa.string()), pa.string()
         n = len(raw)
         if pa.types.is_string(kind):
-            is_text = np.ones(n, dtype=bool) if raw.null_count == 0 else _to_bool(pc.is_valid(raw))
+            is_text = np.ones(n, dtype=bool) if raw.null_count == 0 else to_bool(pc.is_valid(raw))
             return cls(raw, is_text, None)
         no_text = pa.nulls(n, pa.string())
         if pa.types.is_null(kind):
@@ -371,7 +370,7 @@ class _Cells:
                 return fast
         parsed = self._numbers.copy() if self._numbers is not None else np.full(len(self.is_text), np.nan)
         if self.is_text.any():
-            looks_numeric = _to_bool(pc.match_substring_regex(self.text, NUMBER_PATTERN))
+            looks_numeric = to_bool(pc.match_substring_regex(self.text, NUMBER_PATTERN))
             cleaned = pc.replace_substring_regex(self.trimmed, r"^\+", "")
             cleaned = pc.if_else(from_numpy(looks_numeric), cleaned, _ZERO)
             cast = to_numpy(pc.cast(cleaned, pa.float64()))
@@ -713,7 +712,7 @@ def validate_frame(
     if "motive" in parsed and "necessity_avoidable" in parsed:
         # A nullable number parses to NaN exactly where it is empty or bad.
         empty = np.isnan(parsed["necessity_avoidable"]) & ~column_bad["necessity_avoidable"]
-        necessity = _to_bool(pc.equal(parsed["motive"], _NECESSITY))
+        necessity = to_bool(pc.equal(parsed["motive"], _NECESSITY))
         idx = np.flatnonzero(necessity & empty)
         add(idx, "necessity_avoidable", np.full(len(idx), NECESSITY_AVOIDABLE_REASON, dtype=object))
     extra = {name: column_of(frame, name) for name in names if name not in parsed}

@@ -21,8 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, strings, to_codes, to_numpy
-from stepdown_ml.arrow import to_bool as _mask
+from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, strings, to_bool, to_codes, to_numpy
 from stepdown_ml.contract import (
     AGE_BANDS,
     FUNCTIONS,
@@ -164,9 +163,9 @@ def _bitsets(lists: pa.ListArray, index: _SkillIndex, n: int) -> tuple[np.ndarra
     """Known tokens as (n, words) bitsets; unknown tokens as (row, token) pairs."""
     flat = pc.list_flatten(lists)
     parents = to_numpy(pc.list_parent_indices(lists))
-    nonblank = _mask(pc.not_equal(flat, EMPTY_TEXT))
+    nonblank = to_bool(pc.not_equal(flat, EMPTY_TEXT))
     found = pc.index_in(flat, value_set=index.value_set)
-    known = _mask(pc.is_valid(found)) & nonblank
+    known = to_bool(pc.is_valid(found)) & nonblank
     rows = parents[known]
     code = to_numpy(found.filter(from_numpy(known)))
     bits = np.zeros((n, index.words), dtype=np.uint64)
@@ -298,8 +297,8 @@ def _one_hot(levels: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
 
 
 _MOTIVE_HOT, _REGION_HOT = _one_hot(MOTIVES), _one_hot(REGIONS)
-_PACK_ROW = struct.Struct(f"={N_FEATURES}f").pack_into  # native-order float32
 _FUNCTION_HOT, _INDUSTRY_HOT = _one_hot(FUNCTIONS), _one_hot(INDUSTRIES)
+_PACK_ROW = struct.Struct(f"={N_FEATURES}f").pack_into  # native-order float32
 
 
 class FeatureSpace:
