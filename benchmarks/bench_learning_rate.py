@@ -16,13 +16,13 @@ import numpy as np
 import onnxruntime as ort
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from stepdown_ml.contract import LABEL
-from stepdown_ml.export import ensemble_size, serving_graph, to_onnx
-from stepdown_ml.features import FeatureSpace
-from stepdown_ml.generate import generate_transitions
-from stepdown_ml.modeldir import INPUT_NAME
-from stepdown_ml.skills import load_vocabulary
-from stepdown_ml.train import fit, load_params, prepare, split
+from stepdown_ml.core.features import FeatureSpace
+from stepdown_ml.core.modeldir import INPUT_NAME
+from stepdown_ml.core.schema import LABEL
+from stepdown_ml.core.skills import load_vocabulary
+from stepdown_ml.datasets.generate import generate_transitions
+from stepdown_ml.training.export import ensemble_size, serving_graph, to_onnx
+from stepdown_ml.training.train import fit, load_params, prepare, split
 
 RATES = (0.15, 0.2, 0.25, 0.3)
 SEEDS = (1, 2, 3, 4)

@@ -11,12 +11,12 @@ import time
 
 import numpy as np
 
-from stepdown_ml import config
-from stepdown_ml.generate import generate_transitions
+from stepdown_ml.core import config
+from stepdown_ml.core.skills import load_vocabulary
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.datasets.generate import generate_transitions
 from stepdown_ml.serving import Model, predict
-from stepdown_ml.skills import load_vocabulary
-from stepdown_ml.tables import write_csv
-from stepdown_ml.train import load_params, run_training
+from stepdown_ml.training.train import load_params, run_training
 
 CALLS = 5_000
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from benchmarks.common import candidates_csv, cli, run_child
-from stepdown_ml import config
+from stepdown_ml.core import config
 
 
 def floor_seconds(path: Path, out: Path) -> float:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import candidates_csv, cli, run_child
-from stepdown_ml import config
+from stepdown_ml.core import config
 
 CORES = 2
 

@@ -13,11 +13,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from benchmarks.common import candidates_csv
-from stepdown_ml import config
-from stepdown_ml.contract import CANDIDATE_COLUMNS, validate_frame
-from stepdown_ml.features import arrow_text
-from stepdown_ml.score import BLOCK_BYTES, SCORES_SCHEMA, _scores_table
+from stepdown_ml.core import config
+from stepdown_ml.core.features import arrow_text
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.serving import Model
+from stepdown_ml.serving.batch import BLOCK_BYTES, SCORES_SCHEMA, _scores_table
 
 
 def main(rows: int) -> None:

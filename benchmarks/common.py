@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stepdown_ml import config
-from stepdown_ml.contract import CANDIDATE_COLUMNS
-from stepdown_ml.generate import generate_transitions
-from stepdown_ml.tables import write_csv
+from stepdown_ml.core import config
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.datasets.generate import generate_transitions
 
 BENCH_DIR = config.GENERATED_DIR / "bench"
 CHUNK = 1_000_000

@@ -12,13 +12,13 @@ from pathlib import Path
 import mlflow
 
 from stepdown_ml.cli import print_json
-from stepdown_ml.evaluate import evaluate_model
-from stepdown_ml.generate import generate_transitions
+from stepdown_ml.core.skills import load_vocabulary
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.datasets.generate import generate_transitions
+from stepdown_ml.mlops.tracking import tracked_training
 from stepdown_ml.serving import Model
-from stepdown_ml.skills import load_vocabulary
-from stepdown_ml.tables import write_csv
-from stepdown_ml.tracking import tracked_training
-from stepdown_ml.train import load_params, prepare
+from stepdown_ml.training.evaluate import evaluate_model
+from stepdown_ml.training.train import load_params, prepare
 
 FRESH_ROWS = 20_000
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from hypothesis import settings
 
-from stepdown_ml import config
-from stepdown_ml.contract import CANDIDATE_COLUMNS
-from stepdown_ml.generate import generate_transitions
-from stepdown_ml.skills import load_vocabulary
-from stepdown_ml.tables import write_csv
-from stepdown_ml.train import load_params, run_training
+from stepdown_ml.core import config
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+from stepdown_ml.core.skills import load_vocabulary
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.datasets.generate import generate_transitions
+from stepdown_ml.training.train import load_params, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stepdown_ml import config
-from stepdown_ml.contract import ContractError
-from stepdown_ml.modeldir import ModelDirError
+from stepdown_ml.core import config
+from stepdown_ml.core.modeldir import ModelDirError
+from stepdown_ml.core.schema import ContractError
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -38,8 +38,8 @@ _non_negative_int = _int_at_least(0, "non-negative")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from stepdown_ml.generate import generate_raw, generate_transitions
-    from stepdown_ml.tables import write_csv
+    from stepdown_ml.core.tables import write_csv
+    from stepdown_ml.datasets.generate import generate_raw, generate_transitions
 
     raw = args.raw or args.kind == "raw"
     make = generate_raw if raw else generate_transitions
@@ -50,7 +50,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
-    from stepdown_ml.anonymize import anonymize_file
+    from stepdown_ml.datasets.anonymize import anonymize_file
 
     report = anonymize_file(args.raw, args.out, k=args.k, report_path=args.report)
     _say(
@@ -61,8 +61,8 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from stepdown_ml.skills import load_vocabulary
-    from stepdown_ml.train import load_params, run_training
+    from stepdown_ml.core.skills import load_vocabulary
+    from stepdown_ml.training.train import load_params, run_training
 
     params = load_params(args.params)
     vocab = load_vocabulary(args.vocabulary)
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run_training(args.data, args.model_dir, params, vocab, plots_dir=args.plots_dir)
         outcome = None
     else:
-        from stepdown_ml.tracking import tracked_training
+        from stepdown_ml.mlops.tracking import tracked_training
 
         result, outcome = tracked_training(
             args.data, args.model_dir, params, vocab, params_path=args.params, plots_dir=args.plots_dir
@@ -88,10 +88,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stepdown_ml.evaluate import evaluate_model
+    from stepdown_ml.core.tables import read_csv_text
     from stepdown_ml.serving import load_model
-    from stepdown_ml.tables import read_csv_text
-    from stepdown_ml.train import prepare
+    from stepdown_ml.training.evaluate import evaluate_model
+    from stepdown_ml.training.train import prepare
 
     values = prepare(read_csv_text(args.data), source=str(args.data))
     print_json(evaluate_model(load_model(args.model_uri or args.model_dir), values))
@@ -99,8 +99,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from stepdown_ml.score import score_file, use_lean_memory_pool
     from stepdown_ml.serving import load_model
+    from stepdown_ml.serving.batch import score_file, use_lean_memory_pool
 
     if args.engine == "spark":
         return _score_on_spark(args)
@@ -123,12 +123,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _score_on_spark(args: argparse.Namespace) -> int:
     import time
 
-    from stepdown_ml.spark import score_spark, spark_session, write_outputs
+    from stepdown_ml.serving.spark import score_spark, spark_session, write_outputs
 
     started = time.perf_counter()
     model_dir = args.model_dir
     if args.model_uri:
-        from stepdown_ml.tracking import download_model_dir
+        from stepdown_ml.serving.registry import download_model_dir
 
         model_dir = download_model_dir(args.model_uri)
     spark = spark_session(args.master)

@@ -14,7 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepdown_ml.anonymize import (
+from stepdown_ml.cli import main
+from stepdown_ml.core.config import PSEUDONYM_KEY_ENV
+from stepdown_ml.core.schema import RAW_IDENTIFYING_COLUMNS, TRANSITION_COLUMNS
+from stepdown_ml.core.tables import read_csv_text
+from stepdown_ml.core.validation import validate_frame
+from stepdown_ml.datasets.anonymize import (
     FOLD_TOKEN,
     OUTPUT_COLUMNS,
     QUASI_IDENTIFIERS,
@@ -23,11 +28,7 @@ from stepdown_ml.anonymize import (
     anonymize_file,
     pseudonymize,
 )
-from stepdown_ml.cli import main
-from stepdown_ml.config import PSEUDONYM_KEY_ENV
-from stepdown_ml.contract import RAW_IDENTIFYING_COLUMNS, TRANSITION_COLUMNS, validate_frame
-from stepdown_ml.generate import CITIES, generate_raw
-from stepdown_ml.tables import read_csv_text
+from stepdown_ml.datasets.generate import CITIES, generate_raw
 
 KEY = b"test-key-for-the-anonymizer-0001"
 KEY_TEXT = "Sup3r-s3cret-KEY-never-to-be-written-7c1f"

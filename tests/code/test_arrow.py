@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepdown_ml.arrow import from_numpy, scalar, strings, to_bool, to_codes, to_numpy
+from stepdown_ml.core.arrow import from_numpy, scalar, strings, to_bool, to_codes, to_numpy
 
 
 @settings(max_examples=200, deadline=None)

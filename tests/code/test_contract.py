@@ -11,17 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepdown_ml.contract import (
+from stepdown_ml.core.parsing import _skill_lists_ok, parse_series, parse_value
+from stepdown_ml.core.schema import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
     SKILLS_PATTERN,
     TRANSITION_COLUMNS,
     ContractError,
-    _skill_lists_ok,
     candidate_column,
-    validate_frame,
-    validate_record,
 )
+from stepdown_ml.core.validation import validate_frame, validate_record
 from tests.conftest import candidate_record
 
 # (column, valid value, invalid value, expected fragment of the reason)
@@ -161,8 +160,8 @@ cell = st.one_of(
 def test_record_and_frame_paths_agree(column, value):
     """parse_value (predict's path) and parse_series (batch path) agree on any input."""
     spec = candidate_column(column.name)
-    one, reason = spec.parse_value(value)
-    values, bad = spec.parse_series(pd.Series([value], dtype=object))
+    one, reason = parse_value(spec, value)
+    values, bad = parse_series(spec, pd.Series([value], dtype=object))
     assert bool(bad[0]) == (reason is not None)
     if reason is None and one is not None:
         assert first(values) == one
@@ -181,7 +180,7 @@ def assert_record_path_equals_parse_value(column, value) -> None:
     # Levels 10 -> 1: no value of one level column can break the cross-column rule.
     record = {**candidate_record(current_level=10, target_level=1, person_id="p-1"), column.name: value}
     values, problems = validate_record(record)
-    one, reason = column.parse_value(value)
+    one, reason = parse_value(column, value)
     assert [r for c, r in problems if c == column.name] == ([reason] if reason else []), value
     if reason is None:
         assert values[column.name] == one and type(values[column.name]) is type(one), value
@@ -214,9 +213,9 @@ numberish = st.from_regex(r"[ \t+\-0-9.eE_xXnaifINFd]{0,7}", fullmatch=True)
 def test_number_parsing_agrees_on_number_like_text(value, column):
     """Arrow's cast (batch) and the regex (record) accept exactly the same numbers."""
     spec = candidate_column(column)
-    one, reason = spec.parse_value(value)
+    one, reason = parse_value(spec, value)
     for frame_values in ([value], [value, "1"]):  # alone, and beside a clean cell
-        values, bad = spec.parse_series(pd.Series(frame_values, dtype="str"))
+        values, bad = parse_series(spec, pd.Series(frame_values, dtype="str"))
         assert bool(bad[0]) == (reason is not None), (value, reason)
         if reason is None and one is not None:
             assert first(values) == one

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from stepdown_ml import config
-from stepdown_ml.generate import generate_transitions
-from stepdown_ml.modeldir import (
+from stepdown_ml.core import config
+from stepdown_ml.core.modeldir import (
     MANIFEST_FILE,
     ONNX_FILE,
     SERVING_ONNX_FILE,
@@ -17,9 +16,10 @@ from stepdown_ml.modeldir import (
     read_manifest,
     sha256_file,
 )
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.datasets.generate import generate_transitions
 from stepdown_ml.serving import Model
-from stepdown_ml.tables import write_csv
-from stepdown_ml.train import load_params, run_training
+from stepdown_ml.training.train import load_params, run_training
 
 DEFAULT = config.MODELS_DIR / "default"
 

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from stepdown_ml import export
-from stepdown_ml.contract import LABEL, validate_frame
-from stepdown_ml.features import GROUP_NAMES, N_FEATURES, FeatureSpace
-from stepdown_ml.modeldir import ONNX_FILE, SERVING_ONNX_FILE, read_manifest, sha256_file
+from stepdown_ml.core.features import GROUP_NAMES, N_FEATURES, FeatureSpace
+from stepdown_ml.core.modeldir import ONNX_FILE, SERVING_ONNX_FILE, read_manifest, sha256_file
+from stepdown_ml.core.schema import LABEL
+from stepdown_ml.core.validation import validate_frame
+from stepdown_ml.training import export
 from tests.conftest import candidate_record
 
 

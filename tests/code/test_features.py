@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepdown_ml.contract import validate_frame, validate_record
-from stepdown_ml.features import FEATURE_NAMES, FeatureSpace, skill_overlap
+from stepdown_ml.core.features import FEATURE_NAMES, FeatureSpace, skill_overlap
+from stepdown_ml.core.validation import validate_frame, validate_record
 from tests.conftest import candidate_record
 
 COL = {n: i for i, n in enumerate(FEATURE_NAMES)}

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepdown_ml.contract import validate_frame
-from stepdown_ml.features import FEATURE_NAMES, GROUP_NAMES, FeatureSpace
-from stepdown_ml.recommend import (
+from stepdown_ml.core.features import FEATURE_NAMES, GROUP_NAMES, FeatureSpace
+from stepdown_ml.core.recommend import (
     NO_DOMINANT_FACTOR,
     rank_within,
     reasons,
@@ -19,6 +18,7 @@ from stepdown_ml.recommend import (
     recommend,
     recommend_one,
 )
+from stepdown_ml.core.validation import validate_frame
 from tests.conftest import candidate_record
 
 

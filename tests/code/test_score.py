@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stepdown_ml import score as score_module
 from stepdown_ml.cli import main
-from stepdown_ml.contract import REJECTS_COLUMNS, SCORES_COLUMNS
+from stepdown_ml.core.schema import REJECTS_COLUMNS, SCORES_COLUMNS
+from stepdown_ml.core.tables import write_csv
 from stepdown_ml.serving import Model, predict
-from stepdown_ml.tables import write_csv
+from stepdown_ml.serving import batch as score_module
 from tests.conftest import candidate_record
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from stepdown_ml import InvalidCandidateError, predict
-from stepdown_ml.contract import RECOMMENDATIONS, SCORES_COLUMNS
-from stepdown_ml.recommend import REASON_CODES
+from stepdown_ml.core.recommend import REASON_CODES
+from stepdown_ml.core.schema import RECOMMENDATIONS, SCORES_COLUMNS
 from stepdown_ml.serving import Model
-from stepdown_ml.train import calibrate
+from stepdown_ml.training.train import calibrate
 from tests.conftest import candidate_record
 
 CODES = {c for pair in REASON_CODES.values() for c in pair} | {"no_dominant_factor"}

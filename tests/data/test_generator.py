@@ -8,9 +8,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from stepdown_ml.cli import main
-from stepdown_ml.contract import TRANSITION_COLUMNS, validate_frame
-from stepdown_ml.features import FeatureSpace
-from stepdown_ml.generate import generate_raw, generate_transitions
+from stepdown_ml.core.features import FeatureSpace
+from stepdown_ml.core.schema import TRANSITION_COLUMNS
+from stepdown_ml.core.validation import validate_frame
+from stepdown_ml.datasets.generate import generate_raw, generate_transitions
 
 ROWS = 40_000
 

@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from stepdown_ml import config, predict
-from stepdown_ml.generate import generate_transitions
-from stepdown_ml.tables import write_csv
-from stepdown_ml.tracking import tracked_training
-from stepdown_ml.train import load_params
+from stepdown_ml import predict
+from stepdown_ml.core import config
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.datasets.generate import generate_transitions
+from stepdown_ml.mlops.tracking import tracked_training
+from stepdown_ml.training.train import load_params
 from tests.conftest import ROOT, candidate_record
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stepdown_ml import config
 from stepdown_ml.cli import main
-from stepdown_ml.contract import CANDIDATE_COLUMNS
-from stepdown_ml.tables import write_csv
-from stepdown_ml.tracking import input_example, log_model
+from stepdown_ml.core import config
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.mlops.tracking import input_example, log_model
 
 pyspark = pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ DEFAULT = config.MODELS_DIR / "default"
 
 @pytest.fixture(scope="module")
 def spark():
-    from stepdown_ml.spark import spark_session
+    from stepdown_ml.serving.spark import spark_session
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     session = (
@@ -72,7 +72,7 @@ def test_spark_equals_the_single_process_scorer(spark, messy_csv, tmp_path):
     local = pd.read_csv(tmp_path / "local.csv", dtype=str, keep_default_na=False)
     local_rejects = pd.read_csv(tmp_path / "local.rejects.csv", dtype=str, keep_default_na=False)
 
-    from stepdown_ml.spark import score_spark, write_outputs
+    from stepdown_ml.serving.spark import score_spark, write_outputs
 
     scores, rejects = score_spark(spark, str(messy_csv), DEFAULT)
     assert scores.rdd.getNumPartitions() >= 1
@@ -96,7 +96,7 @@ def test_spark_reads_parquet(spark, candidates, tmp_path):
     frame = candidates.head(300).astype(str).replace({"<NA>": ""})
     path = tmp_path / "candidates.parquet"
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
-    from stepdown_ml.spark import score_spark
+    from stepdown_ml.serving.spark import score_spark
 
     scores, rejects = score_spark(spark, str(path), DEFAULT)
     got = scores.orderBy("row").toPandas()

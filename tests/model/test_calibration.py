@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stepdown_ml import config
-from stepdown_ml.modeldir import read_manifest
+from stepdown_ml.core import config
+from stepdown_ml.core.modeldir import read_manifest
 from stepdown_ml.serving import Model
-from stepdown_ml.train import IDENTITY_CALIBRATION, calibrate, load_params, run_training, uncalibrate
+from stepdown_ml.training.train import IDENTITY_CALIBRATION, calibrate, load_params, run_training, uncalibrate
 
 
 @pytest.fixture(scope="module")

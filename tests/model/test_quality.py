@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stepdown_ml import config
-from stepdown_ml.contract import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS
-from stepdown_ml.generate import generate_transitions
-from stepdown_ml.tables import write_csv
-from stepdown_ml.train import load_params, run_training
+from stepdown_ml.core import config
+from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.datasets.generate import generate_transitions
+from stepdown_ml.training.train import load_params, run_training
 
 ROWS = 60_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PROJ_ROOT = PACKAGE_DIR.parents[1]
 DATA_DIR = PROJ_ROOT / "data"
 GENERATED_DIR = DATA_DIR / "generated"

@@ -1,9 +1,9 @@
 """Scale-out scoring on Apache Spark, through the same code as ``stepdown-ml score``.
 
-Each partition is scored by :func:`stepdown_ml.score.score_block` (validation,
+Each partition is scored by :func:`stepdown_ml.serving.batch.score_block` (validation,
 features, the ONNX model, recommendations, reasons) inside ``mapInArrow`` (Arrow batches
 both ways, no pandas conversion by Spark); CSV text is
-parsed by the same :func:`stepdown_ml.score.csv_blocks` as the CLI, so a malformed line
+parsed by the same :func:`stepdown_ml.serving.batch.csv_blocks` as the CLI, so a malformed line
 is rejected with the same row number and reason. The model directory travels to the
 executors with ``SparkContext.addFile`` and each executor process builds its ONNX
 session once. Ranking by ``person_id`` runs as a Spark window over the whole input, so
@@ -29,20 +29,36 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from stepdown_ml.contract import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, SCORES_COLUMNS, ContractError
-from stepdown_ml.modeldir import read_manifest
-from stepdown_ml.score import csv_blocks, score_block
+from stepdown_ml.core.modeldir import read_manifest
+from stepdown_ml.core.schema import (
+    CANDIDATE_COLUMNS,
+    PERSON_ID,
+    RANK_COLUMN,
+    SCORES_COLUMNS,
+    SCORES_SCHEMA,
+    ContractError,
+)
+from stepdown_ml.core.tables import FORMULA_PATTERN
 from stepdown_ml.serving import Model
-from stepdown_ml.tables import FORMULA_PATTERN
+from stepdown_ml.serving.batch import csv_blocks, score_block
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-OUTPUT_SCHEMA = (
-    "kind string, file string, row long, candidate_id string, p_advance double, "
-    "recommendation string, reasons string, model_version string, column string, reason string, "
-    "person_id string"
+# One row per input row: a score (kind "score", the scores layout) or a reject.
+_ARROW_OUTPUT = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("file", pa.string()),
+        ("row", pa.int64()),
+        *SCORES_SCHEMA,
+        ("column", pa.string()),
+        ("reason", pa.string()),
+        ("person_id", pa.string()),
+    ]
 )
+_SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double"}
+OUTPUT_SCHEMA = ", ".join(f"{field.name} {_SPARK_TYPES[field.type]}" for field in _ARROW_OUTPUT)
 _PARTITION_BITS = 33  # monotonically_increasing_id: partition index << 33 | row in partition
 _MODELS: dict[str, Model] = {}
 
@@ -136,14 +152,6 @@ def _line_index(batch: pd.DataFrame, offsets: dict[tuple[str, int], int]) -> np.
     return lines
 
 
-_ARROW_OUTPUT = pa.schema(
-    [
-        (name, {"string": pa.string(), "long": pa.int64(), "double": pa.float64()}[kind])
-        for name, kind in (field.split() for field in OUTPUT_SCHEMA.split(", "))
-    ]
-)
-
-
 def _output(block: Any, file: str) -> pa.RecordBatch:
     """One Arrow batch of scores and rejects in OUTPUT_SCHEMA (no pandas round trip)."""
     scores, rejects = block.scores, block.rejects
@@ -162,10 +170,7 @@ def _output(block: Any, file: str) -> pa.RecordBatch:
         pa.array([file] * (n_scores + n_rejects), pa.string()),
         stack(pa.array(block.rows, pa.int64()), rejects.column("row").combine_chunks(), pa.int64()),
         stack(scores.column("candidate_id"), rejects.column("candidate_id").combine_chunks(), pa.string()),
-        stack(scores.column("p_advance"), None, pa.float64()),
-        stack(scores.column("recommendation"), None, pa.string()),
-        stack(scores.column("reasons"), None, pa.string()),
-        stack(scores.column("model_version"), None, pa.string()),
+        *(stack(scores.column(field.name), None, field.type) for field in list(SCORES_SCHEMA)[1:]),
         stack(None, rejects.column("column").combine_chunks(), pa.string()),
         stack(None, rejects.column("reason").combine_chunks(), pa.string()),
         stack(persons, None, pa.string()),

@@ -15,8 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from stepdown_ml.serving import InvalidCandidateError, Model, predict
-
-MODEL_DIR_ARTIFACT = "model_dir"
+from stepdown_ml.serving.registry import MODEL_DIR_ARTIFACT
 
 
 class StepdownModel(mlflow.pyfunc.PythonModel):

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stepdown_ml.arrow import strings, to_codes
-from stepdown_ml.features import FEATURE_NAMES, GROUP_NAMES
+from stepdown_ml.core.arrow import strings, to_codes
+from stepdown_ml.core.features import FEATURE_NAMES, GROUP_NAMES
+from stepdown_ml.core.schema import RECOMMENDATIONS
 
 LATERAL_COVERAGE = 0.8
 AIM_HIGHER_COVERAGE = 0.5
@@ -54,9 +55,10 @@ NO_DOMINANT_FACTOR = "no_dominant_factor"
 # Group g's code is at 2g when it lowers p_advance, 2g + 1 when it raises it.
 _CODES = tuple(REASON_CODES[g][s] for g in GROUP_NAMES for s in (0, 1))
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
-RECOMMENDATION_NAMES = np.array(
-    ["take_step_down", "target_lateral", "aim_higher", "reconsider"], dtype=object
-)
+RECOMMENDATION_NAMES = np.array(RECOMMENDATIONS, dtype=object)
+TAKE_STEP_DOWN, TARGET_LATERAL, AIM_HIGHER, RECONSIDER = RECOMMENDATIONS
+# Their codes: positions in RECOMMENDATIONS.
+_TAKE, _LATERAL, _HIGHER, _RECONSIDER = range(len(RECOMMENDATIONS))
 
 
 def recommend(features: np.ndarray, p_advance: np.ndarray, threshold: float) -> np.ndarray:
@@ -72,7 +74,8 @@ def recommend_codes(features: np.ndarray, p_advance: np.ndarray, threshold: floa
     coverage = features[:, _COL["transferable_skill_coverage"]]
     lateral = (down >= 1) & (industry_only | (coverage >= LATERAL_COVERAGE))
     higher = function_change & (down >= AIM_HIGHER_MIN_LEVELS) & (coverage >= AIM_HIGHER_COVERAGE)
-    return np.where(lateral, 1, np.where(higher, 2, np.where(p_advance >= threshold, 0, 3))).astype(np.int8)
+    codes = np.where(p_advance >= threshold, _TAKE, _RECONSIDER)
+    return np.where(lateral, _LATERAL, np.where(higher, _HIGHER, codes)).astype(np.int8)
 
 
 def recommend_one(features: Sequence[float], p_advance: float, threshold: float) -> str:
@@ -80,11 +83,11 @@ def recommend_one(features: Sequence[float], p_advance: float, threshold: float)
     down = features[_COL["levels_down"]]
     coverage = features[_COL["transferable_skill_coverage"]]
     if down >= 1 and (features[_COL["industry_only_change"]] > 0 or coverage >= LATERAL_COVERAGE):
-        return "target_lateral"
+        return TARGET_LATERAL
     changes_function = features[_COL["function_change"]] > 0
     if changes_function and down >= AIM_HIGHER_MIN_LEVELS and coverage >= AIM_HIGHER_COVERAGE:
-        return "aim_higher"
-    return "take_step_down" if p_advance >= threshold else "reconsider"
+        return AIM_HIGHER
+    return TAKE_STEP_DOWN if p_advance >= threshold else RECONSIDER
 
 
 def reasons_one(contributions: Sequence[float]) -> str:

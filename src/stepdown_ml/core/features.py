@@ -21,17 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, strings, to_bool, to_codes, to_numpy
-from stepdown_ml.contract import (
-    AGE_BANDS,
-    FUNCTIONS,
-    INDUSTRIES,
-    MOTIVES,
-    REGIONS,
-    SKILL_SEPARATOR,
-    is_pandas,
-)
-from stepdown_ml.skills import SkillVocabulary
+from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, strings, to_bool, to_codes, to_numpy
+from stepdown_ml.core.parsing import is_pandas
+from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS, SKILL_SEPARATOR
+from stepdown_ml.core.skills import SkillVocabulary
 
 SKILL_FEATURES = (
     "n_current_skills",
@@ -314,7 +307,7 @@ class FeatureSpace:
         """Features of every row of validated values, shape (n, N_FEATURES), float32.
 
         ``values`` is a validated frame or its columns by name
-        (:meth:`stepdown_ml.contract.Validation.valid_columns`: the batch path).
+        (:meth:`stepdown_ml.core.schema.Validation.valid_columns`: the batch path).
         """
         n = len(values["motive"])
         # float64 results assigned into float32 round exactly as transform_record's cast.

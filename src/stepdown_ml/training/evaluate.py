@@ -13,8 +13,8 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from stepdown_ml.contract import LABEL, MOTIVES, TRUE_PROBABILITY
-from stepdown_ml.features import FEATURE_GROUP_INDEX, GROUP_NAMES
+from stepdown_ml.core.features import FEATURE_GROUP_INDEX, GROUP_NAMES
+from stepdown_ml.core.schema import LABEL, MOTIVES, TRUE_PROBABILITY
 
 
 def expected_calibration_error(y_true: np.ndarray, p: np.ndarray, bins: int = 15) -> float:

@@ -16,26 +16,18 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow as pa
 
-from stepdown_ml import config
-from stepdown_ml.arrow import from_numpy, strings
-from stepdown_ml.contract import (
-    CANDIDATE_COLUMNS,
-    PERSON_ID,
-    RANK_COLUMN,
-    SCORES_COLUMNS,
-    is_pandas,
-    validate_frame,
-    validate_record,
-)
-from stepdown_ml.features import GROUP_NAMES, N_FEATURES, FeatureSpace, arrow_text
-from stepdown_ml.modeldir import (
+from stepdown_ml.core import config
+from stepdown_ml.core.arrow import from_numpy, strings
+from stepdown_ml.core.features import GROUP_NAMES, N_FEATURES, FeatureSpace, arrow_text
+from stepdown_ml.core.modeldir import (
     CONTRIBUTIONS,
     INPUT_NAME,
     SERVING_ONNX_FILE,
     VOCABULARY_FILE,
     read_manifest,
 )
-from stepdown_ml.recommend import (
+from stepdown_ml.core.parsing import is_pandas
+from stepdown_ml.core.recommend import (
     RECOMMENDATION_NAMES,
     rank_within,
     reason_codes,
@@ -45,7 +37,10 @@ from stepdown_ml.recommend import (
     recommend_codes,
     recommend_one,
 )
-from stepdown_ml.skills import load_vocabulary
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, SCORES_COLUMNS
+from stepdown_ml.core.skills import load_vocabulary
+from stepdown_ml.core.validation import validate_frame, validate_record
+from stepdown_ml.serving.registry import download_model_dir, is_model_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,9 +232,7 @@ def load_model(model: Model | Path | str | None = None) -> Model:
 
 
 def _resolve(location: str) -> Path:
-    if "://" in location or location.startswith("models:/"):
-        from stepdown_ml.tracking import download_model_dir  # imports MLflow only here
-
+    if is_model_uri(location):
         return download_model_dir(location)
     return Path(location)
 

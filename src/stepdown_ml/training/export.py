@@ -1,7 +1,7 @@
 """ONNX export: the classifier through skl2onnx, plus exact per-group contributions.
 
 ``model.onnx``, the complete export, takes one float32 tensor ``features`` (the output of
-:class:`stepdown_ml.features.FeatureSpace`) and returns:
+:class:`stepdown_ml.core.features.FeatureSpace`) and returns:
 
 - ``probabilities`` (n, 2) and ``label`` (n,): skl2onnx's conversion of the
   HistGradientBoostingClassifier, ZipMap off;
@@ -27,9 +27,9 @@ import onnx
 from onnx import TensorProto, helper
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from stepdown_ml.features import FEATURE_GROUP_INDEX, GROUP_NAMES, N_FEATURES
-from stepdown_ml.modeldir import CONTRIBUTIONS, INPUT_NAME, PROBABILITIES
-from stepdown_ml.modeldir import LABEL_OUTPUT as LABEL
+from stepdown_ml.core.features import FEATURE_GROUP_INDEX, GROUP_NAMES, N_FEATURES
+from stepdown_ml.core.modeldir import CONTRIBUTIONS, INPUT_NAME, PROBABILITIES
+from stepdown_ml.core.modeldir import LABEL_OUTPUT as LABEL
 
 ONNX_OPSET = 17
 ONNX_ML_OPSET = 3

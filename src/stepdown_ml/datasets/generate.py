@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from stepdown_ml.contract import (
+from stepdown_ml.core.schema import (
     AGE_BANDS,
     FUNCTIONS,
     INDUSTRIES,
@@ -31,7 +31,7 @@ from stepdown_ml.contract import (
     REGIONS,
     TRUE_PROBABILITY,
 )
-from stepdown_ml.skills import SkillVocabulary, load_vocabulary
+from stepdown_ml.core.skills import SkillVocabulary, load_vocabulary
 
 LATENT_SD = 0.8
 LABEL_NOISE = 0.04
@@ -145,7 +145,7 @@ def _niche_tokens(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
 
 def linear_predictor(frame: pd.DataFrame, vocab: SkillVocabulary, effects: Effects = EFFECTS) -> np.ndarray:
     """``eta`` of the label model for transition rows (used for ``true_probability``)."""
-    from stepdown_ml.features import skill_overlap  # the same overlap the model sees
+    from stepdown_ml.core.features import skill_overlap  # the same overlap the model sees
 
     overlap = skill_overlap(frame["current_skills"], frame["target_skills"], vocab)
     target_general = np.maximum(overlap["target_general"], 1)

@@ -15,10 +15,11 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
-from stepdown_ml import config
-from stepdown_ml.contract import LABEL, TRANSITION_COLUMNS, ContractError, validate_frame
-from stepdown_ml.features import FEATURE_GROUPS, FEATURE_NAMES, MONOTONIC, FeatureSpace
-from stepdown_ml.skills import SkillVocabulary
+from stepdown_ml.core import config
+from stepdown_ml.core.features import FEATURE_GROUPS, FEATURE_NAMES, MONOTONIC, FeatureSpace
+from stepdown_ml.core.schema import LABEL, TRANSITION_COLUMNS, ContractError
+from stepdown_ml.core.skills import SkillVocabulary
+from stepdown_ml.core.validation import validate_frame
 
 
 def load_params(path: Path | str = config.TRAIN_PARAMS_PATH) -> dict[str, Any]:
@@ -211,9 +212,9 @@ def run_training(
         ContractError: the data breaks the contract.
         ExportParityError: ONNX and scikit-learn disagree beyond tolerance.
     """
-    from stepdown_ml import evaluate, export
-    from stepdown_ml.modeldir import library_versions, sha256_file, write_model_dir
-    from stepdown_ml.tables import read_csv_text
+    from stepdown_ml.core.modeldir import library_versions, sha256_file, write_model_dir
+    from stepdown_ml.core.tables import read_csv_text
+    from stepdown_ml.training import evaluate, export
 
     data_path, model_dir = Path(data_path), Path(model_dir)
     values = prepare(read_csv_text(data_path), source=str(data_path))

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from stepdown_ml.contract import ContractError
+from stepdown_ml.core.schema import ContractError
 
 if TYPE_CHECKING:
     import pandas as pd

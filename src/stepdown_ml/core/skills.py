@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepdown_ml import config
-from stepdown_ml.contract import FUNCTIONS, SKILL_TOKEN
+from stepdown_ml.core import config
+from stepdown_ml.core.schema import FUNCTIONS, SKILL_TOKEN
 
 
 @dataclass(frozen=True)

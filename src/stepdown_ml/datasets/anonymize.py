@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stepdown_ml.config import DEFAULT_K_ANONYMITY, PSEUDONYM_KEY_ENV
-from stepdown_ml.contract import (
+from stepdown_ml.core.config import DEFAULT_K_ANONYMITY, PSEUDONYM_KEY_ENV
+from stepdown_ml.core.schema import (
     AGE_BANDS,
     INDUSTRIES,
     LABEL,
@@ -58,10 +58,10 @@ from stepdown_ml.contract import (
     Column,
     ContractError,
     names,
-    validate_frame,
 )
-from stepdown_ml.generate import CITIES as GENERATOR_CITIES
-from stepdown_ml.tables import atomic_path, read_csv_text, write_csv
+from stepdown_ml.core.tables import atomic_path, read_csv_text, write_csv
+from stepdown_ml.core.validation import validate_frame
+from stepdown_ml.datasets.generate import CITIES as GENERATOR_CITIES
 
 PSEUDONYM_HEX_CHARS = 32
 # Domain separation: the same key used for another purpose never yields these values.

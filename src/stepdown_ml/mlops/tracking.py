@@ -10,15 +10,16 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
-from stepdown_ml import config
-from stepdown_ml.contract import CANDIDATE_COLUMNS
-from stepdown_ml.mlflow_model import MODEL_DIR_ARTIFACT
-from stepdown_ml.skills import SkillVocabulary
-from stepdown_ml.train import TrainingResult, run_training
+from stepdown_ml.core import config
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS, SCORES_SCHEMA
+from stepdown_ml.core.skills import SkillVocabulary
+from stepdown_ml.serving.registry import MODEL_DIR_ARTIFACT, download_model_dir
+from stepdown_ml.training.train import TrainingResult, run_training
 
 EXPERIMENT = "stepdown-ml"
 
@@ -31,15 +32,8 @@ def signature() -> ModelSignature:
     validator could explain what is wrong. Every row still goes through that validator.
     """
     inputs = Schema([ColSpec(AnyType(), c.name, required=not c.nullable) for c in CANDIDATE_COLUMNS])
-    outputs = Schema(
-        [
-            ColSpec("string", "candidate_id"),
-            ColSpec("double", "p_advance"),
-            ColSpec("string", "recommendation"),
-            ColSpec("string", "reasons"),
-            ColSpec("string", "model_version"),
-        ]
-    )
+    mlflow_types = {pa.string(): "string", pa.float64(): "double"}
+    outputs = Schema([ColSpec(mlflow_types[field.type], field.name) for field in SCORES_SCHEMA])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -95,22 +89,11 @@ def quality_checks(
     return checks
 
 
-def download_model_dir(uri: str) -> Path:
-    """The local model directory inside a logged model, e.g. ``models:/name@champion``."""
-    import yaml
-
-    mlflow.set_tracking_uri(config.tracking_uri())
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    spec = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
-    relative = spec["flavors"]["python_function"]["artifacts"][MODEL_DIR_ARTIFACT]["path"]
-    return local / relative
-
-
 def _champion_auc(client: MlflowClient, test: pd.DataFrame) -> float | None:
     from mlflow.exceptions import MlflowException
 
-    from stepdown_ml.evaluate import evaluate_model
     from stepdown_ml.serving import Model
+    from stepdown_ml.training.evaluate import evaluate_model
 
     try:
         client.get_model_version_by_alias(config.REGISTERED_MODEL_NAME, config.CHAMPION_ALIAS)
@@ -140,9 +123,9 @@ def log_model(
     """Log a model directory as the project's pyfunc (code, not a pickle) in the active run."""
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(Path(__file__).with_name("mlflow_model.py")),
+        python_model=str(Path(__file__).with_name("pyfunc.py")),
         artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
-        code_paths=[str(Path(__file__).parent)],
+        code_paths=[str(Path(__file__).parents[1])],  # the whole stepdown_ml package
         signature=signature(),
         input_example=example,
         registered_model_name=registered_name,
@@ -158,7 +141,7 @@ def tracked_training(
     params_path: Path | str | None = None,
     plots_dir: Path | str | None = None,
 ) -> tuple[TrainingResult, GateOutcome]:
-    """:func:`stepdown_ml.train.run_training` inside an MLflow run, then register and gate."""
+    """:func:`stepdown_ml.training.train.run_training` inside an MLflow run, then register and gate."""
     mlflow.set_tracking_uri(config.tracking_uri())
     # Under `mlflow run` the run exists; MLFLOW_EXPERIMENT_NAME/ID choose another experiment.
     if not {"MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"} & set(os.environ):
@@ -199,7 +182,7 @@ def tracked_training(
 
 
 def _requirements() -> list[str]:
-    from stepdown_ml.modeldir import library_versions
+    from stepdown_ml.core.modeldir import library_versions
 
     versions = library_versions()
     pins = [f"{name}=={versions[name]}" for name in ("onnxruntime", "numpy", "pandas", "mlflow")]

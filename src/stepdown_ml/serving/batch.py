@@ -31,26 +31,25 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from stepdown_ml import config
-from stepdown_ml.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
-from stepdown_ml.contract import (
+from stepdown_ml.core import config
+from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
+from stepdown_ml.core.features import arrow_text
+from stepdown_ml.core.parsing import Frame
+from stepdown_ml.core.recommend import rank_within
+from stepdown_ml.core.schema import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
     RANK_COLUMN,
+    RANK_TYPE,
     REJECTS_SCHEMA,
     SCORES_COLUMNS,
+    SCORES_SCHEMA,
     ContractError,
-    Frame,
-    column_names,
-    rejects_table,
     require_columns,
-    sort_rejects,
-    validate_frame,
 )
-from stepdown_ml.features import arrow_text
-from stepdown_ml.recommend import rank_within
+from stepdown_ml.core.tables import FORMULA_PATTERN, atomic_path
+from stepdown_ml.core.validation import column_names, rejects_table, sort_rejects, validate_frame
 from stepdown_ml.serving import Model
-from stepdown_ml.tables import FORMULA_PATTERN, atomic_path
 
 # The CSV reader holds about 40 bytes of buffers per byte of its block (one buffer per
 # column), while validation, features and inference cost less per row in larger blocks.
@@ -342,17 +341,6 @@ class _Writer:
         self._writer.close()
 
 
-SCORES_SCHEMA = pa.schema(
-    [
-        ("candidate_id", pa.string()),
-        ("p_advance", pa.float64()),
-        ("recommendation", pa.string()),
-        ("reasons", pa.string()),
-        ("model_version", pa.string()),
-    ]
-)
-
-
 def _scores_table(scores: pa.Table) -> pa.Table:
     """The scores as written: formula-like ids neutralized, text columns plain strings."""
     table = scores.select(list(SCORES_COLUMNS)).cast(SCORES_SCHEMA)
@@ -513,7 +501,7 @@ def score_file(
 
 def _add_ranks(unranked: Path, out: Path, ranks: np.ndarray, parquet: bool) -> None:
     """Second pass: copy the scores adding the ``rank`` column."""
-    schema = SCORES_SCHEMA.append(pa.field(RANK_COLUMN, pa.int64()))
+    schema = SCORES_SCHEMA.append(pa.field(RANK_COLUMN, RANK_TYPE))
     writer = _Writer(out, schema, parquet)
     offset = 0
     if parquet:

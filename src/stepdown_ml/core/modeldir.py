@@ -9,12 +9,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from stepdown_ml.skills import SkillVocabulary
-from stepdown_ml.tables import atomic_path
+from stepdown_ml.core.skills import SkillVocabulary
+from stepdown_ml.core.tables import atomic_path
 
 ONNX_FILE = "model.onnx"
 SERVING_ONNX_FILE = "serving.onnx"
-# Names inside the ONNX graph (see stepdown_ml.export).
+# Names inside the ONNX graph (see stepdown_ml.training.export).
 INPUT_NAME = "features"
 PROBABILITIES = "probabilities"
 LABEL_OUTPUT = "label"

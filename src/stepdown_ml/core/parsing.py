@@ -1,0 +1,334 @@
+"""Parsing against the contract: one value (``predict()`` on a record) or a whole column
+(training and batch scoring), with the same value and the same reason for the same input.
+
+Text columns go through pyarrow compute kernels and numeric ones through numpy; the
+test suite checks :func:`parse_value` and :func:`parse_series` against each other.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_bool, to_numpy
+from stepdown_ml.core.schema import (
+    MAX_ID_LENGTH,
+    NUMBER_PATTERN,
+    NUMBER_RE,
+    SKILL_SEPARATOR,
+    SKILL_TOKEN,
+    SKILLS_PATTERN,
+    Column,
+    is_empty,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# A parsed column: numbers as a float64 numpy array, text as an Arrow array.
+ArrayLike = np.ndarray | pa.Array
+# What validate_frame reads: a pandas frame, or Arrow (a record batch or table).
+Frame = Any
+
+
+def is_pandas(value: Any, kind: str = "DataFrame") -> bool:
+    """``isinstance(value, pandas.<kind>)`` without importing pandas.
+
+    Batch scoring and ``predict()`` on one record never need pandas, and loading it
+    costs a fifth of a second (see :mod:`stepdown_ml.core.arrow`). The check looks at the
+    value's classes, so it also holds while another thread is importing pandas.
+    """
+    return any(c.__name__ == kind and c.__module__.partition(".")[0] == "pandas" for c in type(value).__mro__)
+
+
+# Arguments of compute functions, made once (see stepdown_ml.core.arrow.scalar).
+_ZERO = scalar("0")
+_MAX_ID_LENGTH = scalar(MAX_ID_LENGTH)
+
+
+def parse_value(column: Column, raw: Any) -> tuple[Any, str | None]:
+    """Parse one value. Returns ``(value, None)`` or ``(None, reason)``."""
+    if is_empty(raw):
+        if column.nullable:
+            return None, None
+        return None, column.reason(raw)
+    kind = column.kind
+    if kind in ("id", "enum", "skills"):
+        if not isinstance(raw, str):
+            return None, column.reason(raw)
+        # Ids are echoed exactly as given; enums and skills forgive surrounding blanks.
+        text = raw if kind == "id" else raw.strip()
+        if kind == "id":
+            ok = len(text) <= MAX_ID_LENGTH
+        elif kind == "enum":
+            ok = text in column.allowed
+        else:
+            ok = all(SKILL_TOKEN.fullmatch(t) for t in text.split(SKILL_SEPARATOR))
+        return (text, None) if ok else (None, column.reason(raw))
+    number = _to_number(raw)
+    if number is None:
+        return None, column.reason(raw)
+    if kind in ("int", "binary") and number != math.floor(number):
+        return None, column.reason(raw)
+    low, high = (0.0, 1.0) if kind == "binary" else (column.low, column.high)
+    if (low is not None and number < low) or (high is not None and number > high):
+        return None, column.reason(raw)
+    return (int(number) if kind in ("int", "binary") else number), None
+
+
+def parse_series(column: Column, raw: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[ArrayLike, np.ndarray]:
+    """Parse a whole column. Returns the parsed values and a boolean mask of bad rows.
+
+    Text goes through pyarrow compute kernels (the batch hot path), numeric columns
+    through numpy. Parsed values of bad rows are meaningless; empty cells of a
+    nullable column parse to NaN (numbers) or null (strings). Text comes back as an
+    Arrow array (enums dictionary-encoded on the contract's order), numbers as a
+    float64 numpy array.
+    """
+    cells = _Cells.of(raw)
+    kind = column.kind
+    values: ArrayLike
+    if kind in ("id", "enum", "skills"):
+        text = cells.text
+        codes: pa.Array | None = None
+        if kind == "id":
+            ok = to_bool(pc.less_equal(pc.utf8_length(text), _MAX_ID_LENGTH))
+        else:
+            ok, codes = _text_ok(column, text)
+            if not ok.all() and not (ok | cells.empty).all():
+                # Surrounding blanks are forgiven: only then is trimming worth its cost.
+                text = cells.trimmed
+                ok, codes = _text_ok(column, text)
+        ok = ok & cells.is_text
+        if kind == "enum" and codes is not None:
+            # Dictionary-encoded on the contract's own order: features read the codes.
+            text = pa.DictionaryArray.from_arrays(codes.cast(pa.int8()), _allowed_array(column.allowed))
+        values = text
+    else:
+        number = cells.numbers()
+        ok = ~np.isnan(number)
+        if kind in ("int", "binary"):
+            ok &= np.floor(number) == number
+        low, high = (0.0, 1.0) if kind == "binary" else (column.low, column.high)
+        with np.errstate(invalid="ignore"):
+            if low is not None:
+                ok &= number >= low
+            if high is not None:
+                ok &= number <= high
+        values = np.where(ok, number, np.nan)
+    if kind != "id" and ok.all():
+        # Every cell parsed, so none is empty (an id may be blank, so it is checked).
+        return values, np.zeros(len(ok), dtype=bool)
+    empty = cells.empty
+    bad = ~ok & ~empty if column.nullable else ~ok | empty
+    return values, bad
+
+
+@functools.cache
+def _allowed_array(allowed: tuple[str, ...]) -> pa.Array:
+    return strings(allowed)
+
+
+def _text_ok(column: Column, text: pa.Array) -> tuple[np.ndarray, pa.Array | None]:
+    """Which cells are well-formed, and for an enum the index of each in ``allowed``."""
+    if column.kind == "enum":
+        codes = pc.index_in(text, value_set=_allowed_array(column.allowed))
+        return to_bool(codes.is_valid()), codes
+    return _skill_lists_ok(text), None
+
+
+# Bytes a well-formed skill list consists of: [a-z0-9_] and the ";" separator.
+_SEMICOLON = ord(SKILL_SEPARATOR)
+
+
+def _skill_lists_ok(text: pa.Array) -> np.ndarray:
+    """Per cell: does it match ``SKILLS_PATTERN``?
+
+    A scan of the column's bytes decides when the whole column is plain token lists
+    (only ``[a-z0-9_;]``, no ``;`` first, last or doubled); a cell then matches exactly
+    when it is not empty. Otherwise the regular expression decides, cell by cell.
+    """
+    n = len(text)
+    data = text.buffers()[2] if n and text.null_count == 0 else None
+    if data is not None:
+        offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+        start = int(offsets[0])
+        chars = np.frombuffer(data, dtype=np.uint8)[start : int(offsets[-1])]
+        allowed = np.less(chars - np.uint8(ord("a")), 26)
+        allowed |= np.less(chars - np.uint8(ord("0")), 10)
+        allowed |= chars == ord("_")
+        separator = chars == _SEMICOLON
+        allowed |= separator
+        filled = offsets[1:] > offsets[:-1]
+        if (
+            allowed.all()
+            and not (separator[1:] & separator[:-1]).any()
+            and not separator[offsets[:-1][filled] - start].any()
+            and not separator[offsets[1:][filled] - 1 - start].any()
+        ):
+            return filled
+    return to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
+
+
+class _Cells:
+    """One input column, seen as text (pyarrow) and, on demand, as numbers (numpy).
+
+    A column read from a file is text; a column of a typed frame is numeric; an object
+    column may mix both, and then each cell is taken as it is, as
+    :func:`parse_value` takes it.
+    """
+
+    def __init__(
+        self,
+        text: pa.Array,
+        is_text: np.ndarray,
+        numbers: np.ndarray | None,
+        empty: np.ndarray | None = None,
+    ) -> None:
+        self.text = text
+        self.is_text = is_text
+        self._numbers = numbers
+        # Computed when first asked (often they are not needed). Plain attributes, not
+        # cached_property: on Python 3.11 that takes one lock shared by every instance,
+        # which would serialize the scoring threads.
+        self._empty = empty
+        self._trimmed: pa.Array | None = None
+
+    @property
+    def empty(self) -> np.ndarray:
+        """Null, "" or blanks only."""
+        if self._empty is None:
+            # utf8_is_space is false for "".
+            empty = to_bool(pc.or_(pc.equal(self.text, EMPTY_TEXT), pc.utf8_is_space(self.text)))
+            if self.text.null_count:
+                empty |= ~self.is_text
+            self._empty = empty
+        return self._empty
+
+    @property
+    def trimmed(self) -> pa.Array:
+        if self._trimmed is None:
+            self._trimmed = pc.utf8_trim_whitespace(self.text)
+        return self._trimmed
+
+    @classmethod
+    def of(cls, raw: pd.Series | pa.Array | pa.ChunkedArray) -> _Cells:
+        if isinstance(raw, (pa.Array, pa.ChunkedArray)):
+            cells = cls._of_arrow(raw)
+            if cells is not None:
+                return cells
+        import pandas as pd  # only for pandas input, or an Arrow type without a fast path
+
+        if isinstance(raw, (pa.Array, pa.ChunkedArray)):
+            raw = pd.Series(pd.arrays.ArrowExtensionArray(raw))
+        dtype = raw.dtype
+        n = len(raw)
+        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+            numbers = raw.to_numpy(dtype=np.float64, na_value=np.nan).copy()
+            numbers[~np.isfinite(numbers)] = np.nan
+            empty = raw.isna().to_numpy(dtype=bool)
+            return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
+        if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
+            text = pa.array(raw, type=pa.string(), from_pandas=True)
+            return cls(text, to_bool(pc.is_valid(text)), None)
+        # Mixed object column: the rare, slow path, cell by cell.
+        cells = raw.to_numpy(dtype=object)
+        is_text = np.fromiter((isinstance(v, str) for v in cells), dtype=bool, count=n)
+        text = pa.array([v if isinstance(v, str) else None for v in cells], type=pa.string())
+        numbers = np.array([_python_number(v) for v in cells], dtype=np.float64)
+        empty = np.fromiter((is_empty(v) for v in cells), dtype=bool, count=n)
+        return cls(text, is_text, numbers, empty)
+
+    @classmethod
+    def _of_arrow(cls, raw: pa.Array | pa.ChunkedArray) -> _Cells | None:
+        """An Arrow column of text or numbers, without pandas; None for other types."""
+        if isinstance(raw, pa.ChunkedArray):
+            raw = raw.combine_chunks()
+        kind = raw.type
+        if pa.types.is_dictionary(kind):
+            raw = raw.dictionary_decode()
+            kind = raw.type
+        if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            raw, kind = raw.cast(pa.string()), pa.string()
+        n = len(raw)
+        if pa.types.is_string(kind):
+            is_text = np.ones(n, dtype=bool) if raw.null_count == 0 else to_bool(pc.is_valid(raw))
+            return cls(raw, is_text, None)
+        no_text = pa.nulls(n, pa.string())
+        if pa.types.is_null(kind):
+            return cls(no_text, np.zeros(n, dtype=bool), np.full(n, np.nan), np.ones(n, dtype=bool))
+        if any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)) or (
+            pa.types.is_decimal(kind)
+        ):
+            # safe=False: an int64 beyond 2**53 rounds (and is then out of range) instead of
+            # raising; a decimal becomes the nearest double, as float() makes it.
+            numbers = to_numpy(pc.cast(raw, pa.float64(), safe=False)).copy()
+            empty = np.isnan(numbers)  # null or NaN: what parse_value calls empty
+            numbers[~np.isfinite(numbers)] = np.nan
+            return cls(no_text, np.zeros(n, dtype=bool), numbers, empty)
+        return None
+
+    def numbers(self) -> np.ndarray:
+        """float64 values, NaN where the cell is not a finite plain number."""
+        if self._numbers is None and self.is_text.all():
+            fast = self._cast_all()
+            if fast is not None:
+                return fast
+        parsed = self._numbers.copy() if self._numbers is not None else np.full(len(self.is_text), np.nan)
+        if self.is_text.any():
+            looks_numeric = to_bool(pc.match_substring_regex(self.text, NUMBER_PATTERN))
+            cleaned = pc.replace_substring_regex(self.trimmed, r"^\+", "")
+            cleaned = pc.if_else(from_numpy(looks_numeric), cleaned, _ZERO)
+            cast = to_numpy(pc.cast(cleaned, pa.float64()))
+            parsed = np.where(self.is_text, np.where(looks_numeric, cast, np.nan), parsed)
+        parsed[~np.isfinite(parsed)] = np.nan
+        return parsed
+
+    def _cast_all(self) -> np.ndarray | None:
+        """The common case, a column of plain numbers: one cast, no regular expressions.
+
+        Returns None when Arrow refuses any cell (the regex path then decides cell by
+        cell). What Arrow's cast accepts beyond ``NUMBER_PATTERN`` (nan, inf) is not
+        finite and is refused below, so both paths accept the same cells; the tests
+        check it on random text.
+        """
+        try:
+            # Arrow refuses "" and blanks, so a column that casts has no empty cell.
+            parsed = to_numpy(pc.cast(self.text, pa.float64())).copy()
+            self._empty = np.zeros(len(parsed), dtype=bool)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            filled = pc.if_else(from_numpy(self.empty), _ZERO, self.text)
+            try:
+                parsed = to_numpy(pc.cast(filled, pa.float64())).copy()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None
+        parsed[self.empty | ~np.isfinite(parsed)] = np.nan
+        return parsed
+
+
+def _python_number(value: Any) -> float:
+    number = _to_number(value) if not isinstance(value, str) else None
+    return np.nan if number is None else number
+
+
+def _to_number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return float(raw)
+    try:
+        if isinstance(raw, (int, float, np.integer, np.floating, decimal.Decimal)):
+            number = float(raw)
+        elif isinstance(raw, str):
+            if not NUMBER_RE.fullmatch(raw):
+                return None
+            number = float(raw.strip())
+        else:
+            return None
+    except OverflowError:  # an int too large for a double
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,1 @@
+"""Build-time data: the synthetic generator and the anonymizer for real records."""

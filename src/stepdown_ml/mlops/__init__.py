@@ -1,0 +1,1 @@
+"""MLflow: tracking a training run, the registry gates, and the pyfunc that serves a model."""
