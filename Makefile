@@ -7,7 +7,12 @@ STAMP := $(VENV)/.installed
 # `mlflow run --env-manager local` runs entry points with the `python` on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint format default-model benchmark clean
+.PHONY: help setup run test test-fast lint typecheck format default-model benchmark clean
+
+CODE := src tests pipelines benchmarks
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,31 +20,37 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP)  ## create .venv and install the project with its dev and Spark extras
 
 # Main job on the embedded defaults: generate -> train -> evaluate -> register in MLflow
 # (SQLite store ./mlflow.db unless MLFLOW_TRACKING_URI is set).
-run: setup
+run: setup  ## the main job on the embedded defaults (mlflow run . -e main)
 	$(BIN)/mlflow run . -e main --env-manager local
 
-test: setup
-	$(BIN)/ruff check src tests pipelines benchmarks
+test: lint typecheck  ## what CI runs: lint, layering, types, then the whole suite
 	$(BIN)/pytest
 
-lint: setup
-	$(BIN)/ruff check src tests pipelines benchmarks
-	$(BIN)/ruff format --check src tests pipelines benchmarks
+test-fast: setup  ## the unit layer in under a minute: no training, no Spark, no servers
+	$(BIN)/pytest -m "not slow" -q
 
-format: setup
-	$(BIN)/ruff format src tests pipelines benchmarks
+lint: setup  ## ruff (lint and format check) and the layering contracts (import-linter)
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/lint-imports
+
+typecheck: setup  ## mypy on src/
+	$(BIN)/mypy
+
+format: setup  ## reformat the code
+	$(BIN)/ruff format $(CODE)
 
 # Rebuild the committed default model (models/default) from generated data.
-default-model: setup
+default-model: setup  ## rebuild the committed default model
 	$(BIN)/stepdown-ml generate --rows 60000 --seed 2026 --out data/generated/default_training.csv
 	$(BIN)/stepdown-ml train --no-track --data data/generated/default_training.csv --model-dir models/default
 
-benchmark: setup
+benchmark: setup  ## speed measurements (docs/BENCHMARKS.md)
 	$(BIN)/python -m benchmarks.run_all
 
-clean:
+clean:  ## remove the environment and generated files
 	rm -rf $(VENV) .pytest_cache .ruff_cache mlruns mlflow.db data/generated data/interim

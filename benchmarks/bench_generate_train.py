@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks.common import cli, run_child
 
 
-def main() -> None:
+def main() -> dict:
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rows in (1_000_000, 100_000):
@@ -44,6 +44,7 @@ def main() -> None:
                 "oracle_gap_brier": round(manifest["metrics"]["oracle_gap"]["brier"], 4),
             }
     print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def timed(call, records: list) -> list[float]:
     return out
 
 
-def main() -> None:
+def main() -> dict:
     data = config.GENERATED_DIR / "bench" / "train_60k.csv"
     data.parent.mkdir(parents=True, exist_ok=True)
     write_csv(generate_transitions(60_000, 2026), data)
@@ -63,6 +63,7 @@ def main() -> None:
         report["sklearn_pipeline_one_row"]["p50_us"] / report["predict_one_record"]["p50_us"]
     )
     print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

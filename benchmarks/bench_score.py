@@ -30,7 +30,7 @@ def floor_seconds(path: Path, out: Path) -> float:
 REPEATS = 3
 
 
-def main(sizes: list[int]) -> None:
+def main(sizes: list[int]) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
@@ -68,6 +68,7 @@ def main(sizes: list[int]) -> None:
                 }
             )
             print(json.dumps(results[-1]), flush=True)
+    return results
 
 
 if __name__ == "__main__":

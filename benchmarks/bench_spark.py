@@ -17,7 +17,8 @@ from stepdown_ml.core import config
 CORES = 2
 
 
-def main(sizes: list[int]) -> None:
+def main(sizes: list[int]) -> list[dict]:
+    results = []
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
@@ -48,20 +49,19 @@ def main(sizes: list[int]) -> None:
                     str(config.DEFAULT_MODEL_DIR),
                 ]
             )
-            print(
-                json.dumps(
-                    {
-                        "rows": rows,
-                        "single_process_seconds": round(local_s, 2),
-                        "single_process_rows_per_second": round(rows / local_s),
-                        "spark_local2_seconds": round(spark_s, 2),
-                        "spark_rows_per_second": round(rows / spark_s),
-                        "spark_rows_per_second_per_core": round(rows / spark_s / CORES),
-                        "spark_overhead_ratio": round(spark_s / local_s, 2),
-                    }
-                ),
-                flush=True,
+            results.append(
+                {
+                    "rows": rows,
+                    "single_process_seconds": round(local_s, 2),
+                    "single_process_rows_per_second": round(rows / local_s),
+                    "spark_local2_seconds": round(spark_s, 2),
+                    "spark_rows_per_second": round(rows / spark_s),
+                    "spark_rows_per_second_per_core": round(rows / spark_s / CORES),
+                    "spark_overhead_ratio": round(spark_s / local_s, 2),
+                }
             )
+            print(json.dumps(results[-1]), flush=True)
+    return results
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Shared fixtures: small generated data and one small trained model per session."""
+"""Shared fixtures, all in one place: generated data, the committed model, one trained model.
+
+Layers: ``make test-fast`` runs every test not marked ``slow`` (no training, no Spark, no
+subprocess servers); tests that train a model, start Spark or run servers and CLIs as
+processes are marked ``slow`` (a test that asks for the trained model without the
+marker is refused at collection, so the fast layer stays fast).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from stepdown_ml.core.schema import CANDIDATE_COLUMNS
 from stepdown_ml.core.skills import load_vocabulary
 from stepdown_ml.core.tables import write_csv
 from stepdown_ml.datasets.generate import generate_transitions
+from stepdown_ml.serving import Model
 from stepdown_ml.training.train import load_params, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +69,34 @@ def trained(tmp_path_factory, training_csv, vocab):
 @pytest.fixture(scope="session")
 def model_dir(trained) -> Path:
     return trained.model_dir
+
+
+@pytest.fixture(scope="session")
+def model(model_dir) -> Model:
+    """The model trained for this session, loaded for serving."""
+    return Model(model_dir)
+
+
+@pytest.fixture(scope="session")
+def served_model_dir() -> Path:
+    """The committed default model: what ``predict()`` serves out of the box."""
+    return config.MODELS_DIR / "default"
+
+
+@pytest.fixture(scope="session")
+def served_model(served_model_dir) -> Model:
+    return Model(served_model_dir)
+
+
+# Fixtures that train a model: only slow tests may use them.
+TRAINING_FIXTURES = {"trained", "model_dir", "model", "training_csv"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        uses = TRAINING_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} trains a model ({', '.join(sorted(uses))}): mark it slow")
 
 
 def candidate_record(**changes) -> dict:

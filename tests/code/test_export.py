@@ -13,7 +13,10 @@ from stepdown_ml.core.modeldir import ONNX_FILE, SERVING_ONNX_FILE, read_manifes
 from stepdown_ml.core.schema import LABEL
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.training import export
+from tests.code.test_default_model import assert_card_names_only_its_own_files
 from tests.conftest import candidate_record
+
+pytestmark = pytest.mark.slow  # exports the model trained for this session
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +105,7 @@ def test_model_dir_manifest_matches_files(model_dir):
     assert len(manifest["model_version"]) == 12
     assert manifest["features"] and manifest["threshold"] > 0
     assert {"scikit-learn", "onnxruntime", "skl2onnx"} <= set(manifest["library_versions"])
+
+
+def test_trained_model_card_names_only_files_that_ship_with_it(model_dir):
+    assert_card_names_only_its_own_files(model_dir)

@@ -20,11 +20,6 @@ from stepdown_ml.serving import batch as score_module
 from tests.conftest import candidate_record
 
 
-@pytest.fixture(scope="module")
-def model(model_dir) -> Model:
-    return Model(model_dir)
-
-
 def read(path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
@@ -33,7 +28,7 @@ def run_score(model_dir, src, out, *extra) -> int:
     return main(["score", str(src), "--out", str(out), "--model-dir", str(model_dir), *extra])
 
 
-def test_every_row_is_scored_or_rejected(tmp_path, candidates, model_dir, model):
+def test_every_row_is_scored_or_rejected(tmp_path, candidates, served_model_dir, served_model):
     frame = candidates.head(400).astype(object).copy()
     frame.loc[10, "fit_score"] = 9
     frame.loc[20, "motive"] = "boredom"
@@ -41,7 +36,7 @@ def test_every_row_is_scored_or_rejected(tmp_path, candidates, model_dir, model)
     frame.loc[30, "target_level"] = 10
     src = tmp_path / "in.csv"
     write_csv(frame, src)
-    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    assert run_score(served_model_dir, src, tmp_path / "s.csv") == 0
     scores, rejects = read(tmp_path / "s.csv"), read(tmp_path / "s.rejects.csv")
     assert list(scores.columns) == list(SCORES_COLUMNS)
     assert list(rejects.columns) == list(REJECTS_COLUMNS)
@@ -50,17 +45,17 @@ def test_every_row_is_scored_or_rejected(tmp_path, candidates, model_dir, model)
     assert set(rejects["column"]) == {"fit_score", "motive", "region", "target_level"}
     kept = frame.drop(index=[10, 20, 30])
     assert list(scores["candidate_id"]) == list(kept["candidate_id"])  # input order
-    expected = predict(kept.reset_index(drop=True), model=model)
+    expected = predict(kept.reset_index(drop=True), model=served_model)
     np.testing.assert_allclose(scores["p_advance"].astype(float), expected["p_advance"], atol=1e-12)
 
 
-def test_wrong_field_count_is_a_row_level_reject(tmp_path, candidates, model_dir):
+def test_wrong_field_count_is_a_row_level_reject(tmp_path, candidates, served_model_dir):
     src = tmp_path / "in.csv"
     write_csv(candidates.head(5), src)
     lines = src.read_text().splitlines()
     lines.insert(3, '"short-row",1,2')
     src.write_text("\n".join(lines) + "\n")
-    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    assert run_score(served_model_dir, src, tmp_path / "s.csv") == 0
     rejects = read(tmp_path / "s.rejects.csv")
     assert rejects.to_dict("records") == [
         {"row": "3", "candidate_id": "short-row", "column": "", "reason": "expected 20 fields, got 3"}
@@ -78,25 +73,25 @@ def test_wrong_field_count_is_a_row_level_reject(tmp_path, candidates, model_dir
     ],
     ids=["empty", "missing-column", "not-utf8", "not-csv"],
 )
-def test_broken_files_fail_with_one_line_and_no_output(tmp_path, model_dir, capsys, content, message):
+def test_broken_files_fail_with_one_line_and_no_output(tmp_path, served_model_dir, capsys, content, message):
     src = tmp_path / "in.csv"
     src.write_bytes(content)
     out = tmp_path / "s.csv"
-    assert run_score(model_dir, src, out) == 2
+    assert run_score(served_model_dir, src, out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and str(src) in err[0]
     assert not out.exists() and not (tmp_path / "s.rejects.csv").exists()
     assert not list(tmp_path.glob(".*part"))
 
 
-def test_not_utf8_in_the_middle_leaves_no_output(tmp_path, candidates, model_dir, monkeypatch):
+def test_not_utf8_in_the_middle_leaves_no_output(tmp_path, candidates, served_model_dir, monkeypatch):
     monkeypatch.setattr(score_module, "BLOCK_BYTES", 4096)
     src = tmp_path / "in.csv"
     write_csv(candidates.head(300), src)
     data = bytearray(src.read_bytes())
     data[len(data) // 2] = 0xFF
     src.write_bytes(bytes(data))
-    assert run_score(model_dir, src, tmp_path / "s.csv") == 2
+    assert run_score(served_model_dir, src, tmp_path / "s.csv") == 2
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -112,17 +107,17 @@ FORMULAS = [
 
 
 @pytest.mark.parametrize(("given", "written"), FORMULAS)
-def test_formula_cells_are_neutralized_in_scores_and_rejects(tmp_path, model_dir, given, written):
+def test_formula_cells_are_neutralized_in_scores_and_rejects(tmp_path, served_model_dir, given, written):
     src = tmp_path / "in.csv"
     rows = [candidate_record(candidate_id=given), candidate_record(candidate_id=given, fit_score="9")]
     write_csv(pd.DataFrame(rows), src)
     src.write_text(src.read_text().replace("'" + given, given))  # undo the writer's own guard
-    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    assert run_score(served_model_dir, src, tmp_path / "s.csv") == 0
     assert read(tmp_path / "s.csv")["candidate_id"].tolist() == [written]
     assert read(tmp_path / "s.rejects.csv")["candidate_id"].tolist() == [written]
 
 
-def test_failure_mid_write_leaves_no_partial_file(tmp_path, candidates, model_dir, monkeypatch):
+def test_failure_mid_write_leaves_no_partial_file(tmp_path, candidates, served_model_dir, monkeypatch):
     src = tmp_path / "in.csv"
     write_csv(candidates.head(300), src)
     out = tmp_path / "s.csv"
@@ -139,28 +134,28 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, candidates, model_di
 
     monkeypatch.setattr(score_module, "_scores_table", failing)
     with pytest.raises(OSError, match="injected"):
-        score_module.score_file(src, out, model=Model(model_dir))
+        score_module.score_file(src, out, model=Model(served_model_dir))
     assert out.read_text() == "previous results\n"
     assert not (tmp_path / "s.rejects.csv").exists()
     assert not list(tmp_path.glob(".*part*"))
 
 
-def test_ranking_across_chunks(tmp_path, candidates, model_dir, model, monkeypatch):
+def test_ranking_across_chunks(tmp_path, candidates, served_model_dir, served_model, monkeypatch):
     """One person's options spread over many blocks are ranked over the whole file."""
     monkeypatch.setattr(score_module, "BLOCK_BYTES", 4096)
     frame = candidates.head(240).copy()
     frame["person_id"] = [f"p{i % 7}" for i in range(len(frame))]
     src = tmp_path / "in.csv"
     write_csv(frame, src)
-    summary = score_module.score_file(src, tmp_path / "s.csv", model=model)
+    summary = score_module.score_file(src, tmp_path / "s.csv", model=served_model)
     assert summary.scored == 240
     scores = read(tmp_path / "s.csv")
-    expected = predict(frame, model=model)
+    expected = predict(frame, model=served_model)
     assert scores["rank"].astype(int).tolist() == expected["rank"].tolist()
     assert sorted(scores[frame["person_id"].to_numpy() == "p3"]["rank"].astype(int)) == list(range(1, 35))
 
 
-def test_gzip_and_parquet_inputs(tmp_path, candidates, model_dir):
+def test_gzip_and_parquet_inputs(tmp_path, candidates, served_model_dir):
     frame = candidates.head(100)
     csv_path = tmp_path / "in.csv"
     write_csv(frame, csv_path)
@@ -171,31 +166,31 @@ def test_gzip_and_parquet_inputs(tmp_path, candidates, model_dir):
     outputs = []
     for i, path in enumerate((csv_path, gz_path, pq_path)):
         out = tmp_path / f"s{i}.csv"
-        assert run_score(model_dir, path, out, "--chunk-rows", "17") == 0
+        assert run_score(served_model_dir, path, out, "--chunk-rows", "17") == 0
         outputs.append(read(out))
     pd.testing.assert_frame_equal(outputs[0], outputs[1])
     pd.testing.assert_frame_equal(outputs[0], outputs[2])
 
 
-def test_parquet_output(tmp_path, candidates, model_dir):
+def test_parquet_output(tmp_path, candidates, served_model_dir):
     src = tmp_path / "in.csv"
     write_csv(candidates.head(50), src)
-    assert run_score(model_dir, src, tmp_path / "s.parquet") == 0
+    assert run_score(served_model_dir, src, tmp_path / "s.parquet") == 0
     table = pq.read_table(tmp_path / "s.parquet")
     assert table.column_names == list(SCORES_COLUMNS) and table.num_rows == 50
 
 
-def test_progress_line_on_a_terminal_and_quiet_otherwise(tmp_path, candidates, model, capsys):
+def test_progress_line_on_a_terminal_and_quiet_otherwise(tmp_path, candidates, served_model, capsys):
     src = tmp_path / "in.csv"
     write_csv(candidates.head(100), src)
-    score_module.score_file(src, tmp_path / "a.csv", model=model, progress=True)
+    score_module.score_file(src, tmp_path / "a.csv", model=served_model, progress=True)
     shown = capsys.readouterr().err
     assert "100 rows" in shown and "rows/s" in shown and "100.0%" in shown and "ETA" in shown
-    score_module.score_file(src, tmp_path / "b.csv", model=model)  # stderr is not a terminal here
+    score_module.score_file(src, tmp_path / "b.csv", model=served_model)  # stderr is not a terminal here
     assert capsys.readouterr().err == ""
 
 
-def test_scoring_a_clean_file_never_loads_pandas(tmp_path, candidates, model_dir):
+def test_scoring_a_clean_file_never_loads_pandas(tmp_path, candidates, served_model_dir):
     """The batch path stays in Arrow: pandas (~0.2 s to load, ~50 MB) is not imported."""
     src = tmp_path / "in.csv"
     write_csv(candidates.head(200), src)
@@ -203,17 +198,17 @@ def test_scoring_a_clean_file_never_loads_pandas(tmp_path, candidates, model_dir
         "import sys\n"
         "from stepdown_ml.cli import main\n"
         f"assert main(['score', {str(src)!r}, '--out', {str(tmp_path / 's.csv')!r}, "
-        f"'--model-dir', {str(model_dir)!r}]) == 0\n"
+        f"'--model-dir', {str(served_model_dir)!r}]) == 0\n"
         "assert 'pandas' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert len(read(tmp_path / "s.csv")) == 200
 
 
-def test_a_header_without_rows_or_final_newline_scores_nothing(tmp_path, model_dir):
+def test_a_header_without_rows_or_final_newline_scores_nothing(tmp_path, served_model_dir):
     src = tmp_path / "in.csv"
     src.write_text(",".join(candidate_record()))  # no newline after the header
-    assert run_score(model_dir, src, tmp_path / "s.csv") == 0
+    assert run_score(served_model_dir, src, tmp_path / "s.csv") == 0
     assert read(tmp_path / "s.csv").empty and list(read(tmp_path / "s.csv").columns) == list(SCORES_COLUMNS)
 
 

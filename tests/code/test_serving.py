@@ -13,18 +13,13 @@ import pytest
 from stepdown_ml import InvalidCandidateError, predict
 from stepdown_ml.core.recommend import REASON_CODES
 from stepdown_ml.core.schema import RECOMMENDATIONS, SCORES_COLUMNS
-from stepdown_ml.serving import Model
 from stepdown_ml.training.train import calibrate
 from tests.conftest import candidate_record
 
 CODES = {c for pair in REASON_CODES.values() for c in pair} | {"no_dominant_factor"}
 
 
-@pytest.fixture(scope="module")
-def model(model_dir) -> Model:
-    return Model(model_dir)
-
-
+@pytest.mark.slow
 def test_record_equals_batch_equals_scikit_learn(model, trained, candidates):
     """predict(record) == predict(frame) row == scikit-learn's pipeline, within 1e-5."""
     rows = candidates.head(300)
@@ -38,14 +33,14 @@ def test_record_equals_batch_equals_scikit_learn(model, trained, candidates):
     assert list(batch["reasons"]) == [s["reasons"] for s in singles]
 
 
-def test_output_layout(model, candidates):
-    out = predict(candidates.head(50), model=model)
+def test_output_layout(served_model, candidates):
+    out = predict(candidates.head(50), model=served_model)
     assert list(out.columns) == list(SCORES_COLUMNS)
     assert list(out["candidate_id"]) == list(candidates.head(50)["candidate_id"])
     assert out["p_advance"].between(0, 1).all()
     assert set(out["recommendation"]) <= set(RECOMMENDATIONS)
     assert all(set(r.split(";")) <= CODES for r in out["reasons"])
-    assert (out["model_version"] == model.version).all()
+    assert (out["model_version"] == served_model.version).all()
 
 
 def test_default_model_is_used_without_arguments():
@@ -53,48 +48,50 @@ def test_default_model_is_used_without_arguments():
     assert set(result) == set(SCORES_COLUMNS)
 
 
-def test_iterable_of_dicts_is_accepted(model):
-    out = predict(iter([candidate_record(candidate_id="a"), candidate_record(candidate_id="b")]), model=model)
+def test_iterable_of_dicts_is_accepted(served_model):
+    out = predict(
+        iter([candidate_record(candidate_id="a"), candidate_record(candidate_id="b")]), model=served_model
+    )
     assert list(out["candidate_id"]) == ["a", "b"]
 
 
-def test_ranking_by_person(model):
+def test_ranking_by_person(served_model):
     records = [
         candidate_record(candidate_id="p1-weak", person_id="p1", fit_score="1", promotion_path="0"),
         candidate_record(candidate_id="p1-strong", person_id="p1", fit_score="5", promotion_path="1"),
         candidate_record(candidate_id="p2-only", person_id="p2"),
     ]
-    out = predict(records, model=model).set_index("candidate_id")
+    out = predict(records, model=served_model).set_index("candidate_id")
     assert out.loc["p1-strong", "rank"] == 1 and out.loc["p1-weak", "rank"] == 2
     assert out.loc["p2-only", "rank"] == 1
 
 
-def test_invalid_record_raises_one_exception_with_every_problem(model):
+def test_invalid_record_raises_one_exception_with_every_problem(served_model):
     with pytest.raises(InvalidCandidateError) as exc:
-        predict(candidate_record(fit_score="9", region="Mars"), model=model)
+        predict(candidate_record(fit_score="9", region="Mars"), model=served_model)
     assert sorted(p["column"] for p in exc.value.problems) == ["fit_score", "region"]
     assert "fit_score must be an integer 1-5, got '9'" in str(exc.value)
 
 
-def test_invalid_rows_in_a_batch_are_named_by_row(model):
+def test_invalid_rows_in_a_batch_are_named_by_row(served_model):
     with pytest.raises(InvalidCandidateError) as exc:
-        predict([candidate_record(), candidate_record(current_level="x")], model=model)
+        predict([candidate_record(), candidate_record(current_level="x")], model=served_model)
     assert exc.value.problems == [
         {"row": 2, "column": "current_level", "reason": "current_level must be an integer 1-10, got 'x'"}
     ]
 
 
 @pytest.mark.parametrize("bad", [{}, {"motive": "career_change"}, []])
-def test_missing_fields_raise_invalid_candidate_not_library_errors(model, bad):
+def test_missing_fields_raise_invalid_candidate_not_library_errors(served_model, bad):
     with pytest.raises(InvalidCandidateError):
-        predict(bad, model=model)
+        predict(bad, model=served_model)
 
 
-def test_thread_pool_gives_serial_results(model, candidates):
+def test_thread_pool_gives_serial_results(served_model, candidates):
     records = candidates.head(200).to_dict("records")
-    serial = [predict(r, model=model)["p_advance"] for r in records]
+    serial = [predict(r, model=served_model)["p_advance"] for r in records]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        parallel = list(pool.map(lambda r: predict(r, model=model)["p_advance"], records))
+        parallel = list(pool.map(lambda r: predict(r, model=served_model)["p_advance"], records))
     assert parallel == serial
 
 

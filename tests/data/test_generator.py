@@ -1,4 +1,4 @@
-"""Data tests: expectations on the generated data (DOMAIN.md's stylized facts)."""
+"""Data tests: expectations on the generated data (docs/DOMAIN.md's stylized facts)."""
 
 from __future__ import annotations
 

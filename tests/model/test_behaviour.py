@@ -9,10 +9,7 @@ import pytest
 from stepdown_ml.serving import Model
 from tests.conftest import candidate_record
 
-
-@pytest.fixture(scope="module")
-def model(model_dir) -> Model:
-    return Model(model_dir)
+pytestmark = pytest.mark.slow  # on the model trained for this session
 
 
 def p(model: Model, **changes) -> float:

@@ -10,6 +10,8 @@ from stepdown_ml.core.modeldir import read_manifest
 from stepdown_ml.serving import Model
 from stepdown_ml.training.train import IDENTITY_CALIBRATION, calibrate, load_params, run_training, uncalibrate
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 @pytest.fixture(scope="module")
 def forced(training_csv, vocab, tmp_path_factory):

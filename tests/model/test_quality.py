@@ -12,6 +12,8 @@ from stepdown_ml.core.tables import write_csv
 from stepdown_ml.datasets.generate import generate_transitions
 from stepdown_ml.training.train import load_params, run_training
 
+pytestmark = pytest.mark.slow  # trains models on 60k rows
+
 ROWS = 60_000
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,9 @@ from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, strings, to_bool, to_
 from stepdown_ml.core.parsing import is_pandas
 from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS, SKILL_SEPARATOR
 from stepdown_ml.core.skills import SkillVocabulary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SKILL_FEATURES = (
     "n_current_skills",
@@ -303,7 +306,7 @@ class FeatureSpace:
         self.vocab = vocab
         self._index = _SkillIndex(vocab)
 
-    def transform(self, values: Mapping[str, Any]) -> np.ndarray:
+    def transform(self, values: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
         """Features of every row of validated values, shape (n, N_FEATURES), float32.
 
         ``values`` is a validated frame or its columns by name
@@ -348,8 +351,8 @@ class FeatureSpace:
             age_band_index=codes("age_band", AGE_BANDS),
             skills=_skill_features(**overlap),
         )
-        for column, data in enumerate(computed, start=_INDEX[COMPUTED_FEATURES[0]]):
-            out[:, column] = data
+        for position, data in enumerate(computed, start=_INDEX[COMPUTED_FEATURES[0]]):
+            out[:, position] = data
         return out
 
     def transform_record(self, values: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndarray:
@@ -364,7 +367,7 @@ class FeatureSpace:
         # Python numbers (doubles) rounded to float32 by struct, the same IEEE rounding as
         # numpy's cast in transform.
         _PACK_ROW(
-            out,
+            out,  # type: ignore[arg-type]  # numpy's stubs: ndarray.__buffer__ only on Python >= 3.12
             0,
             *_MOTIVE_HOT[values["motive"]],
             *_computed_features(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import decimal
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # A parsed column: numbers as a float64 numpy array, text as an Arrow array.
-ArrayLike = np.ndarray | pa.Array
+ArrayLike: TypeAlias = np.ndarray | pa.Array
 # What validate_frame reads: a pandas frame, or Arrow (a record batch or table).
 Frame = Any
 
@@ -238,11 +238,11 @@ class _Cells:
             text = pa.array(raw, type=pa.string(), from_pandas=True)
             return cls(text, to_bool(pc.is_valid(text)), None)
         # Mixed object column: the rare, slow path, cell by cell.
-        cells = raw.to_numpy(dtype=object)
-        is_text = np.fromiter((isinstance(v, str) for v in cells), dtype=bool, count=n)
-        text = pa.array([v if isinstance(v, str) else None for v in cells], type=pa.string())
-        numbers = np.array([_python_number(v) for v in cells], dtype=np.float64)
-        empty = np.fromiter((is_empty(v) for v in cells), dtype=bool, count=n)
+        objects = raw.to_numpy(dtype=object)
+        is_text = np.fromiter((isinstance(v, str) for v in objects), dtype=bool, count=n)
+        text = pa.array([v if isinstance(v, str) else None for v in objects], type=pa.string())
+        numbers = np.array([_python_number(v) for v in objects], dtype=np.float64)
+        empty = np.fromiter((is_empty(v) for v in objects), dtype=bool, count=n)
         return cls(text, is_text, numbers, empty)
 
     @classmethod

@@ -1,6 +1,6 @@
 """Recommendation rules, reasons and ranking: the one place where they are defined.
 
-Rules, in order (DOMAIN.md; documented for users in docs/RECOMMENDATIONS.md):
+Rules, in order (docs/DOMAIN.md; documented for users in docs/RECOMMENDATIONS.md):
 
 1. ``target_lateral``: the move goes down at least one level, and either it changes
    industry but not function (the seed: "target a lateral position, not a lower one"),

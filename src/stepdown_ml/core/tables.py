@@ -79,7 +79,9 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
         if isinstance(column.dtype, pd.api.extensions.ExtensionDtype) and not (
             pd.api.types.is_string_dtype(column.dtype)
         ):
-            columns[name] = pa.array(column.to_numpy(dtype=object, na_value=None), from_pandas=True)
+            # pandas-stubs leave None out of na_value's type; pandas accepts any scalar.
+            objects = column.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
+            columns[name] = pa.array(objects, from_pandas=True)
         else:
             columns[name] = pa.array(column.to_numpy(), from_pandas=True)
     return pa.table(columns)

@@ -48,7 +48,7 @@ class Validation:
             numpy arrays, text as Arrow arrays; other columns passed through), all rows
             in input order; rows flagged in ``bad`` hold meaningless values.
         bad: boolean mask, one per input row, True where the row has any problem.
-        rejects: one row per problem, CONTRACT.md rejects layout (``row`` is 1-based),
+        rejects: one row per problem, docs/CONTRACT.md rejects layout (``row`` is 1-based),
             sorted by row, as an Arrow table (:attr:`problems` is the same as a DataFrame).
         index: the input frame's index (a pandas input), for :attr:`values`.
     """
@@ -287,7 +287,11 @@ class _RecordValidator:
         self.position = {c.name: i for i, c in enumerate(columns)}
 
         def bounds(c: Column) -> tuple[float, float]:
-            return (0, 1) if c.kind == "binary" else (c.low, c.high)
+            if c.kind == "binary":
+                return (0, 1)
+            # The shortcuts compare against both bounds (finite ones also reject infinities).
+            assert c.low is not None and c.high is not None, f"{c.name}: {c.kind} column without bounds"
+            return (c.low, c.high)
 
         self.enums = tuple((c.name, frozenset(c.allowed)) for c in columns if c.kind == "enum")
         self.ints = tuple((c.name, *bounds(c), c.nullable) for c in columns if c.kind in ("int", "binary"))
@@ -299,6 +303,7 @@ class _RecordValidator:
         values: dict[str, Any] = {}
         others: list[str] = []
         get = record.get
+        raw: Any  # any value a caller put in the record (None when missing); checked by class below
         for name, allowed in self.enums:
             raw = get(name)
             if raw.__class__ is str and raw in allowed:

@@ -1,6 +1,6 @@
-"""Turn raw career records into anonymized transition records (DOMAIN.md "Privacy").
+"""Turn raw career records into anonymized transition records (docs/DOMAIN.md "Privacy").
 
-What happens to a raw record (CONTRACT.md "Raw record"):
+What happens to a raw record (docs/CONTRACT.md "Raw record"):
 
 * ``employee_id`` becomes ``candidate_id``, a keyed pseudonym: HMAC-SHA256 under a secret
   key taken from ``$STEPDOWN_PSEUDONYM_KEY``, hex, truncated to 32 characters. The same key
@@ -554,7 +554,7 @@ def anonymize(
     """Anonymize raw records (no I/O).
 
     Args:
-        raw: raw records (CONTRACT.md "Raw record"), as read (text) or typed.
+        raw: raw records (docs/CONTRACT.md "Raw record"), as read (text) or typed.
         key: the secret pseudonym key; never stored in the result or the report.
         k: the minimum number of distinct persons per quasi-identifier group, and per kept
             skill token.

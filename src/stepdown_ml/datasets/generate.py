@@ -1,4 +1,4 @@
-"""Synthetic career-transition records whose structure follows DOMAIN.md.
+"""Synthetic career-transition records whose structure follows docs/DOMAIN.md.
 
 The label is drawn from a probit model with unobserved latent factors and label noise:
 
@@ -51,7 +51,7 @@ HIGH_UNEMPLOYMENT = 8.0
 
 @dataclass(frozen=True)
 class Effects:
-    """Coefficients of ``eta`` (probit scale). Signs follow the facts in DOMAIN.md."""
+    """Coefficients of ``eta`` (probit scale). Signs follow the facts in docs/DOMAIN.md."""
 
     intercept: float = -1.20
     avoidable_necessity: float = -0.40
@@ -203,7 +203,7 @@ def probability_from_eta(eta: np.ndarray) -> np.ndarray:
 
 
 def generate_transitions(rows: int, seed: int, vocab: SkillVocabulary | None = None) -> pd.DataFrame:
-    """Generate ``rows`` transition records (CONTRACT.md Transition layout + ``true_probability``).
+    """Generate ``rows`` transition records (docs/CONTRACT.md Transition layout + ``true_probability``).
 
     Args:
         rows: number of records.
@@ -421,7 +421,7 @@ def _titles(levels: np.ndarray, functions: np.ndarray) -> np.ndarray:
 
 
 def generate_raw(rows: int, seed: int, vocab: SkillVocabulary | None = None) -> pd.DataFrame:
-    """Raw records (CONTRACT.md): transitions with realistic but fake identifying columns.
+    """Raw records (docs/CONTRACT.md): transitions with realistic but fake identifying columns.
 
     The identities are invented; they exist to exercise the anonymizer.
     """

@@ -13,13 +13,14 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 
 from stepdown_ml.serving import InvalidCandidateError, Model, predict
 from stepdown_ml.serving.registry import MODEL_DIR_ARTIFACT
 
 
-class StepdownModel(mlflow.pyfunc.PythonModel):
-    """Scores candidate rows (CONTRACT.md) into the scores layout."""
+class StepdownModel(PythonModel):
+    """Scores candidate rows (docs/CONTRACT.md) into the scores layout."""
 
     def load_context(self, context: Any) -> None:
         self.model = Model(context.artifacts[MODEL_DIR_ARTIFACT])

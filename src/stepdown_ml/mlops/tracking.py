@@ -50,6 +50,7 @@ class GateOutcome:
     version: str
     promoted: bool
     checks: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
 
     def summary(self) -> str:
         failed = [name for name, check in self.checks.items() if not check["passed"]]
@@ -147,7 +148,7 @@ def tracked_training(
     if not {"MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"} & set(os.environ):
         mlflow.set_experiment(EXPERIMENT)
     model_dir = Path(model_dir)
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         plots = Path(plots_dir) if plots_dir else model_dir / "plots"
         result = run_training(data_path, model_dir, params, vocab, plots_dir=plots)
         manifest = result.manifest
@@ -178,7 +179,7 @@ def tracked_training(
             client.set_registered_model_alias(config.REGISTERED_MODEL_NAME, config.CHAMPION_ALIAS, version)
         mlflow.set_tag("champion", str(promoted).lower())
         mlflow.log_dict({"promoted": promoted, "checks": checks}, "gates.json")
-    return result, GateOutcome(version=version, promoted=promoted, checks=checks)
+    return result, GateOutcome(version=version, promoted=promoted, checks=checks, run_id=run.info.run_id)
 
 
 def _requirements() -> list[str]:

@@ -19,7 +19,7 @@ import csv
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +279,7 @@ def score_block(
     model: Model,
     frame: Frame,
     row_numbers: np.ndarray,
-    malformed: list[tuple[int, str]] = (),
+    malformed: Sequence[tuple[int, str]] = (),
     header: list[str] | None = None,
 ) -> Block:
     """Score one block of an input file: the unit of work of every batch engine.

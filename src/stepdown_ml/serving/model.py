@@ -188,7 +188,7 @@ class Model:
             result[RANK_COLUMN] = 1
         return result
 
-    def _bound_buffers(self) -> tuple[ort.IOBinding, np.ndarray, memoryview, memoryview]:
+    def _bound_buffers(self) -> tuple[ort.IOBinding, np.ndarray, memoryview[float], memoryview[float]]:
         """This thread's one-row input and output buffers, bound to the session once.
 
         ONNX Runtime reads the input and writes the output in place (CPU memory bound by
@@ -212,8 +212,9 @@ class Model:
             return local.bound
 
 
-def _flat(array: np.ndarray) -> memoryview:
-    return memoryview(array).cast("B").cast("f")
+def _flat(array: np.ndarray) -> memoryview[float]:
+    # numpy's stubs declare ndarray.__buffer__ (the buffer protocol) only on Python >= 3.12.
+    return memoryview(array).cast("B").cast("f")  # type: ignore[arg-type]
 
 
 _LOADED: dict[str, Model] = {}
@@ -249,7 +250,7 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
     """Score candidates: the probability that the step down leads back up, and advice.
 
     Args:
-        records: one candidate (a mapping, CONTRACT.md candidate columns) or many
+        records: one candidate (a mapping, docs/CONTRACT.md candidate columns) or many
             (an iterable of mappings, or a DataFrame).
         model: a model directory, a ``models:/name@alias`` URI, or a loaded
             :class:`Model`; default: the committed default model.
@@ -277,11 +278,9 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
         raise InvalidCandidateError([{"column": name, "reason": f"{name} is missing"} for name in missing])
     scores, problems = loaded.score_frame(frame.reset_index(drop=True))
     if len(problems):
+        rejects: Iterable[Any] = problems.itertuples(index=False)  # namedtuples of the rejects layout
         raise InvalidCandidateError(
-            [
-                {"row": int(r.row), "column": r.column, "reason": r.reason}
-                for r in problems.itertuples(index=False)
-            ]
+            [{"row": int(r.row), "column": r.column, "reason": r.reason} for r in rejects]
         )
     columns = [*SCORES_COLUMNS, *([RANK_COLUMN] if RANK_COLUMN in scores else [])]
     return scores[columns]

@@ -234,7 +234,7 @@ def score_spark(
         model_dir: a model directory (shipped to the executors).
 
     Returns:
-        ``(scores, rejects)``: the CONTRACT.md layouts (``rank`` when the input has
+        ``(scores, rejects)``: the docs/CONTRACT.md layouts (``rank`` when the input has
         ``person_id``), plus ``file`` and ``row`` columns that locate every row. Not
         neutralized for spreadsheets: :func:`write_outputs` does that when writing CSV.
 

@@ -75,7 +75,7 @@ def tree_contributions(model: HistGradientBoostingClassifier) -> tuple[list[np.n
 
 def _contribution_node(model: HistGradientBoostingClassifier) -> tuple[onnx.NodeProto, float]:
     per_tree, bias = tree_contributions(model)
-    attrs: dict[str, list[Any]] = {
+    attrs: dict[str, Any] = {  # TreeEnsembleRegressor attributes (lists), passed to make_node as **kwargs
         key: []
         for key in (
             "nodes_treeids",

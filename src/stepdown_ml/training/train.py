@@ -183,7 +183,7 @@ or a lateral move) leads back to at least the former level within 36 months.
 promotion path and internal move (up); exported to ONNX ({onnx_path}: probabilities and
 per-group contributions) and served by onnxruntime from serving.onnx (the contributions alone).
 
-**Data.** {rows} rows from `{data}` (SHA-256 `{data_sha}`), split
+**Data.** {rows} rows (SHA-256 of the data file `{data_sha}`), split
 {train_rows}/{validation_rows}/{test_rows} (train/validation/test, stratified).
 
 **Test metrics.** ROC AUC {auc:.4f}, Brier {brier:.4f}, ECE {ece:.4f}.
@@ -193,9 +193,12 @@ AUC {motive_auc:.4f}.
 
 **Decision threshold.** {threshold:.4f} (maximizes F1 of `take_step_down` on validation data).
 
-**Limits.** Trained on synthetic (or anonymized) records: it carries the generator's
-assumptions (DOMAIN.md). It ranks options and explains them; it does not decide for a
-person. Do not use it to screen people out of jobs.
+**Limits.** Trained on synthetic (or anonymized) records: it carries the assumptions of the
+synthetic generator (`stepdown_ml.datasets.generate`), not observed outcomes. It ranks options
+and explains them; it does not decide for a person. Do not use it to screen people out of jobs.
+
+**Files.** {files}: the complete export, the graph that serving runs, the manifest with
+every file's SHA-256, and the skills vocabulary the features were built with.
 """
 
 
@@ -212,7 +215,15 @@ def run_training(
         ContractError: the data breaks the contract.
         ExportParityError: ONNX and scikit-learn disagree beyond tolerance.
     """
-    from stepdown_ml.core.modeldir import library_versions, sha256_file, write_model_dir
+    from stepdown_ml.core.modeldir import (
+        MANIFEST_FILE,
+        ONNX_FILE,
+        SERVING_ONNX_FILE,
+        VOCABULARY_FILE,
+        library_versions,
+        sha256_file,
+        write_model_dir,
+    )
     from stepdown_ml.core.tables import read_csv_text
     from stepdown_ml.training import evaluate, export
 
@@ -279,7 +290,7 @@ def run_training(
     report["onnx_parity"] = parity
     size = export.ensemble_size(classifier)
     bias = export.contribution_bias(onnx_model)
-    manifest = {
+    manifest: dict[str, Any] = {
         "model_name": config.REGISTERED_MODEL_NAME,
         "features": list(FEATURE_NAMES),
         "feature_groups": {g: list(m) for g, m in FEATURE_GROUPS.items()},
@@ -297,9 +308,11 @@ def run_training(
     }
     card = MODEL_CARD.format(
         model_version="{model_version}",
-        onnx_path="model.onnx",
+        onnx_path=ONNX_FILE,
         rows=len(values),
-        data=data_path.name,
+        files=", ".join(
+            f"`{name}`" for name in (ONNX_FILE, SERVING_ONNX_FILE, MANIFEST_FILE, VOCABULARY_FILE)
+        ),
         data_sha=manifest["data_sha256"][:16],
         train_rows=len(splits.train),
         validation_rows=len(splits.validation),
