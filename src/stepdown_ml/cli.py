@@ -1,14 +1,18 @@
 """The ``stepdown-ml`` command line. Thin: parse arguments, call the library, report.
 
-Exit codes: 0 done; 2 unusable input or arguments (one line on stderr says what and
-where; no output file is written); 1 anything unexpected.
+Exit codes: 0 done; 2 unusable input, arguments or output location (one line on stderr
+says what and where; no output file is written); 130 / 143 interrupted by SIGINT / SIGTERM
+(temporary files removed, earlier outputs untouched); 1 anything unexpected.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from stepdown_ml.core.schema import ContractError
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def _int_at_least(minimum: int, label: str) -> Callable[[str], int]:
@@ -38,9 +44,10 @@ _non_negative_int = _int_at_least(0, "non-negative")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from stepdown_ml.core.tables import write_csv
+    from stepdown_ml.core.tables import check_paths, write_csv
     from stepdown_ml.datasets.generate import generate_raw, generate_transitions
 
+    check_paths({}, {"--out": args.out})
     raw = args.raw or args.kind == "raw"
     make = generate_raw if raw else generate_transitions
     frame = make(args.rows, args.seed)
@@ -242,15 +249,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that temporary outputs are cleaned up as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``stepdown-ml``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Signal handlers can only be set from the main thread (a service may call main elsewhere).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return args.func(args)
-    except (ContractError, ModelDirError, FileNotFoundError) as exc:
-        _say(f"stepdown-ml {args.command}: error: {exc}")
+    except (ContractError, ModelDirError, OSError, EOFError, zlib.error) as exc:
+        # OSError: a missing or unreadable input, a read-only or full disk, a directory
+        # where a file was expected, a corrupt gzip stream; EOFError: a truncated one.
+        _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}")
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _say(f"stepdown-ml {args.command}: interrupted; no output written")
+        return EXIT_INTERRUPTED
+    except Terminated:
+        _say(f"stepdown-ml {args.command}: terminated (SIGTERM); no output written")
+        return EXIT_TERMINATED
+    except Exception as exc:
+        arrow = sys.modules.get("pyarrow")
+        if arrow is not None and isinstance(exc, arrow.ArrowException):
+            # An input pyarrow cannot read (a corrupt Parquet file, a duplicated column, ...).
+            _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}")
+            return EXIT_BAD_INPUT
+        raise
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text or type(exc).__name__
 
 
 def print_json(payload: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,62 @@ if TYPE_CHECKING:
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 # The same set as a regular expression, for Arrow and Spark kernels.
 FORMULA_PATTERN = "^[" + "".join(FORMULA_PREFIXES).replace("-", "\\-") + "]"
+
+
+# Output formats, chosen by the end of the file name (any case).
+OUTPUT_FORMATS = {".csv.gz": "csv.gz", ".csv": "csv", ".parquet": "parquet"}
+
+
+def output_format(path: Path | str, allowed: tuple[str, ...] = ("csv", "csv.gz", "parquet")) -> str:
+    """The format a file name asks for (``csv``, ``csv.gz`` or ``parquet``).
+
+    Raises:
+        ContractError: the name ends in none of the allowed extensions.
+    """
+    name = Path(path).name.lower()
+    for suffix, fmt in OUTPUT_FORMATS.items():
+        if name.endswith(suffix) and fmt in allowed:
+            return fmt
+    wanted = ", ".join(s for s, f in OUTPUT_FORMATS.items() if f in allowed)
+    raise ContractError(f"{path}: unknown output format (the name must end in {wanted})")
+
+
+def stem_of(path: Path | str) -> str:
+    """The file name without its format extension: ``scores.2024`` for ``scores.2024.csv.gz``."""
+    name = Path(path).name
+    for suffix in OUTPUT_FORMATS:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def check_paths(inputs: dict[str, Path | str | None], outputs: dict[str, Path | str | None]) -> None:
+    """Refuse outputs that would destroy an input or each other, before anything is read.
+
+    Paths are compared after resolving links. An output may not be an input, another output,
+    or an existing directory.
+
+    Args:
+        inputs: role -> path (e.g. ``{"input": ...}``); None entries are skipped.
+        outputs: role -> path (e.g. ``{"--out": ..., "--rejects": ...}``).
+
+    Raises:
+        ContractError: naming the two roles that collide.
+    """
+    resolved_in = {role: Path(p).resolve() for role, p in inputs.items() if p is not None}
+    seen: dict[Path, str] = {}
+    for role, path in outputs.items():
+        if path is None:
+            continue
+        target = Path(path).resolve()
+        if target.is_dir():
+            raise ContractError(f"{path}: {role} is a directory, not a file")
+        for in_role, source in resolved_in.items():
+            if target == source:
+                raise ContractError(f"{path}: {role} is the {in_role} file; refusing to overwrite it")
+        if target in seen:
+            raise ContractError(f"{path}: {role} is the same file as {seen[target]}")
+        seen[target] = role
 
 
 def neutralize(value: object) -> object:
@@ -57,6 +114,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -64,10 +122,20 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates 0600; the output gets what a plain open() would give it.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@functools.cache
+def _umask() -> int:
+    # Read once: os.umask can only be read by setting it, which is not thread-safe later on.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _arrow_table(frame: pd.DataFrame) -> pa.Table:

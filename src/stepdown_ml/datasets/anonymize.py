@@ -59,7 +59,7 @@ from stepdown_ml.core.schema import (
     ContractError,
     names,
 )
-from stepdown_ml.core.tables import atomic_path, read_csv_text, write_csv
+from stepdown_ml.core.tables import atomic_path, check_paths, read_csv_text, write_csv
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.datasets.generate import CITIES as GENERATOR_CITIES
 
@@ -722,10 +722,6 @@ def _check_output(frame: pd.DataFrame) -> None:
         )
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
-
-
 def _locate_non_utf8(path: Path) -> str | None:
     """``row N, column C`` of the first cell that is not UTF-8, or None if the file is UTF-8."""
     import csv  # only on the error path
@@ -781,11 +777,7 @@ def anonymize_file(
     key = read_key() if key is None else key
     source, target = Path(raw_path), Path(out_path)
     report_target = None if report_path is None else Path(report_path)
-    for other in (target, report_target):
-        if other is not None and source.exists() and _same_file(source, other):
-            raise ContractError(f"{other}: refusing to overwrite the raw input with anonymized output")
-    if report_target is not None and _same_file(target, report_target):
-        raise ContractError(f"{report_target}: the report path is the same as the output path")
+    check_paths({"raw input": source}, {"--out": target, "--report": report_target})
     try:
         raw = read_csv_text(source)
     except ContractError as exc:

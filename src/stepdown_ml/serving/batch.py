@@ -47,7 +47,7 @@ from stepdown_ml.core.schema import (
     ContractError,
     require_columns,
 )
-from stepdown_ml.core.tables import FORMULA_PATTERN, atomic_path
+from stepdown_ml.core.tables import FORMULA_PATTERN, atomic_path, check_paths, output_format, stem_of
 from stepdown_ml.core.validation import column_names, rejects_table, sort_rejects, validate_frame
 from stepdown_ml.serving import Model
 
@@ -319,18 +319,23 @@ def _neutralize_column(values: pa.Array) -> pa.Array:
 
 
 class _Writer:
-    """A CSV or Parquet writer on a temporary path (atomic rename by the caller)."""
+    """A CSV (plain or gzip) or Parquet writer on a temporary path (atomic rename by the caller)."""
 
-    def __init__(self, path: Path, schema: pa.Schema, parquet: bool = False) -> None:
-        self.parquet = parquet
+    def __init__(self, path: Path, schema: pa.Schema, fmt: str = "csv") -> None:
+        self.parquet = fmt == "parquet"
+        self.gzip = fmt == "csv.gz"
         self.path = path
         self.schema = schema
         self._writer: Any = None
+        self._stream: Any = None
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             if self.parquet:
                 self._writer = pq.ParquetWriter(self.path, self.schema)
+            elif self.gzip:
+                self._stream = pa.CompressedOutputStream(str(self.path), "gzip")
+                self._writer = pacsv.CSVWriter(self._stream, self.schema)
             else:
                 self._writer = pacsv.CSVWriter(self.path, self.schema)
         self._writer.write_table(table.cast(self.schema))
@@ -339,6 +344,8 @@ class _Writer:
         if self._writer is None:
             self.write(pa.Table.from_batches([], schema=self.schema))
         self._writer.close()
+        if self._stream is not None:
+            self._stream.close()
 
 
 def _scores_table(scores: pa.Table) -> pa.Table:
@@ -423,11 +430,13 @@ def score_file(
     if not source.is_file():
         raise ContractError(f"{source}: no such file")
     out = Path(out_path)
-    rejects_out = (
-        Path(rejects_path) if rejects_path else out.with_name(out.name.split(".")[0] + ".rejects.csv")
-    )
+    fmt = output_format(out)
+    rejects_out = Path(rejects_path) if rejects_path else out.with_name(stem_of(out) + ".rejects.csv")
+    rejects_fmt = output_format(rejects_out, allowed=("csv", "csv.gz"))
+    # Scores to be ranked are written once unranked, then copied with their rank.
+    unranked_fmt = "parquet" if fmt == "parquet" else "csv"
+    check_paths({"input": source}, {"--out": out, "--rejects": rejects_out})
     model = model or Model(config.DEFAULT_MODEL_DIR)
-    parquet = out.suffix == ".parquet"
     reader = _Input(source, chunk_rows)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(reader.size, reader.position, show)
@@ -443,10 +452,16 @@ def score_file(
         return len(numbers) + len(skipped), block.scores, block.rejects, block.persons
 
     ranked = None
-    with atomic_path(rejects_out) as rejects_tmp, atomic_path(out) as scores_tmp:
+    with (
+        atomic_path(rejects_out) as rejects_tmp,
+        atomic_path(out) as scores_tmp,
+        contextlib.ExitStack() as cleanup,
+    ):
+        unranked_path = scores_tmp.with_name(scores_tmp.name + ".unranked")
+        cleanup.callback(unranked_path.unlink, missing_ok=True)  # also when a run fails
         ranking = None
         scores_writer = None
-        rejects_writer = _Writer(rejects_tmp, REJECTS_SCHEMA)  # rejects are always CSV
+        rejects_writer = _Writer(rejects_tmp, REJECTS_SCHEMA, rejects_fmt)
         pending: deque[Future] = deque()
 
         def drain(block: Future) -> None:
@@ -455,8 +470,10 @@ def score_file(
             if ranking is None:
                 ranking = persons is not None
             if scores_writer is None:
-                target = scores_tmp.with_name(scores_tmp.name + ".unranked") if ranking else scores_tmp
-                scores_writer = _Writer(target, SCORES_SCHEMA, parquet)
+                if ranking:
+                    scores_writer = _Writer(unranked_path, SCORES_SCHEMA, unranked_fmt)
+                else:
+                    scores_writer = _Writer(scores_tmp, SCORES_SCHEMA, fmt)
             scores_writer.write(_scores_table(scores))
             if rejects.num_rows:
                 rejects_writer.write(_rejects_table(rejects))
@@ -481,13 +498,12 @@ def score_file(
                 for block in pending:
                     block.cancel()
         if scores_writer is None:
-            scores_writer = _Writer(scores_tmp, SCORES_SCHEMA, parquet)
+            scores_writer = _Writer(scores_tmp, SCORES_SCHEMA, fmt)
         scores_writer.close()
         rejects_writer.close()
         if ranking:
             ranked = rank_within(pa.concat_arrays(person_ids), np.concatenate(p_values))
-            _add_ranks(scores_writer.path, scores_tmp, ranked, parquet)
-            scores_writer.path.unlink()
+            _add_ranks(unranked_path, scores_tmp, ranked, unranked_fmt, fmt)
     bar.update(totals["rows"], force=True)
     bar.close()
     return ScoreSummary(
@@ -499,12 +515,12 @@ def score_file(
     )
 
 
-def _add_ranks(unranked: Path, out: Path, ranks: np.ndarray, parquet: bool) -> None:
+def _add_ranks(unranked: Path, out: Path, ranks: np.ndarray, unranked_fmt: str, fmt: str) -> None:
     """Second pass: copy the scores adding the ``rank`` column."""
     schema = SCORES_SCHEMA.append(pa.field(RANK_COLUMN, RANK_TYPE))
-    writer = _Writer(out, schema, parquet)
+    writer = _Writer(out, schema, fmt)
     offset = 0
-    if parquet:
+    if unranked_fmt == "parquet":
         batches = pq.ParquetFile(unranked).iter_batches()
     else:
         batches = pacsv.open_csv(

@@ -1,0 +1,182 @@
+"""Unit tests: where `stepdown-ml score` writes, and what a failed or stopped run leaves."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import signal
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from stepdown_ml.cli import EXIT_BAD_INPUT, EXIT_TERMINATED, main
+from stepdown_ml.core.tables import write_csv
+from stepdown_ml.serving import batch
+
+
+@pytest.fixture
+def src(tmp_path, candidates):
+    path = tmp_path / "in.csv"
+    write_csv(candidates.head(60), path)
+    return path
+
+
+def score(served_model_dir, *args) -> int:
+    return main(["score", *map(str, args), "--model-dir", str(served_model_dir)])
+
+
+def listing(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("stepdown-ml score: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--out", "s.csv", "--rejects", "s.csv"),
+        ("--out", "s.csv", "--rejects", "./sub/../s.csv"),
+    ],
+)
+def test_scores_and_rejects_may_not_be_one_file(tmp_path, src, served_model_dir, capsys, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    assert score(served_model_dir, src, *args) == EXIT_BAD_INPUT
+    assert "same file" in one_error_line(capsys)
+    assert listing(tmp_path) == ["in.csv", "sub"]
+
+
+@pytest.mark.parametrize("role", ["--out", "--rejects"])
+@pytest.mark.parametrize("through_link", [False, True])
+def test_an_output_may_not_be_the_input(tmp_path, src, served_model_dir, capsys, role, through_link):
+    before = src.read_bytes()
+    target = src
+    if through_link:
+        target = tmp_path / "link.csv"
+        target.symlink_to(src)
+    args = ["--out", target] if role == "--out" else ["--out", tmp_path / "s.csv", "--rejects", target]
+    assert score(served_model_dir, src, *args) == EXIT_BAD_INPUT
+    assert "input file" in one_error_line(capsys)
+    assert src.read_bytes() == before
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_default_rejects_paths_never_collide(tmp_path, src, served_model_dir):
+    for year in ("2024", "2025"):
+        assert score(served_model_dir, src, "--out", tmp_path / f"scores.{year}.csv") == 0
+    assert (tmp_path / "scores.2024.rejects.csv").is_file()
+    assert (tmp_path / "scores.2025.rejects.csv").is_file()
+    assert not (tmp_path / "scores.rejects.csv").exists()
+    # An output named like a rejects file gets a rejects file of its own.
+    assert score(served_model_dir, src, "--out", tmp_path / "run.rejects.csv") == 0
+    assert len(pd.read_csv(tmp_path / "run.rejects.csv")) == 60
+    assert (tmp_path / "run.rejects.rejects.csv").is_file()
+
+
+def test_the_extension_chooses_the_format(tmp_path, src, served_model_dir, capsys):
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv.gz") == 0
+    with gzip.open(tmp_path / "s.csv.gz", "rt") as handle:
+        assert len(pd.read_csv(handle)) == 60
+    assert (tmp_path / "s.rejects.csv").is_file()
+    assert score(served_model_dir, src, "--out", tmp_path / "S.PARQUET") == 0
+    assert pq.read_table(tmp_path / "S.PARQUET").num_rows == 60
+    capsys.readouterr()
+    assert score(served_model_dir, src, "--out", tmp_path / "s.txt") == EXIT_BAD_INPUT
+    assert "unknown output format" in one_error_line(capsys)
+    assert not (tmp_path / "s.txt").exists()
+
+
+def test_ranked_gzip_output(tmp_path, candidates, served_model_dir):
+    frame = candidates.head(40).assign(person_id=[f"p{i % 7}" for i in range(40)])
+    write_csv(frame, tmp_path / "in.csv")
+    assert score(served_model_dir, tmp_path / "in.csv", "--out", tmp_path / "s.csv.gz") == 0
+    with gzip.open(tmp_path / "s.csv.gz", "rt") as handle:
+        scores = pd.read_csv(handle)
+    assert sorted(scores.groupby(pd.Series(frame["person_id"]))["rank"].max()) == sorted(
+        frame["person_id"].value_counts()
+    )
+    assert listing(tmp_path) == ["in.csv", "s.csv.gz", "s.rejects.csv"]
+
+
+def test_outputs_follow_the_umask(tmp_path, src, served_model_dir):
+    mask = os.umask(0)
+    os.umask(mask)
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == 0
+    for name in ("s.csv", "s.rejects.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_directory_as_output_is_one_line(tmp_path, src, served_model_dir, capsys):
+    (tmp_path / "d.csv").mkdir()
+    assert score(served_model_dir, src, "--out", tmp_path / "d.csv") == EXIT_BAD_INPUT
+    assert "is a directory" in one_error_line(capsys)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, src, served_model_dir, capsys, monkeypatch):
+    (tmp_path / "s.csv").write_text("old scores\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    assert "No space left on device" in one_error_line(capsys)
+    assert listing(tmp_path) == ["in.csv", "s.csv"]
+    assert (tmp_path / "s.csv").read_text() == "old scores\n"
+
+
+@pytest.mark.parametrize("person_id", [False, True])
+def test_sigterm_mid_run_cleans_up_like_ctrl_c(
+    tmp_path, candidates, served_model_dir, monkeypatch, person_id
+):
+    frame = candidates.head(3000)
+    if person_id:
+        frame = frame.assign(person_id=[f"p{i % 50}" for i in range(len(frame))])
+    write_csv(frame, tmp_path / "in.csv")
+    real = batch.score_block
+    calls = []
+
+    def score_then_terminate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "score_block", score_then_terminate)
+    monkeypatch.setattr(batch, "BLOCK_BYTES", 64 * 1024)
+    code = main(
+        [
+            "score",
+            str(tmp_path / "in.csv"),
+            "--out",
+            str(tmp_path / "s.csv"),
+            "--model-dir",
+            str(served_model_dir),
+        ]
+    )
+    if len(calls) < 2:
+        pytest.skip("the file was scored in one block")
+    assert code == EXIT_TERMINATED
+    assert listing(tmp_path) == ["in.csv"]
+
+
+def test_truncated_gzip_is_one_line(tmp_path, src, served_model_dir, capsys):
+    data = gzip.compress(src.read_bytes())
+    (tmp_path / "in.csv.gz").write_bytes(data[: len(data) // 2])
+    assert score(served_model_dir, tmp_path / "in.csv.gz", "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    one_error_line(capsys)
+    assert listing(tmp_path) == ["in.csv", "in.csv.gz"]
+
+
+def test_corrupt_parquet_is_one_line(tmp_path, src, served_model_dir, capsys):
+    (tmp_path / "in.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    assert score(served_model_dir, tmp_path / "in.parquet", "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    one_error_line(capsys)
+    assert listing(tmp_path) == ["in.csv", "in.parquet"]
