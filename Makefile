@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # `mlflow run --env-manager local` runs entry points with the `python` on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test test-fast lint typecheck format default-model benchmark clean
+.PHONY: help setup run test test-fast soak lint typecheck format default-model benchmark clean
 
 CODE := src tests pipelines benchmarks
 
@@ -32,6 +32,13 @@ test: lint typecheck  ## what CI runs: lint, layering, types, then the whole sui
 
 test-fast: setup  ## the unit layer in under a minute: no training, no Spark, no servers
 	$(BIN)/pytest -m "not slow" -q
+
+# The fuzz and fault suite at length: a fresh seed each run (printed; rerun one with
+# STEPDOWN_FUZZ_SEED=N), SIGKILL at random moments included.
+SOAK_CASES ?= 2000
+soak: setup  ## the fuzz and fault suite at length (SOAK_CASES hostile files, faults, SIGKILLs)
+	STEPDOWN_FUZZ_SEED=$${STEPDOWN_FUZZ_SEED:-$$(date +%s)} STEPDOWN_FUZZ_CASES=$(SOAK_CASES) \
+	STEPDOWN_FAULT_CASES=40 STEPDOWN_KILL_CASES=20 $(BIN)/pytest tests/fuzz -q -s -p no:randomly
 
 lint: setup  ## ruff (lint and format check) and the layering contracts (import-linter)
 	$(BIN)/ruff check $(CODE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from functools import lru_cache
@@ -500,3 +501,43 @@ def test_typed_frames_are_accepted() -> None:
     pd.testing.assert_frame_equal(typed, text)
     assert re.fullmatch(r"[0-9a-f]{32}", typed["candidate_id"].iloc[0])
     assert np.isin(typed["age_band"], ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]).all()
+
+
+def test_a_file_too_small_for_k_is_refused_not_written_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """30 raw records cannot reach k=5 on the quasi-identifiers: one line, exit 2, no file."""
+    raw = write_raw(raw_frame(30), tmp_path / "raw.csv")
+    assert (
+        run_cli(
+            [str(raw), "--out", str(tmp_path / "a.csv"), "--report", str(tmp_path / "r.json")], monkeypatch
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would be suppressed" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.csv"]
+
+
+def test_the_output_and_the_report_are_replaced_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = write_raw(raw_frame(2_000), tmp_path / "raw.csv")
+    (tmp_path / "a.csv").write_text("old output\n")
+    (tmp_path / "r.json").write_text("{}\n")
+    real = os.replace
+
+    def fail_on_report(source: object, target: object) -> None:
+        if str(target).endswith("r.json"):
+            raise OSError(28, "No space left on device")
+        real(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", fail_on_report)
+    assert (
+        run_cli(
+            [str(raw), "--out", str(tmp_path / "a.csv"), "--report", str(tmp_path / "r.json")], monkeypatch
+        )
+        == 2
+    )
+    assert (tmp_path / "a.csv").read_text() == "old output\n"
+    assert (tmp_path / "r.json").read_text() == "{}\n"

@@ -180,3 +180,49 @@ def test_corrupt_parquet_is_one_line(tmp_path, src, served_model_dir, capsys):
     assert score(served_model_dir, tmp_path / "in.parquet", "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
     one_error_line(capsys)
     assert listing(tmp_path) == ["in.csv", "in.parquet"]
+
+
+def test_scores_and_rejects_are_replaced_together(tmp_path, src, served_model_dir, monkeypatch, capsys):
+    """If the rejects cannot be renamed into place, the old scores come back: no mixed pair."""
+    (tmp_path / "s.csv").write_text("old scores\n")
+    (tmp_path / "s.rejects.csv").write_text("old rejects\n")
+    real = os.replace
+
+    def fail_on_rejects(source, target):
+        if str(target).endswith("s.rejects.csv") and ".part" in str(source):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(source, target)
+
+    monkeypatch.setattr(os, "replace", fail_on_rejects)
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    one_error_line(capsys)
+    assert (tmp_path / "s.csv").read_text() == "old scores\n"
+    assert (tmp_path / "s.rejects.csv").read_text() == "old rejects\n"
+    assert listing(tmp_path) == ["in.csv", "s.csv", "s.rejects.csv"]
+
+
+def test_a_second_run_to_the_same_output_is_refused(tmp_path, src, served_model_dir, capsys):
+    import fcntl
+
+    with open(tmp_path / ".s.csv.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    assert "another run is writing" in one_error_line(capsys)
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_failed_run_removes_the_folders_it_made(tmp_path, served_model_dir, capsys):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert score(served_model_dir, tmp_path / "empty.csv", "--out", tmp_path / "a" / "b" / "s.csv") == 2
+    one_error_line(capsys)
+    assert listing(tmp_path) == ["empty.csv"]
+
+
+def test_a_nul_byte_rejects_its_row(tmp_path, src, served_model_dir):
+    lines = src.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b",", b"\x00,", 1)  # row 3's candidate_id ends in NUL
+    src.write_bytes(b"\n".join(lines))
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == 0
+    rejects = pd.read_csv(tmp_path / "s.rejects.csv", dtype=str, keep_default_na=False)
+    assert list(rejects["row"]) == ["3"] and "NUL" in rejects["reason"][0]
+    assert b"\x00" not in (tmp_path / "s.csv").read_bytes() + (tmp_path / "s.rejects.csv").read_bytes()

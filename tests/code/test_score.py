@@ -84,14 +84,26 @@ def test_broken_files_fail_with_one_line_and_no_output(tmp_path, served_model_di
     assert not list(tmp_path.glob(".*part"))
 
 
-def test_not_utf8_in_the_middle_leaves_no_output(tmp_path, candidates, served_model_dir, monkeypatch):
-    monkeypatch.setattr(score_module, "BLOCK_BYTES", 4096)
+def test_a_row_that_is_not_utf8_is_rejected_by_its_number(tmp_path, candidates, served_model_dir):
     src = tmp_path / "in.csv"
     write_csv(candidates.head(300), src)
-    data = bytearray(src.read_bytes())
-    data[len(data) // 2] = 0xFF
-    src.write_bytes(bytes(data))
+    lines = src.read_bytes().split(b"\n")
+    lines[150] = lines[150].replace(b",", b",\xff", 1)  # row 150 (line 151 counts the header)
+    lines[1] = b"\xfe" + lines[1]  # row 1, the first data row
+    src.write_bytes(b"\n".join(lines))
+    assert run_score(served_model_dir, src, tmp_path / "s.csv") == 0
+    rejects = read(tmp_path / "s.rejects.csv")
+    assert list(rejects["row"]) == ["1", "150"]
+    assert all(r.startswith("not UTF-8 text") for r in rejects["reason"])
+    assert len(read(tmp_path / "s.csv")) == 298
+
+
+def test_a_header_that_is_not_utf8_fails_the_file(tmp_path, candidates, served_model_dir, capsys):
+    src = tmp_path / "in.csv"
+    write_csv(candidates.head(5), src)
+    src.write_bytes(b"\xff" + src.read_bytes())
     assert run_score(served_model_dir, src, tmp_path / "s.csv") == 2
+    assert "header: not UTF-8" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -214,6 +226,8 @@ def test_a_header_without_rows_or_final_newline_scores_nothing(tmp_path, served_
 
 def test_a_row_python_csv_cannot_split_is_still_a_reject():
     header = list(candidate_record())
-    rejects = score_module._field_count_rejects([(7, '"' + "a" * 200_000)], header, len(header))
-    assert rejects.column("row").to_pylist() == [7]
-    assert rejects.column("reason")[0].as_py().startswith("not a valid CSV row")
+    text = ",".join(header) + "\n" + '"' + "a" * 200_000 + "\n"
+    [(batch, numbers, malformed)] = list(score_module.csv_blocks(pa.BufferReader(text.encode()), header, "t"))
+    assert batch.num_rows == 0 and len(numbers) == 0
+    assert [row for row, _, _ in malformed] == [1]
+    assert malformed[0][2].startswith("not a valid CSV row")

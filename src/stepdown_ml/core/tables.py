@@ -110,24 +110,101 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
     On any error the temporary file is removed and ``path`` is left as it was, so a
-    reader never sees a partial file.
+    reader never sees a partial file. Folders created for it are removed again.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
+    """Temporary paths for outputs that belong together, renamed into place together.
+
+    While the block runs, a lock beside the first output refuses a second run to the same
+    outputs (:class:`ContractError`). On success every temporary file is synced and renamed
+    over its target; if one rename fails, the targets already replaced get their old
+    files back, so one run's files are never paired with another's. On any error the
+    temporary files, and the folders created for them, are removed.
+    """
+    targets = [Path(p) for p in paths]
+    created = _make_parents(targets)
+    temps: list[Path] = []
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; the output gets what a plain open() would give it.
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, target)
+        _umask()
+        with _lock(targets[0]):
+            for target in targets:
+                fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+                os.close(fd)
+                temps.append(Path(name))
+            yield tuple(temps)
+            for tmp in temps:
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                # mkstemp creates 0600; the output gets what a plain open() would give it.
+                os.chmod(tmp, 0o666 & ~_umask())
+            _replace_together(temps, targets)
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
         raise
+
+
+def _make_parents(targets: list[Path]) -> list[Path]:
+    """Create the missing parent folders; return them, deepest first."""
+    created: list[Path] = []
+    for target in targets:
+        missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+        for folder in reversed(missing):
+            folder.mkdir(exist_ok=True)
+            created.append(folder)
+    return created[::-1]
+
+
+def _replace_together(temps: list[Path], targets: list[Path]) -> None:
+    """Rename each temporary file over its target; on a failure, put back what was there."""
+    done: list[tuple[Path, Path | None]] = []
+    pending: Path | None = None
+    try:
+        for tmp, target in zip(temps, targets, strict=True):
+            backup = None
+            if len(targets) > 1 and target.exists():
+                backup = target.with_name(f".{target.name}.{os.getpid()}.old")
+                os.link(target, backup)
+            pending = backup
+            os.replace(tmp, target)
+            done.append((target, backup))
+            pending = None
+    except BaseException:
+        for target, backup in reversed(done):
+            if backup is None:
+                target.unlink(missing_ok=True)  # it was not there before this run
+            else:
+                os.replace(backup, target)
+        raise
+    finally:
+        for leftover in [backup for _, backup in done] + [pending]:
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)  # a link to the old file, or nothing
+
+
+@contextlib.contextmanager
+def _lock(target: Path) -> Iterator[None]:
+    import fcntl
+
+    lock_path = target.with_name(f".{target.name}.lock")
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ContractError(f"{target}: another run is writing this output now") from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @functools.cache

@@ -59,7 +59,7 @@ from stepdown_ml.core.schema import (
     ContractError,
     names,
 )
-from stepdown_ml.core.tables import atomic_path, check_paths, read_csv_text, write_csv
+from stepdown_ml.core.tables import atomic_paths, check_paths, read_csv_text, write_csv
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.datasets.generate import CITIES as GENERATOR_CITIES
 
@@ -786,10 +786,16 @@ def anonymize_file(
             raise
         raise ContractError(f"{source}: {where}: not UTF-8 text (re-save the file as UTF-8)") from None
     frame, report = anonymize(raw, key, k, max_suppression=max_suppression, source=str(source))
-    # Both files are complete in temporary files before either is renamed into place.
-    with atomic_path(target) as tmp_out:
-        write_csv(frame, tmp_out)
+    if report["rows_out"] == 0 and report["rows_in"] > report["rows_rejected"]:
+        raise ContractError(
+            f"{source}: every one of the {report['rows_in'] - report['rows_rejected']} valid records "
+            f"would be suppressed to reach k={k}: too few records share their quasi-identifiers "
+            "(anonymize more records together, or choose a smaller --k)"
+        )
+    # Both files are complete in temporary files, then renamed into place together.
+    outputs = (target,) if report_target is None else (target, report_target)
+    with atomic_paths(*outputs) as temps:
+        write_csv(frame, temps[0])
         if report_target is not None:
-            with atomic_path(report_target) as tmp_report:
-                tmp_report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            temps[1].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report

@@ -13,7 +13,6 @@ the scores go to a temporary file first, ranks are computed from the compact
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import csv
 import sys
@@ -47,15 +46,23 @@ from stepdown_ml.core.schema import (
     ContractError,
     require_columns,
 )
-from stepdown_ml.core.tables import FORMULA_PATTERN, atomic_path, check_paths, output_format, stem_of
-from stepdown_ml.core.validation import column_names, rejects_table, sort_rejects, validate_frame
+from stepdown_ml.core.tables import FORMULA_PATTERN, atomic_paths, check_paths, output_format, stem_of
+from stepdown_ml.core.validation import rejects_table, sort_rejects, validate_frame
 from stepdown_ml.serving import Model
 
-# The CSV reader holds about 40 bytes of buffers per byte of its block (one buffer per
+# The CSV parser holds about 40 bytes of buffers per byte of its block (one buffer per
 # column), while validation, features and inference cost less per row in larger blocks.
-# So files are read in small pieces, and several pieces are scored together as a block.
-READ_BYTES = 1 << 19
+# So files are read in pieces of whole lines, each parsed in small blocks, and several
+# pieces are scored together as a block.
+READ_BYTES = 1 << 21
+PARSE_BYTES = 1 << 17
 BLOCK_BYTES = 1 << 22
+# One problem row that never became a record: (row number, candidate_id if readable, reason).
+Malformed = tuple[int, str, str]
+# The longest row read; a longer one is rejected (and skipped), not the file.
+MAX_ROW_BYTES = 16 << 20
+_NEWLINE, _RETURN, _QUOTE_BYTE = ord("\n"), ord("\r"), ord('"')
+_BOM = b"\xef\xbb\xbf"
 _QUOTE = scalar("'")
 
 
@@ -97,7 +104,7 @@ class _Input:
         except (OSError, ValueError):
             return 0
 
-    def blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
+    def blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
         """Yield ``(frame, row_numbers, field_count_problems)`` for each block."""
         if self.size == 0:
             raise ContractError(f"{self.path}: the file is empty (expected a header row)")
@@ -108,7 +115,7 @@ class _Input:
             yield from self._csv_blocks(gzip=bool(suffixes) and suffixes[-1] == ".gz")
         self.finished = True
 
-    def _parquet_blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
+    def _parquet_blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
         try:
             parquet = pq.ParquetFile(self.path)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -120,7 +127,7 @@ class _Input:
             yield batch, np.arange(first, first + len(batch)), []
             first += len(batch)
 
-    def _csv_blocks(self, gzip: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
+    def _csv_blocks(self, gzip: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
         header = self._read_header(gzip)
         require_columns(header, CANDIDATE_COLUMNS, str(self.path))
         self._raw = pa.OSFile(str(self.path), "rb")
@@ -135,10 +142,12 @@ class _Input:
 
         opener = gz.open if gzip else open
         try:
-            with opener(self.path, "rt", encoding="utf-8", newline="") as handle:
-                line = handle.readline()
+            with opener(self.path, "rb") as handle:
+                raw = handle.readline(MAX_ROW_BYTES)
+            # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name.
+            line = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise ContractError(f"{self.path}: row 0 (header): not UTF-8 text") from None
+            raise ContractError(f"{self.path}: the header: not UTF-8 text") from None
         except (OSError, EOFError) as exc:
             raise ContractError(f"{self.path}: cannot read: {exc}") from None
         if not line.strip():
@@ -152,65 +161,304 @@ class _Input:
 
 def csv_blocks(
     stream: Any, header: list[str], source: str, block_bytes: int | None = None
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
-    """Parse CSV text (header line included) block by block.
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
+    """Parse CSV text (header line included) block by block, one record per line.
 
-    Yields ``(record batch of text, 1-based row numbers, malformed rows)`` per block of
-    about ``block_bytes`` (default :data:`BLOCK_BYTES`), where a malformed row is
-    ``(row number, raw text)`` of a line with the wrong field count. Every data row is in
-    exactly one of the two. Used by the CLI on files and by the Spark engine on the lines
-    of a partition.
+    Every physical line after the header is one row, numbered from 1 (blank lines are
+    numbered but hold no record). Yields ``(record batch of text, row numbers, malformed
+    rows)`` per block of about ``block_bytes`` (default :data:`BLOCK_BYTES`): each
+    non-blank line is in exactly one of the two. A malformed row (a quote that does not
+    close on its line, a wrong field count, a row over :data:`MAX_ROW_BYTES`) becomes
+    ``(row number, candidate_id, reason)`` and reading goes on after it, so a stray quote
+    can never swallow the rows that follow. Used by the CLI on files and by the Spark
+    engine on the lines of a partition.
 
     Raises:
-        ContractError: the text is not UTF-8 or not CSV, naming ``source``.
+        ContractError: the text is not UTF-8 (naming the row), or the parser and the line
+            count disagree (no row is ever dropped silently); naming ``source``.
     """
-    malformed: list[tuple[int, str]] = []
-
-    def on_invalid(row: Any) -> str:
-        # Physical line numbers count the header as line 1.
-        malformed.append((row.number - 1, row.text))
-        return "skip"
-
     block_bytes = block_bytes or BLOCK_BYTES
     read_bytes = min(READ_BYTES, block_bytes)
-    try:
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(block_size=read_bytes, use_threads=False),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        if "Empty CSV file" in str(exc):
-            return  # the header alone, without a final newline: no rows
-        raise ContractError(f"{source}: {_arrow_reason(exc)}") from None
-    next_row = 1
-    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]] = []
-    try:
-        for batch in reader:
-            numbers, taken = _number_rows(next_row, batch.num_rows, malformed)
-            if len(numbers):
-                next_row = int(numbers[-1]) + 1
-            pieces.append((batch, numbers, taken))
-            if len(pieces) * read_bytes >= block_bytes:
-                yield _joined(pieces)
-                pieces = []
-        if pieces:
+    lines = _Lines(stream, read_bytes)
+    if lines.header() is None:
+        return  # the header alone, without a final newline: no rows
+    parser = _LineParser(header, source)
+    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]] = []
+    size = accounted = 0
+    for first_row, piece, too_long in lines:
+        batch, numbers, malformed, blank = parser.parse(first_row, piece)
+        malformed.extend((row, "", _too_long()) for row in too_long)
+        accounted += len(numbers) + len(malformed) + blank
+        pieces.append((batch, numbers, sorted(malformed)))
+        size += len(piece)
+        if size >= block_bytes:
             yield _joined(pieces)
-    except pa.ArrowInvalid as exc:
-        raise ContractError(f"{source}: {_arrow_reason(exc)}") from None
-    if malformed:  # bad rows after the last good one
-        empty = pa.record_batch([strings([]) for _ in header], names=header)
-        yield empty, np.arange(0), sorted(malformed)
+            pieces, size = [], 0
+    if pieces:
+        yield _joined(pieces)
+    if accounted != lines.next_row - 1:  # the invariant: every line scored, rejected or blank
+        raise ContractError(f"{source}: read {lines.next_row - 1} rows but accounted for {accounted}")
+
+
+class _Lines:
+    """A byte stream cut into pieces of whole lines, each with its first row number."""
+
+    def __init__(self, stream: Any, read_bytes: int) -> None:
+        self.stream = stream
+        self.read_bytes = read_bytes
+        self.carry = b""
+        self.next_row = 1  # the row number of the line that starts at carry[0]
+
+    def _read(self) -> bytes:
+        return bytes(self.stream.read(self.read_bytes))
+
+    def header(self) -> bytes | None:
+        """Consume the header line; None when the text has no line after it."""
+        data = self._read()
+        if data.startswith(_BOM):
+            data = data[len(_BOM) :]
+        while True:
+            end = data.find(b"\n")
+            if end >= 0:
+                self.carry = data[end + 1 :]
+                return data[:end]
+            more = self._read()
+            if not more:
+                return None
+            data += more
+
+    def __iter__(self) -> Iterator[tuple[int, bytes, list[int]]]:
+        """``(first row number, whole lines, rows skipped as too long)`` per piece."""
+        eof = False
+        too_long: list[int] = []
+        while not eof:
+            data = self.carry + self._read()
+            eof = len(data) == len(self.carry)
+            cut = data.rfind(b"\n") + 1
+            while not cut and not eof and len(data) <= MAX_ROW_BYTES:
+                more = self._read()  # a line longer than one read
+                eof = not more
+                data += more
+                cut = data.rfind(b"\n") + 1
+            if not cut and len(data) > MAX_ROW_BYTES:
+                too_long.append(self.next_row)
+                self.next_row += 1
+                self._skip_line()
+                continue
+            if eof:
+                cut = len(data)
+            piece, self.carry = data[:cut], data[cut:]
+            if piece:
+                first = self.next_row
+                self.next_row += piece.count(b"\n") + (not piece.endswith(b"\n"))
+                yield first, piece, too_long
+                too_long = []
+            elif too_long:
+                yield self.next_row, b"", too_long
+                too_long = []
+
+    def _skip_line(self) -> None:
+        """Drop the rest of an over-long line; what follows its newline is kept."""
+        self.carry = b""
+        while True:
+            data = self._read()
+            if not data:
+                return
+            end = data.find(b"\n")
+            if end >= 0:
+                self.carry = data[end + 1 :]
+                return
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _too_long() -> str:
+    return f"row longer than {MAX_ROW_BYTES / 2**20:g} MB: not read"
+
+
+class _PieceLines:
+    """The lines of one piece: which are kept for the parser, and the rows rejected so far."""
+
+    def __init__(
+        self, piece: bytes, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray, keep: np.ndarray
+    ):
+        self.piece, self.starts, self.ends, self.rows, self.keep = piece, starts, ends, rows, keep
+        self.malformed: list[Malformed] = []
+
+    def text(self, line: int) -> bytes:
+        return self.piece[self.starts[line] : self.ends[line]]
+
+    def reject(self, line: int, reason: str, candidate_id: str) -> None:
+        self.keep[line] = False
+        self.malformed.append((int(self.rows[line]), candidate_id, reason))
+
+    def kept_text(self) -> bytes:
+        if self.keep.all():
+            return self.piece
+        kept = zip(self.starts[self.keep], self.ends[self.keep], strict=True)
+        return b"\n".join(self.piece[a:b] for a, b in kept)
+
+
+class _LineParser:
+    """Whole lines of CSV to an Arrow batch of text, one record per line, every line accounted."""
+
+    def __init__(self, header: list[str], source: str) -> None:
+        self.header = header
+        self.source = source
+        self.id_index = header.index("candidate_id") if "candidate_id" in header else None
+        self.empty = pa.record_batch([strings([]) for _ in header], names=header)
+        self.convert = pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+
+    def parse(self, first_row: int, piece: bytes) -> tuple[pa.RecordBatch, np.ndarray, list[Malformed], int]:
+        """The records of ``piece``, their row numbers, its malformed rows, its blank lines.
+
+        Lines that cannot be one record on their own are taken out first and rejected: text
+        that is not UTF-8, a bare carriage return, and a quote that does not close on its
+        line. The fast test for the last is an odd number of quotes; should the parser still
+        see a different number of records than lines (an even number of quotes can open a
+        field, as in ``a"b,"c``), every line with a quote is checked on its own and the
+        piece parsed again. If they still disagree, the file fails: no row is ever lost.
+        """
+        if not piece:
+            return self.empty, np.zeros(0, dtype=np.int64), [], 0
+        data = np.frombuffer(piece, dtype=np.uint8)
+        ends = np.flatnonzero(data == _NEWLINE)
+        if not piece.endswith(b"\n"):
+            ends = np.append(ends, len(piece))
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        rows = np.arange(first_row, first_row + len(ends), dtype=np.int64)
+        # A line is blank when it holds nothing but an optional carriage return.
+        length = ends - starts
+        blank = (length == 0) | ((length == 1) & (data[np.minimum(starts, len(data) - 1)] == _RETURN))
+        lines = _PieceLines(piece, starts, ends, rows, ~blank)
+        for line in np.flatnonzero(length > MAX_ROW_BYTES).tolist():
+            lines.reject(line, _too_long(), "")
+        if not piece.isascii() and not _is_utf8(piece):
+            for line in np.flatnonzero(lines.keep).tolist():
+                try:
+                    lines.text(line).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    why = f"not UTF-8 text (byte {exc.start + 1} of the row; re-save the file as UTF-8)"
+                    lines.reject(line, why, self._id_of(lines.text(line)))
+        # NUL is no text, and it throws pyarrow's block splitter off the line ends.
+        for line in np.unique(np.searchsorted(ends, np.flatnonzero(data == 0))).tolist():
+            if lines.keep[line]:
+                lines.reject(line, "not text: the row holds a NUL byte", self._id_of(lines.text(line)))
+        returns = np.flatnonzero(data == _RETURN)
+        followed = returns + 1
+        bare = returns[(followed >= len(data)) | (data[np.minimum(followed, len(data) - 1)] != _NEWLINE)]
+        bare = bare[bare + 1 < len(data)]  # a CR that ends the piece ends its line
+        quotes = np.add.reduceat(data == _QUOTE_BYTE, starts, dtype=np.int64)
+        self._check(lines, np.union1d(np.searchsorted(ends, bare), np.flatnonzero(quotes % 2 == 1)))
+        result = self._records(lines)
+        if result is None:
+            self._check(lines, np.flatnonzero(quotes > 0))
+            result = self._records(lines)
+        if result is None:
+            raise ContractError(
+                f"{self.source}: rows {int(rows[0])}-{int(rows[-1])}: the CSV parser and the line "
+                "count disagree"
+            )
+        batch, numbers = result
+        return batch, numbers, lines.malformed, int(blank.sum())
+
+    def _check(self, lines: _PieceLines, candidates: np.ndarray) -> None:
+        """Reject each of ``candidates`` that Python's csv does not read as one record."""
+        for line in candidates.tolist():
+            if lines.keep[line]:
+                problem = self._quote_problem(lines.text(line))
+                if problem is not None:
+                    lines.reject(line, problem, self._id_of(lines.text(line)))
+
+    def _records(self, lines: _PieceLines) -> tuple[pa.RecordBatch, np.ndarray] | None:
+        """The kept lines parsed, and their row numbers; None if records and lines disagree."""
+        text = lines.kept_text()
+        kept_rows = lines.rows[lines.keep]
+        kept_lengths = (lines.ends - lines.starts)[lines.keep]
+        read = self._read(text, int(kept_lengths.max()) if len(kept_lengths) else 0)
+        if read is None:
+            return None
+        batch, bad = read
+        good = np.ones(len(kept_rows), dtype=bool)
+        wrong_count: list[Malformed] = []
+        text_lines = text.split(b"\n") if bad else []
+        for index, count in bad:
+            if not 0 <= index < len(kept_rows):
+                return None
+            good[index] = False
+            wrong = f"expected {len(self.header)} fields, got {count}"
+            wrong_count.append((int(kept_rows[index]), self._id_of(text_lines[index]), wrong))
+        numbers = kept_rows[good]
+        if batch.num_rows != len(numbers):
+            return None
+        lines.malformed.extend(wrong_count)
+        return batch, numbers
+
+    def _read(self, text: bytes, longest: int) -> tuple[pa.RecordBatch, list[tuple[int, int]]] | None:
+        """The lines as a record batch, and ``(line index, field count)`` of lines that do not fit.
+
+        None when the parser cannot split the text into its lines (a quoted field that
+        crosses a line end).
+        """
+        bad: list[tuple[int, int]] = []
+
+        def on_invalid(row: Any) -> str:
+            bad.append((row.number - 1, row.actual_columns))
+            return "skip"
+
+        if not text:
+            return self.empty, bad
+        try:
+            reader = pacsv.open_csv(
+                pa.py_buffer(text),
+                read_options=pacsv.ReadOptions(
+                    column_names=self.header, block_size=max(PARSE_BYTES, longest + 2), use_threads=False
+                ),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+                convert_options=self.convert,
+            )
+            batches = list(reader)
+        except pa.ArrowInvalid:
+            return None
+        if not batches:
+            return self.empty, bad
+        return (batches[0] if len(batches) == 1 else pa.concat_batches(batches)), bad
+
+    @staticmethod
+    def _quote_problem(line: bytes) -> str | None:
+        try:
+            fields = list(csv.reader([line.decode("utf-8", errors="replace")], strict=True))
+        except csv.Error as exc:
+            return f"not a valid CSV row ({exc}): a quote that does not close on its line"
+        if len(fields) != 1:
+            return "not a valid CSV row: a quoted field spans lines"
+        return None
+
+    def _id_of(self, line: bytes) -> str:
+        if self.id_index is None:
+            return ""
+        # As shown in the rejects file: undecodable bytes and NUL as U+FFFD.
+        text = line.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        try:
+            fields = next(csv.reader([text]), [])
+        except csv.Error:
+            fields = text.split(",")
+        return fields[self.id_index] if self.id_index < len(fields) else ""
 
 
 def _joined(
-    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]],
-) -> tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]:
+    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]],
+) -> tuple[pa.RecordBatch, np.ndarray, list[Malformed]]:
     """Consecutive pieces of a file as one block (compact buffers, in order)."""
     if len(pieces) == 1:
         return pieces[0]
@@ -219,50 +467,6 @@ def _joined(
         np.concatenate([numbers for _, numbers, _ in pieces]),
         [row for _, _, taken in pieces for row in taken],
     )
-
-
-def _number_rows(
-    first: int, count: int, malformed: list[tuple[int, str]]
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Row numbers of a block's good rows, skipping (and taking out) the malformed rows."""
-    malformed.sort()
-    skipped_rows = [m[0] for m in malformed]
-    numbers: list[int] = []
-    taken: list[tuple[int, str]] = []
-    row = first
-    while len(numbers) < count:
-        i = bisect.bisect_left(skipped_rows, row)
-        if i < len(skipped_rows) and skipped_rows[i] == row:
-            taken.append(malformed[i])
-        else:
-            numbers.append(row)
-        row += 1
-    for item in taken:
-        malformed.remove(item)
-    return np.asarray(numbers, dtype=np.int64), taken
-
-
-def _arrow_reason(exc: Exception) -> str:
-    text = str(exc)
-    if "UTF8" in text or "UTF-8" in text:
-        return f"not UTF-8 text ({text.splitlines()[0]})"
-    return f"not a readable CSV file ({text.splitlines()[0]})"
-
-
-def _field_count_rejects(skipped: list[tuple[int, str]], header: list[str], expected: int) -> pa.Table:
-    id_index = header.index("candidate_id") if "candidate_id" in header else None
-    rows, ids, reasons = [], [], []
-    for number, text in skipped:
-        rows.append(number)
-        try:
-            fields = next(csv.reader([text]), [])
-        except csv.Error as exc:  # e.g. a quote that never closes
-            ids.append("")
-            reasons.append(f"not a valid CSV row ({exc})")
-            continue
-        ids.append(fields[id_index] if id_index is not None and id_index < len(fields) else "")
-        reasons.append(f"expected {expected} fields, got {len(fields)}")
-    return rejects_table(rows, ids, [""] * len(rows), reasons)
 
 
 @dataclass
@@ -279,8 +483,7 @@ def score_block(
     model: Model,
     frame: Frame,
     row_numbers: np.ndarray,
-    malformed: Sequence[tuple[int, str]] = (),
-    header: list[str] | None = None,
+    malformed: Sequence[Malformed] = (),
 ) -> Block:
     """Score one block of an input file: the unit of work of every batch engine.
 
@@ -289,9 +492,8 @@ def score_block(
         frame: the block's well-formed rows, as read (an Arrow batch of text, or a
             pandas frame).
         row_numbers: 1-based file row number of each row of ``frame``.
-        malformed: ``(row number, raw text)`` of rows in this block that could not be
-            split into the header's fields; they become row-level rejects.
-        header: the file's header (to find ``candidate_id`` in a malformed row).
+        malformed: ``(row number, candidate_id, reason)`` of rows in this block that never
+            became records (see :func:`csv_blocks`); they become row-level rejects.
 
     Returns:
         The scores without ``rank`` (ranking needs the whole file) and their row numbers,
@@ -303,8 +505,8 @@ def score_block(
     scores = model.score_features_arrow(model.features.transform(valid), arrow_text(valid["candidate_id"]))
     rejects = checked.rejects
     if malformed:
-        header = header if header is not None else column_names(frame)
-        extra = _field_count_rejects(list(malformed), header, len(header))
+        problem_rows, ids, reasons = zip(*malformed, strict=True)
+        extra = rejects_table(problem_rows, ids, [""] * len(problem_rows), reasons)
         rejects = sort_rejects(pa.concat_tables([rejects, extra]))
     persons = None
     if PERSON_ID.name in valid:
@@ -445,16 +647,15 @@ def score_file(
     person_ids: list[pa.Array] = []
     p_values: list[np.ndarray] = []
 
-    def work(frame: Frame, numbers: np.ndarray, skipped: list[tuple[int, str]]) -> tuple:
+    def work(frame: Frame, numbers: np.ndarray, skipped: list[Malformed]) -> tuple:
         # One shared session: onnxruntime runs it from several threads, each call on its
         # caller's thread (one intra-op thread), without a second copy of the model.
-        block = score_block(model, frame, numbers, skipped, reader.header)
+        block = score_block(model, frame, numbers, skipped)
         return len(numbers) + len(skipped), block.scores, block.rejects, block.persons
 
     ranked = None
     with (
-        atomic_path(rejects_out) as rejects_tmp,
-        atomic_path(out) as scores_tmp,
+        atomic_paths(out, rejects_out) as (scores_tmp, rejects_tmp),
         contextlib.ExitStack() as cleanup,
     ):
         unranked_path = scores_tmp.with_name(scores_tmp.name + ".unranked")

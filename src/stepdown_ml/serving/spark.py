@@ -199,8 +199,8 @@ def _score_csv_lines(model_name: str, headers: dict[str, tuple[str, list[str]]],
                     pa.BufferReader(text.encode("utf-8")), header, file
                 ):
                     rows = numbers_in_file[numbers - 1] if len(numbers) else numbers
-                    bad = [(int(numbers_in_file[n - 1]), t) for n, t in malformed]
-                    block = score_block(model, frame, rows, bad, header)
+                    bad = [(int(numbers_in_file[n - 1]), cid, why) for n, cid, why in malformed]
+                    block = score_block(model, frame, rows, bad)
                     yield _output(block, file)
 
     return score_partition
