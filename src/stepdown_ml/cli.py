@@ -44,9 +44,10 @@ _non_negative_int = _int_at_least(0, "non-negative")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from stepdown_ml.core.tables import check_paths, write_csv
+    from stepdown_ml.core.tables import check_paths, output_format, write_csv
     from stepdown_ml.datasets.generate import generate_raw, generate_transitions
 
+    output_format(args.out, allowed=("csv",))
     check_paths({}, {"--out": args.out})
     raw = args.raw or args.kind == "raw"
     make = generate_raw if raw else generate_transitions

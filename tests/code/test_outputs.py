@@ -8,6 +8,7 @@ import os
 import signal
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -226,3 +227,27 @@ def test_a_nul_byte_rejects_its_row(tmp_path, src, served_model_dir):
     rejects = pd.read_csv(tmp_path / "s.rejects.csv", dtype=str, keep_default_na=False)
     assert list(rejects["row"]) == ["3"] and "NUL" in rejects["reason"][0]
     assert b"\x00" not in (tmp_path / "s.csv").read_bytes() + (tmp_path / "s.rejects.csv").read_bytes()
+
+
+def test_an_output_of_another_kind_is_not_clobbered(tmp_path, src, served_model_dir, capsys):
+    """A Parquet file under a .csv name (or the reverse) is someone's data: refused."""
+    pq.write_table(pq.read_table(_as_parquet(src, tmp_path / "x.parquet")), tmp_path / "old.csv")
+    before = (tmp_path / "old.csv").read_bytes()
+    assert score(served_model_dir, src, "--out", tmp_path / "old.csv") == EXIT_BAD_INPUT
+    assert "holds a parquet file" in one_error_line(capsys)
+    assert (tmp_path / "old.csv").read_bytes() == before
+    (tmp_path / "text.parquet").write_text("candidate_id\nc-1\n")
+    assert score(served_model_dir, src, "--out", tmp_path / "text.parquet") == EXIT_BAD_INPUT
+    assert "holds a csv file" in one_error_line(capsys)
+
+
+def _as_parquet(src, path):
+    pq.write_table(pa.Table.from_pandas(pd.read_csv(src, dtype=str, keep_default_na=False)), path)
+    return path
+
+
+def test_generate_refuses_a_name_it_would_not_write(tmp_path, capsys):
+    assert main(["generate", "--rows", "5", "--out", str(tmp_path / "g.parquet")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown output format" in err[0]
+    assert list(tmp_path.iterdir()) == []

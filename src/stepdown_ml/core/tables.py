@@ -44,6 +44,22 @@ def output_format(path: Path | str, allowed: tuple[str, ...] = ("csv", "csv.gz",
     raise ContractError(f"{path}: unknown output format (the name must end in {wanted})")
 
 
+def _kind_of_name(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((fmt for suffix, fmt in OUTPUT_FORMATS.items() if name.endswith(suffix)), None)
+
+
+def _kind_of_file(path: Path) -> str | None:
+    """What an existing file holds, by its first bytes: ``parquet``, ``csv.gz`` or ``csv``."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    return "csv.gz" if head.startswith(b"\x1f\x8b") else "csv"
+
+
 def stem_of(path: Path | str) -> str:
     """The file name without its format extension: ``scores.2024`` for ``scores.2024.csv.gz``."""
     name = Path(path).name
@@ -57,7 +73,8 @@ def check_paths(inputs: dict[str, Path | str | None], outputs: dict[str, Path | 
     """Refuse outputs that would destroy an input or each other, before anything is read.
 
     Paths are compared after resolving links. An output may not be an input, another output,
-    or an existing directory.
+    an existing directory or other non-file, or an existing file of another kind than its
+    name says (a Parquet or gzip file under a ``.csv`` name, say).
 
     Args:
         inputs: role -> path (e.g. ``{"input": ...}``); None entries are skipped.
@@ -74,6 +91,11 @@ def check_paths(inputs: dict[str, Path | str | None], outputs: dict[str, Path | 
         target = Path(path).resolve()
         if target.is_dir():
             raise ContractError(f"{path}: {role} is a directory, not a file")
+        if target.exists() and not target.is_file():
+            raise ContractError(f"{path}: {role} exists and is not a regular file")
+        held, named = _kind_of_file(target), _kind_of_name(target)
+        if held is not None and named is not None and held != named:
+            raise ContractError(f"{path}: {role} holds a {held} file; refusing to replace it with {named}")
         for in_role, source in resolved_in.items():
             if target == source:
                 raise ContractError(f"{path}: {role} is the {in_role} file; refusing to overwrite it")

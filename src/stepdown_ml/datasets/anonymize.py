@@ -59,7 +59,7 @@ from stepdown_ml.core.schema import (
     ContractError,
     names,
 )
-from stepdown_ml.core.tables import atomic_paths, check_paths, read_csv_text, write_csv
+from stepdown_ml.core.tables import atomic_paths, check_paths, output_format, read_csv_text, write_csv
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.datasets.generate import CITIES as GENERATOR_CITIES
 
@@ -777,6 +777,7 @@ def anonymize_file(
     key = read_key() if key is None else key
     source, target = Path(raw_path), Path(out_path)
     report_target = None if report_path is None else Path(report_path)
+    output_format(target, allowed=("csv",))
     check_paths({"raw input": source}, {"--out": target, "--report": report_target})
     try:
         raw = read_csv_text(source)
