@@ -3,6 +3,17 @@
 
 Text columns go through pyarrow compute kernels and numeric ones through numpy; the
 test suite checks :func:`parse_value` and :func:`parse_series` against each other.
+
+Rules both apply to any value a caller may pass (tests/code/test_predict_contract.py):
+
+* Numbers are ``int``, ``float``, numpy integers and floats, ``Decimal`` and plain decimal
+  text (``NUMBER_PATTERN``), finite; anything else (complex, bytes, containers, ...) is not.
+* Booleans (``bool``, ``numpy.bool_``, a boolean column) are not numbers: an ``int`` or
+  ``number`` column rejects them; a ``binary`` column takes ``True``/``False`` as 1/0.
+* An integer of any size is a number: beyond float64's range it is out of range, and its
+  reason shows its leading digits (however many digits ``str()`` may print).
+* Text must be valid Unicode: a string with a lone surrogate is rejected in every column
+  (Arrow, and every output, hold UTF-8), and reasons show such characters escaped.
 """
 
 from __future__ import annotations
@@ -57,29 +68,81 @@ def parse_value(column: Column, raw: Any) -> tuple[Any, str | None]:
     if is_empty(raw):
         if column.nullable:
             return None, None
-        return None, column.reason(raw)
+        return None, reason_for(column, raw)
     kind = column.kind
     if kind in ("id", "enum", "skills"):
         if not isinstance(raw, str):
-            return None, column.reason(raw)
+            return None, reason_for(column, raw)
         # Ids are echoed exactly as given; enums and skills forgive surrounding blanks.
         text = raw if kind == "id" else raw.strip()
         if kind == "id":
-            ok = len(text) <= MAX_ID_LENGTH
+            ok = len(text) <= MAX_ID_LENGTH and is_unicode(text)
         elif kind == "enum":
             ok = text in column.allowed
         else:
             ok = all(SKILL_TOKEN.fullmatch(t) for t in text.split(SKILL_SEPARATOR))
-        return (text, None) if ok else (None, column.reason(raw))
+        return (text, None) if ok else (None, reason_for(column, raw))
+    if kind != "binary" and isinstance(raw, (bool, np.bool_)):
+        return None, reason_for(column, raw)  # booleans are 0/1 only in binary columns
     number = _to_number(raw)
     if number is None:
-        return None, column.reason(raw)
+        return None, reason_for(column, raw)
     if kind in ("int", "binary") and number != math.floor(number):
-        return None, column.reason(raw)
+        return None, reason_for(column, raw)
     low, high = (0.0, 1.0) if kind == "binary" else (column.low, column.high)
     if (low is not None and number < low) or (high is not None and number > high):
-        return None, column.reason(raw)
+        return None, reason_for(column, raw)
     return (int(number) if kind in ("int", "binary") else number), None
+
+
+def reason_for(column: Column, raw: Any) -> str:
+    """``column.reason(raw)`` for any value, as text every output can hold.
+
+    An int with more digits than ``str()`` prints (``sys.set_int_max_str_digits``) is
+    shown by its leading digits, as ``Column.reason`` shows any long value; lone
+    surrogates are escaped (``\\udc00``). Both paths word their reasons here.
+    """
+    try:
+        text = column.reason(raw)
+    except ValueError:
+        if not isinstance(raw, int):
+            raise
+        text = column.reason(_leading_digits(raw))
+    return printable(text)
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so that it encodes to UTF-8."""
+    if text.isascii() or is_unicode(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_unicode(text: str) -> bool:
+    """Does ``text`` encode to UTF-8 (no lone surrogates)?"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_int(number: int) -> str:
+    """``str(number)`` for an int of any size; the leading digits and "..." beyond the limit."""
+    try:
+        return str(number)
+    except ValueError:
+        return _leading_digits(number)
+
+
+def _leading_digits(number: int) -> str:
+    """What ``Column.reason`` shows of a long int (its first 37 characters and "..."),
+    without ``str()`` of the whole number."""
+    magnitude = abs(number)
+    # Keep about 40 digits: bit_length * log10(2) estimates the digit count from below.
+    drop = max(0, int(magnitude.bit_length() * 0.30102999566398120) - 41)
+    text = ("-" if number < 0 else "") + str(magnitude // 10**drop)
+    return text[:37] + "..."
 
 
 def parse_series(column: Column, raw: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[ArrayLike, np.ndarray]:
@@ -87,7 +150,8 @@ def parse_series(column: Column, raw: pd.Series | pa.Array | pa.ChunkedArray) ->
 
     Text goes through pyarrow compute kernels (the batch hot path), numeric columns
     through numpy. Parsed values of bad rows are meaningless; empty cells of a
-    nullable column parse to NaN (numbers) or null (strings). Text comes back as an
+    nullable column parse to NaN (numbers) or to null, "" or blanks (strings; parse_value
+    gives None for all of them, and features read them alike). Text comes back as an
     Arrow array (enums dictionary-encoded on the contract's order), numbers as a
     float64 numpy array.
     """
@@ -113,6 +177,8 @@ def parse_series(column: Column, raw: pd.Series | pa.Array | pa.ChunkedArray) ->
     else:
         number = cells.numbers()
         ok = ~np.isnan(number)
+        if kind != "binary" and cells.booleans is not None:
+            ok &= ~cells.booleans  # booleans are 0/1 only in binary columns
         if kind in ("int", "binary"):
             ok &= np.floor(number) == number
         low, high = (0.0, 1.0) if kind == "binary" else (column.low, column.high)
@@ -181,7 +247,8 @@ class _Cells:
 
     A column read from a file is text; a column of a typed frame is numeric; an object
     column may mix both, and then each cell is taken as it is, as
-    :func:`parse_value` takes it.
+    :func:`parse_value` takes it. ``booleans`` marks the cells that are booleans (None:
+    there are none), which only binary columns accept.
     """
 
     def __init__(
@@ -190,10 +257,12 @@ class _Cells:
         is_text: np.ndarray,
         numbers: np.ndarray | None,
         empty: np.ndarray | None = None,
+        booleans: np.ndarray | None = None,
     ) -> None:
         self.text = text
         self.is_text = is_text
         self._numbers = numbers
+        self.booleans = booleans
         # Computed when first asked (often they are not needed). Plain attributes, not
         # cached_property: on Python 3.11 that takes one lock shared by every instance,
         # which would serialize the scoring threads.
@@ -229,21 +298,53 @@ class _Cells:
             raw = pd.Series(pd.arrays.ArrowExtensionArray(raw))
         dtype = raw.dtype
         n = len(raw)
-        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+        boolean = pd.api.types.is_bool_dtype(dtype)
+        # Complex numbers are not numbers: such a column goes cell by cell (and is rejected).
+        if boolean or (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)):
             numbers = raw.to_numpy(dtype=np.float64, na_value=np.nan).copy()
             numbers[~np.isfinite(numbers)] = np.nan
             empty = raw.isna().to_numpy(dtype=bool)
-            return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
+            booleans = ~empty if boolean else None
+            return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty, booleans)
         if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-            text = pa.array(raw, type=pa.string(), from_pandas=True)
-            return cls(text, to_bool(pc.is_valid(text)), None)
-        # Mixed object column: the rare, slow path, cell by cell.
-        objects = raw.to_numpy(dtype=object)
-        is_text = np.fromiter((isinstance(v, str) for v in objects), dtype=bool, count=n)
-        text = pa.array([v if isinstance(v, str) else None for v in objects], type=pa.string())
+            try:
+                text = pa.array(raw, type=pa.string(), from_pandas=True)
+            except UnicodeEncodeError:  # a lone surrogate: cell by cell below
+                pass
+            else:
+                return cls(text, to_bool(pc.is_valid(text)), None)
+        # Object column: each cell taken as parse_value takes it (.values: no copy).
+        object_dtype = pd.api.types.is_object_dtype(dtype)
+        objects = np.asarray(raw.values) if object_dtype else raw.to_numpy(dtype=object)
+        only_text = pd.api.types.infer_dtype(objects, skipna=False) == "string"  # the quick check
+        classes = set() if only_text else set(map(type, objects))
+        if classes <= _TEXT_CLASSES:
+            # Text and None (records of strings): the text path, as for a file.
+            try:
+                text = pa.array(objects, type=pa.string())
+            except UnicodeEncodeError:  # a lone surrogate: cell by cell below
+                pass
+            else:
+                return cls(text, to_bool(pc.is_valid(text)), None)
+        elif classes <= _NUMBER_CLASSES:
+            # Python ints, floats and None (records of numbers): one conversion, as
+            # float() makes it; None becomes NaN, and NaN is empty.
+            try:
+                numbers = objects.astype(np.float64)
+            except OverflowError:  # an int beyond float64: cell by cell below
+                pass
+            else:
+                empty = np.isnan(numbers)
+                numbers[~np.isfinite(numbers)] = np.nan
+                return cls(pa.nulls(n, pa.string()), np.zeros(n, dtype=bool), numbers, empty)
+        # Text that is not valid Unicode is no text (parse_value rejects it too).
+        texts = [v if isinstance(v, str) and (v.isascii() or is_unicode(v)) else None for v in objects]
+        is_text = np.fromiter((v is not None for v in texts), dtype=bool, count=n)
+        text = pa.array(texts, type=pa.string())
         numbers = np.array([_python_number(v) for v in objects], dtype=np.float64)
         empty = np.fromiter((is_empty(v) for v in objects), dtype=bool, count=n)
-        return cls(text, is_text, numbers, empty)
+        booleans = np.fromiter((isinstance(v, (bool, np.bool_)) for v in objects), dtype=bool, count=n)
+        return cls(text, is_text, numbers, empty, booleans if booleans.any() else None)
 
     @classmethod
     def _of_arrow(cls, raw: pa.Array | pa.ChunkedArray) -> _Cells | None:
@@ -271,7 +372,8 @@ class _Cells:
             numbers = to_numpy(pc.cast(raw, pa.float64(), safe=False)).copy()
             empty = np.isnan(numbers)  # null or NaN: what parse_value calls empty
             numbers[~np.isfinite(numbers)] = np.nan
-            return cls(no_text, np.zeros(n, dtype=bool), numbers, empty)
+            booleans = ~empty if pa.types.is_boolean(kind) else None
+            return cls(no_text, np.zeros(n, dtype=bool), numbers, empty, booleans)
         return None
 
     def numbers(self) -> np.ndarray:
@@ -312,14 +414,19 @@ class _Cells:
         return parsed
 
 
+# Object columns of only these classes take a vectorized path (bool is not int here).
+_TEXT_CLASSES = frozenset({str, type(None)})
+_NUMBER_CLASSES = frozenset({int, float, type(None)})
+
+
 def _python_number(value: Any) -> float:
     number = _to_number(value) if not isinstance(value, str) else None
     return np.nan if number is None else number
 
 
 def _to_number(raw: Any) -> float | None:
-    if isinstance(raw, bool):
-        return float(raw)
+    if isinstance(raw, (bool, np.bool_)):
+        return float(raw)  # binary columns only: parse_value and parse_series check the kind
     try:
         if isinstance(raw, (int, float, np.integer, np.floating, decimal.Decimal)):
             number = float(raw)
@@ -329,6 +436,6 @@ def _to_number(raw: Any) -> float | None:
             number = float(raw.strip())
         else:
             return None
-    except OverflowError:  # an int too large for a double
+    except (OverflowError, ValueError):  # an int too large for a double; Decimal('sNaN')
         return None
     return number if math.isfinite(number) else None

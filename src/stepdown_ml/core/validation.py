@@ -16,7 +16,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stepdown_ml.core.arrow import from_numpy, scalar, strings, to_bool, to_numpy
-from stepdown_ml.core.parsing import Frame, is_pandas, parse_series, parse_value
+from stepdown_ml.core.parsing import (
+    Frame,
+    is_pandas,
+    is_unicode,
+    parse_series,
+    parse_value,
+    printable,
+    reason_for,
+    shown_int,
+)
 from stepdown_ml.core.schema import (
     CANDIDATE_COLUMNS,
     MAX_ID_LENGTH,
@@ -25,6 +34,7 @@ from stepdown_ml.core.schema import (
     REJECTS_SCHEMA,
     SKILLS_RE,
     Column,
+    ContractError,
     is_empty,
     require_columns,
 )
@@ -115,6 +125,19 @@ def column_names(frame: Frame) -> list[str]:
     return list(frame.columns) if is_pandas(frame) else list(frame.schema.names)
 
 
+def repeated_columns(names: Sequence[str], columns: Sequence[Column]) -> list[str]:
+    """The names of ``columns`` (and ``person_id``) that ``names`` holds more than once.
+
+    Such a column has no single value per row, so it is refused (``validate_frame``
+    raises ContractError, ``predict()`` InvalidCandidateError); other columns, which
+    nothing reads, may repeat.
+    """
+    if len(set(names)) == len(names):
+        return []
+    wanted = {c.name for c in columns} | {PERSON_ID.name}
+    return sorted({name for name in names if name in wanted and names.count(name) > 1})
+
+
 def column_of(frame: Frame, name: str) -> pd.Series | pa.Array:
     """One column of a pandas or Arrow frame (Arrow chunks combined)."""
     if is_pandas(frame):
@@ -183,10 +206,13 @@ def validate_frame(
         A :class:`Validation` with typed values, the bad-row mask and every problem.
 
     Raises:
-        ContractError: when a required column is missing.
+        ContractError: when a required column is missing, or given more than once.
     """
     names = column_names(frame)
     require_columns(names, columns, source)
+    repeated = repeated_columns(names, columns)
+    if repeated:
+        raise ContractError(f"{source}: column(s) given more than once: {', '.join(repeated)}")
     if PERSON_ID.name in names and PERSON_ID not in columns:
         columns = (*columns, PERSON_ID)
     n = len(frame)
@@ -213,7 +239,8 @@ def validate_frame(
         column_bad[column.name] = col_bad
         if col_bad.any():
             idx = np.flatnonzero(col_bad)
-            add(idx, column.name, np.array([column.reason(v) for v in _cells_at(raw, idx)], dtype=object))
+            reasons = [reason_for(column, v) for v in _cells_at(raw, idx)]
+            add(idx, column.name, np.array(reasons, dtype=object))
     if "current_level" in parsed and "target_level" in parsed:
         current, target = parsed["current_level"], parsed["target_level"]
         with np.errstate(invalid="ignore"):
@@ -244,7 +271,10 @@ def validate_frame(
 
 
 def _id_text(value: Any) -> str:
-    return "" if is_empty(value) else str(value)
+    """A rejected row's candidate id as text (any value: a huge int, a lone surrogate)."""
+    if is_empty(value):
+        return ""
+    return printable(shown_int(value) if isinstance(value, int) else str(value))
 
 
 def validate_record(
@@ -338,7 +368,12 @@ class _RecordValidator:
             others.append(name)
         for name in self.ids:
             raw = get(name)
-            if raw.__class__ is str and 0 < len(raw) <= MAX_ID_LENGTH and raw.strip():
+            if (
+                raw.__class__ is str
+                and 0 < len(raw) <= MAX_ID_LENGTH
+                and raw.strip()
+                and (raw.isascii() or is_unicode(raw))
+            ):
                 values[name] = raw
             else:
                 others.append(name)

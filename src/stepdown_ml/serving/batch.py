@@ -55,7 +55,7 @@ from stepdown_ml.serving import Model
 # So files are read in pieces of whole lines, each parsed in small blocks, and several
 # pieces are scored together as a block.
 READ_BYTES = 1 << 21
-PARSE_BYTES = 1 << 17
+PARSE_BYTES = 1 << 19
 BLOCK_BYTES = 1 << 22
 # One problem row that never became a record: (row number, candidate_id if readable, reason).
 Malformed = tuple[int, str, str]
@@ -183,31 +183,35 @@ def csv_blocks(
     if lines.header() is None:
         return  # the header alone, without a final newline: no rows
     parser = _LineParser(header, source)
-    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]] = []
+    pieces: list[tuple[list[pa.RecordBatch], np.ndarray, list[Malformed]]] = []
     size = accounted = 0
-    for first_row, piece, too_long in lines:
-        batch, numbers, malformed, blank = parser.parse(first_row, piece)
-        malformed.extend((row, "", _too_long()) for row in too_long)
+    next_row = 1
+    for too_long, piece in lines:
+        # Lines over the limit were skipped just before this piece.
+        malformed = [(next_row + i, "", _too_long()) for i in range(too_long)]
+        next_row += too_long
+        batches, numbers, found, blank, count = parser.parse(next_row, piece)
+        next_row += count
+        malformed.extend(found)
         accounted += len(numbers) + len(malformed) + blank
-        pieces.append((batch, numbers, sorted(malformed)))
+        pieces.append((batches, numbers, sorted(malformed)))
         size += len(piece)
         if size >= block_bytes:
-            yield _joined(pieces)
+            yield _joined(pieces, parser.empty)
             pieces, size = [], 0
     if pieces:
-        yield _joined(pieces)
-    if accounted != lines.next_row - 1:  # the invariant: every line scored, rejected or blank
-        raise ContractError(f"{source}: read {lines.next_row - 1} rows but accounted for {accounted}")
+        yield _joined(pieces, parser.empty)
+    if accounted != next_row - 1:  # the invariant: every line scored, rejected or blank
+        raise ContractError(f"{source}: read {next_row - 1} rows but accounted for {accounted}")
 
 
 class _Lines:
-    """A byte stream cut into pieces of whole lines, each with its first row number."""
+    """A byte stream cut into pieces of whole lines; lines over the size limit skipped."""
 
     def __init__(self, stream: Any, read_bytes: int) -> None:
         self.stream = stream
         self.read_bytes = read_bytes
         self.carry = b""
-        self.next_row = 1  # the row number of the line that starts at carry[0]
 
     def _read(self) -> bytes:
         return bytes(self.stream.read(self.read_bytes))
@@ -227,10 +231,10 @@ class _Lines:
                 return None
             data += more
 
-    def __iter__(self) -> Iterator[tuple[int, bytes, list[int]]]:
-        """``(first row number, whole lines, rows skipped as too long)`` per piece."""
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        """``(lines skipped as too long just before, whole lines)`` per piece."""
         eof = False
-        too_long: list[int] = []
+        too_long = 0
         while not eof:
             data = self.carry + self._read()
             eof = len(data) == len(self.carry)
@@ -241,21 +245,15 @@ class _Lines:
                 data += more
                 cut = data.rfind(b"\n") + 1
             if not cut and len(data) > MAX_ROW_BYTES:
-                too_long.append(self.next_row)
-                self.next_row += 1
+                too_long += 1
                 self._skip_line()
                 continue
             if eof:
                 cut = len(data)
             piece, self.carry = data[:cut], data[cut:]
-            if piece:
-                first = self.next_row
-                self.next_row += piece.count(b"\n") + (not piece.endswith(b"\n"))
-                yield first, piece, too_long
-                too_long = []
-            elif too_long:
-                yield self.next_row, b"", too_long
-                too_long = []
+            if piece or too_long:
+                yield too_long, piece
+                too_long = 0
 
     def _skip_line(self) -> None:
         """Drop the rest of an over-long line; what follows its newline is kept."""
@@ -319,8 +317,10 @@ class _LineParser:
             quoted_strings_can_be_null=False,
         )
 
-    def parse(self, first_row: int, piece: bytes) -> tuple[pa.RecordBatch, np.ndarray, list[Malformed], int]:
-        """The records of ``piece``, their row numbers, its malformed rows, its blank lines.
+    def parse(
+        self, first_row: int, piece: bytes
+    ) -> tuple[list[pa.RecordBatch], np.ndarray, list[Malformed], int, int]:
+        """The records of ``piece``, their row numbers, its malformed rows, blank lines, all lines.
 
         Lines that cannot be one record on their own are taken out first and rejected: text
         that is not UTF-8, a bare carriage return, and a quote that does not close on its
@@ -330,7 +330,7 @@ class _LineParser:
         piece parsed again. If they still disagree, the file fails: no row is ever lost.
         """
         if not piece:
-            return self.empty, np.zeros(0, dtype=np.int64), [], 0
+            return [], np.zeros(0, dtype=np.int64), [], 0, 0
         data = np.frombuffer(piece, dtype=np.uint8)
         ends = np.flatnonzero(data == _NEWLINE)
         if not piece.endswith(b"\n"):
@@ -350,27 +350,33 @@ class _LineParser:
                 except UnicodeDecodeError as exc:
                     why = f"not UTF-8 text (byte {exc.start + 1} of the row; re-save the file as UTF-8)"
                     lines.reject(line, why, self._id_of(lines.text(line)))
-        # NUL is no text, and it throws pyarrow's block splitter off the line ends.
-        for line in np.unique(np.searchsorted(ends, np.flatnonzero(data == 0))).tolist():
-            if lines.keep[line]:
-                lines.reject(line, "not text: the row holds a NUL byte", self._id_of(lines.text(line)))
-        returns = np.flatnonzero(data == _RETURN)
-        followed = returns + 1
-        bare = returns[(followed >= len(data)) | (data[np.minimum(followed, len(data) - 1)] != _NEWLINE)]
-        bare = bare[bare + 1 < len(data)]  # a CR that ends the piece ends its line
-        quotes = np.add.reduceat(data == _QUOTE_BYTE, starts, dtype=np.int64)
-        self._check(lines, np.union1d(np.searchsorted(ends, bare), np.flatnonzero(quotes % 2 == 1)))
+        if b"\x00" in piece:
+            # NUL is no text, and it throws pyarrow's block splitter off the line ends.
+            for line in np.unique(np.searchsorted(ends, np.flatnonzero(data == 0))).tolist():
+                if lines.keep[line]:
+                    lines.reject(line, "not text: the row holds a NUL byte", self._id_of(lines.text(line)))
+        suspects = np.zeros(0, dtype=np.int64)
+        if b"\r" in piece:
+            returns = np.flatnonzero(data == _RETURN)
+            followed = np.minimum(returns + 1, len(data) - 1)
+            # A CR before the newline, or at the very end, ends its line; any other splits it.
+            bare = returns[(data[followed] != _NEWLINE) & (returns + 1 < len(data))]
+            suspects = np.searchsorted(ends, bare)
+        quoted = data == _QUOTE_BYTE
+        # Quotes per line, mod 256 (uint8 wraps): the parity is all the fast test needs.
+        parity = np.add.reduceat(quoted.view(np.uint8), starts, dtype=np.uint8) & 1
+        self._check(lines, np.union1d(suspects, np.flatnonzero(parity)))
         result = self._records(lines)
         if result is None:
-            self._check(lines, np.flatnonzero(quotes > 0))
+            self._check(lines, np.flatnonzero(np.add.reduceat(quoted, starts, dtype=np.int64)))
             result = self._records(lines)
         if result is None:
             raise ContractError(
                 f"{self.source}: rows {int(rows[0])}-{int(rows[-1])}: the CSV parser and the line "
                 "count disagree"
             )
-        batch, numbers = result
-        return batch, numbers, lines.malformed, int(blank.sum())
+        batches, numbers = result
+        return batches, numbers, lines.malformed, int(blank.sum()), len(ends)
 
     def _check(self, lines: _PieceLines, candidates: np.ndarray) -> None:
         """Reject each of ``candidates`` that Python's csv does not read as one record."""
@@ -380,7 +386,7 @@ class _LineParser:
                 if problem is not None:
                     lines.reject(line, problem, self._id_of(lines.text(line)))
 
-    def _records(self, lines: _PieceLines) -> tuple[pa.RecordBatch, np.ndarray] | None:
+    def _records(self, lines: _PieceLines) -> tuple[list[pa.RecordBatch], np.ndarray] | None:
         """The kept lines parsed, and their row numbers; None if records and lines disagree."""
         text = lines.kept_text()
         kept_rows = lines.rows[lines.keep]
@@ -388,7 +394,7 @@ class _LineParser:
         read = self._read(text, int(kept_lengths.max()) if len(kept_lengths) else 0)
         if read is None:
             return None
-        batch, bad = read
+        batches, bad = read
         good = np.ones(len(kept_rows), dtype=bool)
         wrong_count: list[Malformed] = []
         text_lines = text.split(b"\n") if bad else []
@@ -399,13 +405,13 @@ class _LineParser:
             wrong = f"expected {len(self.header)} fields, got {count}"
             wrong_count.append((int(kept_rows[index]), self._id_of(text_lines[index]), wrong))
         numbers = kept_rows[good]
-        if batch.num_rows != len(numbers):
+        if sum(batch.num_rows for batch in batches) != len(numbers):
             return None
         lines.malformed.extend(wrong_count)
-        return batch, numbers
+        return batches, numbers
 
-    def _read(self, text: bytes, longest: int) -> tuple[pa.RecordBatch, list[tuple[int, int]]] | None:
-        """The lines as a record batch, and ``(line index, field count)`` of lines that do not fit.
+    def _read(self, text: bytes, longest: int) -> tuple[list[pa.RecordBatch], list[tuple[int, int]]] | None:
+        """The lines as record batches, and ``(line index, field count)`` of lines that do not fit.
 
         None when the parser cannot split the text into its lines (a quoted field that
         crosses a line end).
@@ -417,7 +423,7 @@ class _LineParser:
             return "skip"
 
         if not text:
-            return self.empty, bad
+            return [], bad
         try:
             reader = pacsv.open_csv(
                 pa.py_buffer(text),
@@ -430,9 +436,7 @@ class _LineParser:
             batches = list(reader)
         except pa.ArrowInvalid:
             return None
-        if not batches:
-            return self.empty, bad
-        return (batches[0] if len(batches) == 1 else pa.concat_batches(batches)), bad
+        return batches, bad
 
     @staticmethod
     def _quote_problem(line: bytes) -> str | None:
@@ -457,13 +461,18 @@ class _LineParser:
 
 
 def _joined(
-    pieces: list[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]],
+    pieces: list[tuple[list[pa.RecordBatch], np.ndarray, list[Malformed]]], empty: pa.RecordBatch
 ) -> tuple[pa.RecordBatch, np.ndarray, list[Malformed]]:
-    """Consecutive pieces of a file as one block (compact buffers, in order)."""
-    if len(pieces) == 1:
-        return pieces[0]
+    """Consecutive pieces of a file as one block (one copy into compact buffers, in order)."""
+    batches = [batch for parsed, _, _ in pieces for batch in parsed]
+    if not batches:
+        batch = empty
+    elif len(batches) == 1:
+        batch = batches[0]
+    else:
+        batch = pa.concat_batches(batches)
     return (
-        pa.concat_batches([batch for batch, _, _ in pieces]),
+        batch,
         np.concatenate([numbers for _, numbers, _ in pieces]),
         [row for _, _, taken in pieces for row in taken],
     )

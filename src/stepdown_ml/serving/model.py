@@ -39,7 +39,7 @@ from stepdown_ml.core.recommend import (
 )
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, SCORES_COLUMNS
 from stepdown_ml.core.skills import load_vocabulary
-from stepdown_ml.core.validation import validate_frame, validate_record
+from stepdown_ml.core.validation import repeated_columns, validate_frame, validate_record
 from stepdown_ml.serving.registry import download_model_dir, is_model_uri
 
 if TYPE_CHECKING:
@@ -270,12 +270,20 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
         return loaded.score_record(records)
     import pandas as pd  # many records: the answer is a DataFrame
 
-    frame = records if is_pandas(records) else pd.DataFrame(list(records))
+    # Records become object columns: each value is validated as it was given, as for one
+    # record (pandas would otherwise infer dtypes, turning np.bool_ into a bool column,
+    # complex into complex128, or refusing text with a lone surrogate).
+    frame = records if is_pandas(records) else pd.DataFrame(list(records), dtype=object)
     if frame.empty:
         raise InvalidCandidateError([{"column": "", "reason": "no records given"}])
     missing = [c.name for c in CANDIDATE_COLUMNS if c.name not in frame.columns]
     if missing:
         raise InvalidCandidateError([{"column": name, "reason": f"{name} is missing"} for name in missing])
+    repeated = repeated_columns(list(frame.columns), CANDIDATE_COLUMNS)
+    if repeated:
+        raise InvalidCandidateError(
+            [{"column": name, "reason": f"{name} is given more than once"} for name in repeated]
+        )
     scores, problems = loaded.score_frame(frame.reset_index(drop=True))
     if len(problems):
         rejects: Iterable[Any] = problems.itertuples(index=False)  # namedtuples of the rejects layout

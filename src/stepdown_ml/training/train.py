@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,24 @@ from sklearn.pipeline import Pipeline
 
 from stepdown_ml.core import config
 from stepdown_ml.core.features import FEATURE_GROUPS, FEATURE_NAMES, MONOTONIC, FeatureSpace
-from stepdown_ml.core.schema import LABEL, TRANSITION_COLUMNS, ContractError
+from stepdown_ml.core.schema import (
+    CANDIDATE_COLUMNS,
+    LABEL,
+    TRANSITION_COLUMNS,
+    TRUE_PROBABILITY,
+    ContractError,
+)
 from stepdown_ml.core.skills import SkillVocabulary
 from stepdown_ml.core.validation import validate_frame
+
+# The least a training file must hold, counted in distinct rows (copies of a row count once).
+# 200 rows leave 30 each to validation and test at the default 70/15/15 split; 20 of each
+# outcome leave at least 3 of each in both held-out parts, which the threshold, the
+# calibration and the test AUC need.
+MIN_TRAINING_ROWS = 200
+MIN_CLASS_ROWS = 20
+# Rows equal in these columns are copies for the model: the features' inputs and the label.
+DUPLICATE_KEY = tuple(c.name for c in CANDIDATE_COLUMNS if c.name != "candidate_id") + (LABEL,)
 
 
 def load_params(path: Path | str = config.TRAIN_PARAMS_PATH) -> dict[str, Any]:
@@ -82,26 +99,90 @@ def prepare(frame: pd.DataFrame, source: str = "training data") -> pd.DataFrame:
     if labels.nunique() < 2:
         raise ContractError(f"{source}: {LABEL} has a single value; both outcomes are needed")
     values[LABEL] = labels
+    if TRUE_PROBABILITY in values:
+        check_true_probability(values[TRUE_PROBABILITY], source)
     return values
 
 
-def split(values: pd.DataFrame, params: dict[str, Any]) -> Splits:
-    """Stratified split into train, validation and test."""
+def check_true_probability(column: pd.Series, source: str) -> None:
+    """Refuse a ``true_probability`` column unless every row holds a number in [0, 1]."""
+    truth = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~((truth >= 0) & (truth <= 1)))
+    if len(bad):
+        raise ContractError(
+            f"{source}: row {bad[0] + 1}, column {TRUE_PROBABILITY}: {str(column.iloc[bad[0]])!r} is not a "
+            f"number in [0, 1] ({len(bad)} row(s) in all); fix the column or remove it"
+        )
+
+
+def duplicate_groups(values: pd.DataFrame) -> np.ndarray:
+    """Group number of every row, counted in order of first appearance: copies share one.
+
+    Copies are rows equal in :data:`DUPLICATE_KEY` (every feature input and the label).
+    """
+    return values.groupby(list(DUPLICATE_KEY), sort=False, dropna=False).ngroup().to_numpy()
+
+
+def check_learnable(values: pd.DataFrame, groups: np.ndarray, source: str) -> None:
+    """Refuse data too small to split and learn from (see :data:`MIN_TRAINING_ROWS`)."""
+    first = np.unique(groups, return_index=True)[1]
+    copies = "" if len(first) == len(values) else f" ({len(values)} rows with copies)"
+    if len(first) < MIN_TRAINING_ROWS:
+        raise ContractError(
+            f"{source}: {len(first)} distinct valid rows{copies}; training needs at least "
+            f"{MIN_TRAINING_ROWS}: add rows"
+        )
+    labels = values[LABEL].to_numpy()[first]
+    for outcome in (1, 0):
+        count = int((labels == outcome).sum())
+        if count < MIN_CLASS_ROWS:
+            raise ContractError(
+                f"{source}: {count} distinct rows with {LABEL} = {outcome}; training needs at least "
+                f"{MIN_CLASS_ROWS} of each outcome: add rows with {LABEL} = {outcome}"
+            )
+
+
+def split(values: pd.DataFrame, params: dict[str, Any], groups: np.ndarray | None = None) -> Splits:
+    """Stratified split into train, validation and test that keeps copies together.
+
+    The split is drawn over the first row of each group of copies (:func:`duplicate_groups`)
+    and every copy follows it, so no copy of a training row is measured as unseen. Without
+    copies it is the plain stratified split of the rows.
+    """
+    if groups is None:
+        groups = duplicate_groups(values)
+    labels = values[LABEL].to_numpy()
+    first = np.unique(groups, return_index=True)[1]
     held_out = params["validation"] + params["test"]
     train, rest = train_test_split(
-        values, test_size=held_out, stratify=values[LABEL], random_state=params["random_state"]
+        first, test_size=held_out, stratify=labels[first], random_state=params["random_state"]
     )
     validation, test = train_test_split(
         rest,
         test_size=params["test"] / held_out,
-        stratify=rest[LABEL],
+        stratify=labels[rest],
         random_state=params["random_state"],
     )
+    train, validation, test = (values.iloc[_members(part, groups)] for part in (train, validation, test))
     return Splits(train=train, validation=validation, test=test)
 
 
+def _members(firsts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Positions of every row in the groups of ``firsts``, group after group in their order."""
+    rank = np.full(int(groups.max()) + 1, len(firsts))
+    rank[groups[firsts]] = np.arange(len(firsts))
+    of_row = rank[groups]
+    rows = np.flatnonzero(of_row < len(firsts))
+    return rows[np.argsort(of_row[rows], kind="stable")]
+
+
 def fit(
-    x_train: np.ndarray, y_train: np.ndarray, vocab: SkillVocabulary, model_params: dict[str, Any]
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    vocab: SkillVocabulary,
+    model_params: dict[str, Any],
+    sample_weight: np.ndarray | None = None,
 ) -> Pipeline:
     """Fit the pipeline on features already computed for the training part.
 
@@ -109,8 +190,21 @@ def fit(
     are featurized once, for the fit and for the baselines alike.
     """
     pipeline = build_pipeline(vocab, model_params)
-    pipeline.named_steps["classifier"].fit(x_train, y_train)
+    pipeline.named_steps["classifier"].fit(x_train, y_train, sample_weight=sample_weight)
     return pipeline
+
+
+def collapse_copies(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions of one row per group of copies in ``frame``, and each group's size as its
+    weight (None when there are no copies).
+
+    The classifier is fitted on these: copies of a row would otherwise fall on both sides
+    of its early-stopping split and let it overfit.
+    """
+    _, first, counts = np.unique(duplicate_groups(frame), return_index=True, return_counts=True)
+    if len(first) == len(frame):
+        return np.arange(len(frame)), None
+    return first, counts.astype(np.float64)
 
 
 IDENTITY_CALIBRATION = {"slope": 1.0, "intercept": 0.0}
@@ -211,8 +305,14 @@ def run_training(
 ) -> TrainingResult:
     """Validate, split, fit, evaluate, export to ONNX, check parity, write the model dir.
 
+    The model directory is replaced as a whole, and only by one that loads for serving
+    (:func:`stepdown_ml.core.modeldir.write_model_dir`); plots asked for in its ``plots``
+    folder are written with it. Copies of a row stay in one part of the split (a warning
+    on stderr says how many there are).
+
     Raises:
-        ContractError: the data breaks the contract.
+        ContractError: the data breaks the contract, or is too small to learn from.
+        ModelDirError: ``model_dir`` is a file or a directory that is not a model directory.
         ExportParityError: ONNX and scikit-learn disagree beyond tolerance.
     """
     from stepdown_ml.core.modeldir import (
@@ -220,6 +320,7 @@ def run_training(
         ONNX_FILE,
         SERVING_ONNX_FILE,
         VOCABULARY_FILE,
+        check_model_dir_target,
         library_versions,
         sha256_file,
         write_model_dir,
@@ -228,15 +329,33 @@ def run_training(
     from stepdown_ml.training import evaluate, export
 
     data_path, model_dir = Path(data_path), Path(model_dir)
+    check_model_dir_target(model_dir)
+    plots_inside = _plots_inside(model_dir, plots_dir)
     values = prepare(read_csv_text(data_path), source=str(data_path))
-    splits = split(values, params["split"])
+    groups = duplicate_groups(values)
+    check_learnable(values, groups, str(data_path))
+    copies = len(values) - (int(groups.max()) + 1)
+    if copies:
+        print(
+            f"warning: {data_path}: {copies} row(s) repeat another row's features and label; "
+            "each row and its copies are kept in one part of the train/validation/test split",
+            file=sys.stderr,
+        )
+    splits = split(values, params["split"], groups)
     space = FeatureSpace(vocab)
     x_train, x_val, x_test = (space.transform(s) for s in (splits.train, splits.validation, splits.test))
     y_train, y_val, y_test = (
         s[LABEL].to_numpy(dtype=int) for s in (splits.train, splits.validation, splits.test)
     )
-    pipeline = fit(x_train, y_train, vocab, params["model"])
+    distinct, weight = collapse_copies(splits.train)
+    pipeline = fit(x_train[distinct], y_train[distinct], vocab, params["model"], weight)
     classifier: HistGradientBoostingClassifier = pipeline.named_steps["classifier"]
+    size = export.ensemble_size(classifier)
+    if size["leaves"] == size["trees"]:
+        raise ContractError(
+            f"{data_path}: the model found nothing to learn from {len(distinct)} training rows "
+            "(every tree is a single leaf): add rows whose features differ"
+        )
     bins = params["evaluation"]["calibration_bins"]
     raw_val = classifier.predict_proba(x_val)[:, 1]
     calibration = IDENTITY_CALIBRATION
@@ -274,21 +393,35 @@ def run_training(
         params["evaluation"]["permutation_repeats"],
     )
     report["group_importance"] = importance
-    plots = []
-    if plots_dir is not None:
-        plots = evaluate.save_plots(
+    plots: list[Path] = []
+
+    def draw_plots(out_dir: Path) -> list[Path]:
+        return evaluate.save_plots(
             y_test,
             {"model": p_test, "logistic": p_logit, "motive rate": p_motive}
             | ({"oracle": splits.test["true_probability"].astype(float).to_numpy()} if oracle else {}),
             importance,
-            Path(plots_dir),
+            out_dir,
             bins,
         )
+
+    if plots_dir is not None and plots_inside is None:
+        plots = draw_plots(Path(plots_dir))
+
+    def finish_model_dir(staging: Path) -> None:
+        """In the new model directory, before it replaces the old one."""
+        from stepdown_ml.serving import Model
+
+        if plots_dir is not None and plots_inside is not None:
+            drawn = draw_plots(staging / plots_inside)
+            plots.extend(Path(plots_dir) / path.name for path in drawn)
+        # Only a directory that serving loads replaces the old one.
+        Model(staging)
+
     onnx_model = export.to_onnx(classifier)
     # Parity is about the export: compare raw probabilities at the raw-scale threshold.
     parity = export.check_parity(onnx_model, classifier, x_test, uncalibrate(threshold, calibration))
     report["onnx_parity"] = parity
-    size = export.ensemble_size(classifier)
     bias = export.contribution_bias(onnx_model)
     manifest: dict[str, Any] = {
         "model_name": config.REGISTERED_MODEL_NAME,
@@ -339,7 +472,28 @@ def run_training(
         manifest,
         vocab,
         card,
+        before_swap=finish_model_dir,
     )
     return TrainingResult(
         model_dir=model_dir, manifest=manifest, metrics=report, pipeline=pipeline, splits=splits, plots=plots
     )
+
+
+def _plots_inside(model_dir: Path, plots_dir: Path | str | None) -> str | None:
+    """``"plots"`` when the plots go to the model directory's ``plots`` folder, else None.
+
+    Raises:
+        ContractError: ``plots_dir`` is elsewhere inside the model directory (the directory
+            is replaced as a whole, and holds nothing but model files and ``plots``).
+    """
+    if plots_dir is None:
+        return None
+    plots, model = (Path(os.path.realpath(p)) for p in (plots_dir, model_dir))
+    if not plots.is_relative_to(model):
+        return None
+    if plots != model / "plots":
+        raise ContractError(
+            f"{plots_dir}: plots inside the model directory go to {Path(model_dir) / 'plots'}; "
+            "choose that or a directory outside it"
+        )
+    return "plots"
