@@ -251,3 +251,12 @@ def test_generate_refuses_a_name_it_would_not_write(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown output format" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_parquet_file_with_names_that_are_not_utf8_is_one_line(tmp_path, src, served_model_dir, capsys):
+    """Found by `make soak`: a damaged footer raised UnicodeDecodeError from pyarrow (exit 1)."""
+    data = _as_parquet(src, tmp_path / "ok.parquet").read_bytes()
+    (tmp_path / "bad.parquet").write_bytes(data.replace(b"region", b"\xffegion"))
+    assert score(served_model_dir, tmp_path / "bad.parquet", "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    assert "not a readable Parquet file" in one_error_line(capsys)
+    assert not (tmp_path / "s.csv").exists()

@@ -116,14 +116,26 @@ class _Input:
         self.finished = True
 
     def _parquet_blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
+        # A damaged file can fail anywhere: in its footer, its schema (names that are not
+        # UTF-8 raise UnicodeDecodeError, a ValueError) or any page.
+        unreadable = (pa.ArrowException, OSError, ValueError)
         try:
             parquet = pq.ParquetFile(self.path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ContractError(f"{self.path}: not a Parquet file: {exc}") from None
-        self.header = parquet.schema_arrow.names
+            self.header = parquet.schema_arrow.names
+        except unreadable as exc:
+            raise ContractError(f"{self.path}: not a readable Parquet file: {_first_line(exc)}") from None
         require_columns(self.header, CANDIDATE_COLUMNS, str(self.path))
         first = 1
-        for batch in parquet.iter_batches(batch_size=self.chunk_rows):
+        batches = parquet.iter_batches(batch_size=self.chunk_rows)
+        while True:
+            try:
+                batch = next(batches, None)
+            except unreadable as exc:
+                raise ContractError(
+                    f"{self.path}: rows from {first}: not readable: {_first_line(exc)}"
+                ) from None
+            if batch is None:
+                return
             yield batch, np.arange(first, first + len(batch)), []
             first += len(batch)
 
@@ -266,6 +278,10 @@ class _Lines:
             if end >= 0:
                 self.carry = data[end + 1 :]
                 return
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _is_utf8(data: bytes) -> bool:
