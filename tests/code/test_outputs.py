@@ -260,3 +260,11 @@ def test_a_parquet_file_with_names_that_are_not_utf8_is_one_line(tmp_path, src, 
     assert score(served_model_dir, tmp_path / "bad.parquet", "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
     assert "not a readable Parquet file" in one_error_line(capsys)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_parquet_file_with_a_duplicated_column_is_one_line(tmp_path, src, served_model_dir, capsys):
+    table = pq.read_table(_as_parquet(src, tmp_path / "ok.parquet"))
+    pq.write_table(table.append_column("fit_score", table.column("fit_score")), tmp_path / "dup.parquet")
+    assert score(served_model_dir, tmp_path / "dup.parquet", "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    assert "fit_score" in one_error_line(capsys)
+    assert not (tmp_path / "s.csv").exists()
