@@ -245,6 +245,7 @@ def outcome(records) -> tuple[str, object]:
         return "invalid", exc.problems
 
 
+@pytest.mark.slow  # ~7 s of generated examples: `make test` runs it, `make test-fast` does not
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=column_and_value)
 def test_record_and_frame_validation_agree_on_hostile_values(drawn):
@@ -257,6 +258,7 @@ def test_record_and_frame_validation_agree_on_hostile_values(drawn):
     check_frame_agrees(record, [valid, record, typed], 1)
 
 
+@pytest.mark.slow  # ~4 s: 200 hostile records through predict() one and many
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=column_and_value)
 def test_predict_one_and_many_agree_on_hostile_values(drawn):

@@ -40,9 +40,8 @@ def test_every_document_cited_by_name_exists():
             text = (ROOT / name).read_text(encoding="utf-8", errors="ignore")
             cited.update(re.findall(r"\b([A-Z][A-Z_]+\.md)\b", text))
     assert cited >= {"DOMAIN.md", "CONTRACT.md"}
-    missing = [
-        doc for doc in cited if not any(p.name == doc for p in ROOT.rglob(doc) if ".venv" not in p.parts)
-    ]
+    names = {name.rsplit("/", 1)[-1] for name in tracked_files()}
+    missing = [doc for doc in cited if doc not in names]
     assert missing == []
 
 
