@@ -256,9 +256,16 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
 
 def write_csv(frame: pd.DataFrame, path: Path | str) -> None:
     """Write ``frame`` as CSV atomically, formula-like cells neutralized."""
-    table = _arrow_table(neutralize_frame(frame))
     with atomic_path(path) as tmp:
-        pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
+        write_csv_to(frame, tmp)
+
+
+def write_csv_to(frame: pd.DataFrame, path: Path | str) -> None:
+    """Write ``frame`` as CSV, formula-like cells neutralized, straight to ``path``.
+
+    For a temporary path that the caller renames into place (:func:`atomic_paths`).
+    """
+    pacsv.write_csv(_arrow_table(neutralize_frame(frame)), path, pacsv.WriteOptions(quoting_style="needed"))
 
 
 def read_csv_text(path: Path | str) -> pd.DataFrame:

@@ -59,7 +59,7 @@ from stepdown_ml.core.schema import (
     ContractError,
     names,
 )
-from stepdown_ml.core.tables import atomic_paths, check_paths, output_format, read_csv_text, write_csv
+from stepdown_ml.core.tables import atomic_paths, check_paths, output_format, read_csv_text, write_csv_to
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.datasets.generate import CITIES as GENERATOR_CITIES
 
@@ -796,7 +796,7 @@ def anonymize_file(
     # Both files are complete in temporary files, then renamed into place together.
     outputs = (target,) if report_target is None else (target, report_target)
     with atomic_paths(*outputs) as temps:
-        write_csv(frame, temps[0])
+        write_csv_to(frame, temps[0])  # already a temporary file, renamed with the report
         if report_target is not None:
             temps[1].write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
