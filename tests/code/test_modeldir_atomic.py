@@ -101,7 +101,8 @@ def test_a_model_dir_is_replaced_as_a_whole(old):
     assert (old.stat().st_mode & 0o777) == 0o750, "the directory follows the umask"
 
 
-def test_a_full_disk_at_the_manifest_leaves_the_old_model(old, monkeypatch):
+def fail_the_manifest_write(monkeypatch) -> None:
+    """A full disk when the manifest, the last file of a model directory, is written."""
     real = md.write_json
 
     def full_disk(payload, path):
@@ -110,6 +111,10 @@ def test_a_full_disk_at_the_manifest_leaves_the_old_model(old, monkeypatch):
         real(payload, path)
 
     monkeypatch.setattr(md, "write_json", full_disk)
+
+
+def test_a_full_disk_at_the_manifest_leaves_the_old_model(old, monkeypatch):
+    fail_the_manifest_write(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         write_model_dir(old, *new_model_args())
     assert_old_model_intact(old)
@@ -152,14 +157,7 @@ def killed_between_the_renames(target: Path) -> None:
 
 def test_the_next_write_puts_back_the_model_a_killed_run_moved_aside(old, monkeypatch):
     killed_between_the_renames(old)
-    real = md.write_json
-
-    def full_disk(payload, path):
-        if Path(path).name == MANIFEST_FILE:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(payload, path)
-
-    monkeypatch.setattr(md, "write_json", full_disk)
+    fail_the_manifest_write(monkeypatch)
     with pytest.raises(OSError, match="No space left"):
         write_model_dir(old, *new_model_args())
     assert_old_model_intact(old)
