@@ -51,10 +51,10 @@ typecheck: setup  ## mypy on src/
 format: setup  ## reformat the code
 	$(BIN)/ruff format $(CODE)
 
-# Rebuild the committed default model (models/default) from generated data.
+# Rebuild the committed default model (src/stepdown_ml/resources/default_model, shipped in the wheel) from generated data.
 default-model: setup  ## rebuild the committed default model
 	$(BIN)/stepdown-ml generate --rows 60000 --seed 2026 --out data/generated/default_training.csv
-	$(BIN)/stepdown-ml train --no-track --data data/generated/default_training.csv --model-dir models/default
+	$(BIN)/stepdown-ml train --no-track --data data/generated/default_training.csv --model-dir src/stepdown_ml/resources/default_model
 
 benchmark: setup  ## speed measurements (docs/BENCHMARKS.md)
 	$(BIN)/python -m benchmarks.run_all

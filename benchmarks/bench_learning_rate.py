@@ -3,7 +3,7 @@
 Trains the default pipeline on several generated data sets (60k rows each) at a few
 learning rates and reports, per rate: trees, the mean and worst oracle AUC gap, the mean
 Brier gap, and the served graph's single-thread cost per row. It is how
-pipelines/train_params.yaml's learning rate was chosen.
+src/stepdown_ml/resources/train_params.yaml's learning rate was chosen.
 Usage: python -m benchmarks.bench_learning_rate
 """
 

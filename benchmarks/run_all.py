@@ -11,7 +11,7 @@ from benchmarks import bench_generate_train, bench_predict, bench_score, bench_s
 from stepdown_ml.core import config
 from stepdown_ml.core.tables import atomic_path
 
-RESULTS = config.PROJ_ROOT / "docs" / "benchmark_results.json"
+RESULTS = config.WORK_DIR / "docs" / "benchmark_results.json"
 
 
 def main() -> None:

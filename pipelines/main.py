@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--data", type=Path, default=Path("data/generated/transitions.csv"))
     parser.add_argument("--model-dir", type=Path, default=Path("models/latest"))
-    parser.add_argument("--params", type=Path, default=Path("pipelines/train_params.yaml"))
+    parser.add_argument("--params", type=Path, default=Path("src/stepdown_ml/resources/train_params.yaml"))
     args = parser.parse_args()
 
     write_csv(generate_transitions(args.rows, args.seed), args.data)

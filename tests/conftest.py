@@ -80,7 +80,7 @@ def model(model_dir) -> Model:
 @pytest.fixture(scope="session")
 def served_model_dir() -> Path:
     """The committed default model: what ``predict()`` serves out of the box."""
-    return config.MODELS_DIR / "default"
+    return config.PACKAGED_MODEL_DIR
 
 
 @pytest.fixture(scope="session")

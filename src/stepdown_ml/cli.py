@@ -8,6 +8,7 @@ says what and where; no output file is written); 130 / 143 interrupted by SIGINT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -24,6 +25,8 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
+# What the [train] extra adds (pyproject.toml); the base install serves only.
+_TRAINING_MODULES = frozenset({"sklearn", "scipy", "skl2onnx", "onnx", "mlflow", "matplotlib", "yaml"})
 
 
 def _int_at_least(minimum: int, label: str) -> Callable[[str], int]:
@@ -136,9 +139,9 @@ def _score_on_spark(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     model_dir = args.model_dir
     if args.model_uri:
-        from stepdown_ml.serving.registry import download_model_dir
+        from stepdown_ml.serving.registry import local_model_dir
 
-        model_dir = download_model_dir(args.model_uri)
+        model_dir = local_model_dir(args.model_uri)
     spark = spark_session(args.master)
     scores, rejects = score_spark(spark, [str(p) for p in args.input_paths], model_dir)
     write_outputs(scores, rejects, args.out, fmt=args.output_format)
@@ -147,6 +150,30 @@ def _score_on_spark(args: argparse.Namespace) -> int:
         f"{args.out}/rejects, {time.perf_counter() - started:.1f} s"
     )
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stepdown_ml.serving.http import ServeSettings, serve
+    from stepdown_ml.serving.model import Model
+    from stepdown_ml.serving.registry import local_model_dir
+
+    # Resolved and checked once here, so a bad location is one line and exit 2 before any
+    # worker starts; the workers load the verified local directory.
+    model_dir = local_model_dir(args.model_uri or args.model_dir)
+    model = Model(model_dir)
+    _say(f"serving model {model.version} from {model_dir}")
+    settings = ServeSettings(str(model_dir), max_body_bytes=args.max_body_bytes, max_batch=args.max_batch)
+    # uvicorn finishes the requests in flight, then re-raises the signal it caught: a stop
+    # on request is a clean exit.
+    with contextlib.suppress(KeyboardInterrupt, Terminated):
+        serve(settings, args.host, args.port, args.workers, graceful_seconds=args.graceful_seconds)
+    return EXIT_OK
+
+
+def _usable_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _say(message: str) -> None:
@@ -201,10 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="print a model's metrics on labelled data as JSON")
     ev.add_argument("--data", type=Path, required=True, help="transitions CSV")
-    ev.add_argument("--model-dir", type=Path, default=config.DEFAULT_MODEL_DIR, help="model directory")
-    ev.add_argument(
-        "--model-uri", default=None, help="or an MLflow URI, e.g. models:/stepdown-advancement@champion"
-    )
+    _model_arguments(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     score = sub.add_parser("score", help="batch-score a candidates file (CSV, .csv.gz or .parquet)")
@@ -237,8 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--rejects", type=Path, default=None, help="rejects CSV (default: <out>.rejects.csv beside --out)"
     )
-    score.add_argument("--model-dir", type=Path, default=config.DEFAULT_MODEL_DIR, help="model directory")
-    score.add_argument("--model-uri", default=None, help="or an MLflow model URI")
+    _model_arguments(score)
     score.add_argument(
         "--chunk-rows",
         type=_positive_int,
@@ -247,7 +270,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--workers", type=_positive_int, default=2, help="blocks scored in parallel")
     score.set_defaults(func=cmd_score)
+
+    srv = sub.add_parser("serve", help="the HTTP scoring service (POST /predict, GET /health, /metadata)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    srv.add_argument("--port", type=_non_negative_int, default=8080, help="port (0: any free port)")
+    srv.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=_usable_cores(),
+        help="worker processes (default: the usable cores)",
+    )
+    _model_arguments(srv)
+    srv.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=config.SERVE_MAX_BODY_BYTES,
+        help="largest request body (413 above)",
+    )
+    srv.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=config.SERVE_MAX_BATCH,
+        help="most records in one request (413 above)",
+    )
+    srv.add_argument(
+        "--graceful-seconds",
+        type=_positive_int,
+        default=30,
+        help="on SIGTERM, how long requests in flight may take to finish",
+    )
+    srv.set_defaults(func=cmd_serve)
     return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-dir", type=Path, default=config.DEFAULT_MODEL_DIR, help="model directory (default: packaged)"
+    )
+    parser.add_argument(
+        "--model-uri", default=None, help="or an MLflow URI, e.g. models:/stepdown-advancement@champion"
+    )
 
 
 class Terminated(BaseException):
@@ -271,6 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # OSError: a missing or unreadable input, a read-only or full disk, a directory
         # where a file was expected, a corrupt gzip stream; EOFError: a truncated one.
         _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}")
+        return EXIT_BAD_INPUT
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in _TRAINING_MODULES:
+            raise
+        _say(
+            f"stepdown-ml {args.command}: error: needs {exc.name}, which the base install leaves out: "
+            "pip install 'stepdown_ml[train]'"
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _say(f"stepdown-ml {args.command}: interrupted; no output written")

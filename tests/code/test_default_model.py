@@ -25,7 +25,7 @@ from stepdown_ml.datasets.generate import generate_transitions
 from stepdown_ml.serving import Model, predict
 from stepdown_ml.training.train import load_params, run_training
 
-DEFAULT = config.MODELS_DIR / "default"
+DEFAULT = config.PACKAGED_MODEL_DIR
 
 
 def test_manifest_hash_matches_the_onnx_file():

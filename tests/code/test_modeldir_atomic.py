@@ -27,7 +27,7 @@ from stepdown_ml.core.tables import write_csv
 from stepdown_ml.datasets.generate import generate_transitions
 from stepdown_ml.serving import Model, predict
 
-DEFAULT = config.MODELS_DIR / "default"
+DEFAULT = config.PACKAGED_MODEL_DIR
 CANDIDATES = generate_transitions(300, seed=31)[names(CANDIDATE_COLUMNS)]
 
 

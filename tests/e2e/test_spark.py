@@ -20,7 +20,7 @@ from stepdown_ml.mlops.tracking import input_example, log_model
 
 pyspark = pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
-DEFAULT = config.MODELS_DIR / "default"
+DEFAULT = config.PACKAGED_MODEL_DIR
 
 
 @pytest.fixture(scope="module")

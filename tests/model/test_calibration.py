@@ -27,7 +27,7 @@ def test_calibration_runs_and_is_stored(forced):
 
 def test_a_well_calibrated_model_is_left_alone():
     """The default model's validation ECE is under the limit: no calibration stored."""
-    manifest = read_manifest(config.MODELS_DIR / "default")
+    manifest = read_manifest(config.PACKAGED_MODEL_DIR)
     limit = manifest["params"]["evaluation"]["max_ece"]
     assert manifest["metrics"]["validation_ece_before_calibration"] <= limit
     assert manifest["calibration"] == IDENTITY_CALIBRATION

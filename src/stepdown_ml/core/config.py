@@ -1,22 +1,51 @@
-"""Paths and defaults. Every other module takes its locations from here."""
+"""Paths and defaults. Every other module takes its locations from here.
+
+What the package needs to run (the default model, the skills vocabulary, the default
+training parameters) ships inside it as package data under ``stepdown_ml/resources`` and
+is found through :mod:`importlib.resources`, so an installed wheel works on its own.
+Working folders (generated data, trained models) are relative to the project checkout
+when running from one, and to the current directory otherwise.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-PROJ_ROOT = PACKAGE_DIR.parents[1]
-DATA_DIR = PROJ_ROOT / "data"
-GENERATED_DIR = DATA_DIR / "generated"
-MODELS_DIR = PROJ_ROOT / "models"
-PIPELINES_DIR = PROJ_ROOT / "pipelines"
 
-# Training reads the vocabulary from data/; a trained model directory carries its own
-# copy, so serving never depends on the checkout.
-SKILLS_VOCABULARY_PATH = DATA_DIR / "skills_vocabulary.json"
-DEFAULT_MODEL_DIR = Path(os.environ.get("STEPDOWN_MODEL_DIR") or MODELS_DIR / "default")
-TRAIN_PARAMS_PATH = PIPELINES_DIR / "train_params.yaml"
+
+def _resource(name: str) -> Path:
+    """A file or folder under ``stepdown_ml/resources`` as a filesystem path."""
+    found = resources.files("stepdown_ml").joinpath("resources", name)
+    # Wheels install as plain folders; an import from a zip archive would give a non-path
+    # Traversable, which the model loader (ONNX Runtime reads files by name) cannot use.
+    if not isinstance(found, Path):
+        raise RuntimeError(f"stepdown_ml resources must be installed as files, not in {found!r}")
+    return found
+
+
+def _work_dir() -> Path:
+    """The project checkout when this package runs from one (src layout), else the cwd."""
+    checkout = PACKAGE_DIR.parents[1]
+    if (checkout / "pyproject.toml").is_file() and PACKAGE_DIR.parent.name == "src":
+        return checkout
+    return Path.cwd()
+
+
+RESOURCES_DIR = _resource("")
+WORK_DIR = _work_dir()
+DATA_DIR = WORK_DIR / "data"
+GENERATED_DIR = DATA_DIR / "generated"
+MODELS_DIR = WORK_DIR / "models"
+
+# Shipped with the package. A trained model directory carries its own vocabulary copy,
+# so serving reads the model's, never this one.
+SKILLS_VOCABULARY_PATH = _resource("skills_vocabulary.json")
+TRAIN_PARAMS_PATH = _resource("train_params.yaml")
+PACKAGED_MODEL_DIR = _resource("default_model")
+DEFAULT_MODEL_DIR = Path(os.environ.get("STEPDOWN_MODEL_DIR") or PACKAGED_MODEL_DIR)
 
 REGISTERED_MODEL_NAME = "stepdown-advancement"
 CHAMPION_ALIAS = "champion"
@@ -24,6 +53,10 @@ PSEUDONYM_KEY_ENV = "STEPDOWN_PSEUDONYM_KEY"
 
 DEFAULT_K_ANONYMITY = 5
 DEFAULT_CHUNK_ROWS = 65_536
+
+# `stepdown-ml serve`: the largest request body and batch (413 above either).
+SERVE_MAX_BODY_BYTES = 8 << 20
+SERVE_MAX_BATCH = 10_000
 
 
 def tracking_uri() -> str:

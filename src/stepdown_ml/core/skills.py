@@ -53,6 +53,6 @@ class SkillVocabulary:
 
 
 def load_vocabulary(path: Path | str = config.SKILLS_VOCABULARY_PATH) -> SkillVocabulary:
-    """Read a vocabulary JSON file (default: the project's ``data/skills_vocabulary.json``)."""
+    """Read a vocabulary JSON file (default: the one shipped in ``stepdown_ml/resources``)."""
     with open(path, encoding="utf-8") as handle:
         return SkillVocabulary.from_dict(json.load(handle))

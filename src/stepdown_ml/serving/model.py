@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -40,7 +40,7 @@ from stepdown_ml.core.recommend import (
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, SCORES_COLUMNS
 from stepdown_ml.core.skills import load_vocabulary
 from stepdown_ml.core.validation import repeated_columns, validate_frame, validate_record
-from stepdown_ml.serving.registry import download_model_dir, is_model_uri
+from stepdown_ml.serving.registry import local_model_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,6 +171,10 @@ class Model:
         values, problems = validate_record(record)
         if problems:
             raise InvalidCandidateError([{"column": c, "reason": r} for c, r in problems])
+        return self._score_values(values)
+
+    def _score_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Score one validated record (``validate_record``'s values)."""
         binding, features, feature_row, contribution_row = self._bound_buffers()
         self.features.transform_record(values, out=features)
         self.session.run_with_iobinding(binding)
@@ -187,6 +191,41 @@ class Model:
         if values.get(PERSON_ID.name) is not None:
             result[RANK_COLUMN] = 1
         return result
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Score several records on the record path, as dicts in input order.
+
+        For small batches (a service's request) this is many times faster than the
+        DataFrame path of :func:`predict`, with the same values (the record/batch parity
+        tests hold the two paths to 1e-12). With ``person_id`` in any record, every row gets
+        ``rank`` within its person, as :meth:`score_frame` ranks.
+
+        Raises:
+            InvalidCandidateError: listing every problem of every record, with its 1-based
+                ``row``.
+        """
+        results: list[dict[str, Any]] = []
+        person_ids: list[Any] = []
+        problems: list[dict[str, Any]] = []
+        for row, record in enumerate(records, start=1):
+            if not isinstance(record, Mapping):
+                problems.append({"row": row, "column": "", "reason": "a record must be an object"})
+                continue
+            values, found = validate_record(record)
+            if found:
+                problems.extend({"row": row, "column": c, "reason": r} for c, r in found)
+            elif not problems:  # past the first bad record, only look for more problems
+                results.append(self._score_values(values))
+                person_ids.append(values.get(PERSON_ID.name))
+        if problems:
+            raise InvalidCandidateError(problems)
+        if not results:
+            raise InvalidCandidateError([{"column": "", "reason": "no records given"}])
+        if any(PERSON_ID.name in record for record in records):
+            ranks = rank_within(person_ids, np.array([r["p_advance"] for r in results]))
+            for result, rank in zip(results, ranks.tolist(), strict=True):
+                result[RANK_COLUMN] = rank
+        return results
 
     def _bound_buffers(self) -> tuple[ort.IOBinding, np.ndarray, memoryview[float], memoryview[float]]:
         """This thread's one-row input and output buffers, bound to the session once.
@@ -228,14 +267,8 @@ def load_model(model: Model | Path | str | None = None) -> Model:
     key = str(model or config.DEFAULT_MODEL_DIR)
     with _LOCK:
         if key not in _LOADED:
-            _LOADED[key] = Model(_resolve(key))
+            _LOADED[key] = Model(local_model_dir(key))
         return _LOADED[key]
-
-
-def _resolve(location: str) -> Path:
-    if is_model_uri(location):
-        return download_model_dir(location)
-    return Path(location)
 
 
 @overload
