@@ -104,8 +104,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stepdown_ml.training.evaluate import evaluate_model
     from stepdown_ml.training.train import prepare
 
+    model = load_model(args.model_uri or args.model_dir)
     values = prepare(read_csv_text(args.data), source=str(args.data))
-    print_json(evaluate_model(load_model(args.model_uri or args.model_dir), values))
+    print_json(evaluate_model(model, values))
     return EXIT_OK
 
 

@@ -1,0 +1,106 @@
+"""Unit tests: the HTTP app's states and failure isolation, on an in-process uvicorn server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+
+from stepdown_ml.core import config
+from stepdown_ml.serving.http import ServeSettings, create_app
+from stepdown_ml.serving.model import Model
+from tests.conftest import candidate_record
+
+
+@contextmanager
+def running(load: Callable[[], Any]) -> Iterator[Callable[..., tuple[int, Any]]]:
+    """The app with ``load`` as its model loader, served on a free loopback port."""
+    app = create_app(ServeSettings(str(config.PACKAGED_MODEL_DIR)), load=load)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not (server.started and server.servers):
+        assert time.time() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request(method, path, body=None if body is None else json.dumps(body).encode())
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+    try:
+        yield call
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_health_is_503_until_the_model_is_loaded_then_200():
+    release = threading.Event()
+
+    def slow_load() -> Model:
+        release.wait(timeout=30)
+        return Model(config.PACKAGED_MODEL_DIR)
+
+    with running(slow_load) as call:
+        assert call("GET", "/health") == (503, {"status": "loading"})
+        status, body = call("POST", "/predict", candidate_record())
+        assert status == 503 and "not loaded" in body["error"]
+        release.set()
+        deadline = time.time() + 30
+        while call("GET", "/health")[0] != 200:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        assert call("POST", "/predict", candidate_record())[0] == 200
+
+
+def test_a_model_that_fails_to_load_is_reported_by_health():
+    def broken() -> Model:
+        raise OSError("disk gone")
+
+    with running(broken) as call:
+        deadline = time.time() + 10
+        while (answer := call("GET", "/health"))[1]["status"] == "loading":
+            assert time.time() < deadline
+            time.sleep(0.02)
+        assert answer == (503, {"status": "failed", "error": "OSError: disk gone"})
+
+
+class _Crashing(Model):
+    """The real model, except that one candidate id makes scoring raise."""
+
+    def score_record(self, record):
+        if record.get("candidate_id") == "boom":
+            raise RuntimeError("a bug")
+        return super().score_record(record)
+
+
+def test_a_crash_in_one_request_is_a_500_for_it_alone():
+    with running(lambda: _Crashing(config.PACKAGED_MODEL_DIR)) as call:
+        status, body = call("POST", "/predict", candidate_record(candidate_id="boom"))
+        assert status == 500 and "internal error" in body["error"]
+        assert "a bug" not in json.dumps(body)  # no internals leak to the client
+        status, body = call("POST", "/predict", candidate_record(candidate_id="fine"))
+        assert status == 200 and body["candidate_id"] == "fine"
+
+
+@pytest.mark.parametrize("records", [1, 2, 70])
+def test_batches_inline_and_in_a_thread_give_the_same_answers(records, served_model):
+    batch = [candidate_record(candidate_id=f"c{i}", fit_score=str(1 + i % 5)) for i in range(records)]
+    with running(lambda: served_model) as call:
+        status, body = call("POST", "/predict", batch)
+    assert status == 200
+    assert body == served_model.score_records(batch)
