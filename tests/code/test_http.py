@@ -97,7 +97,7 @@ def test_a_crash_in_one_request_is_a_500_for_it_alone():
         assert status == 200 and body["candidate_id"] == "fine"
 
 
-@pytest.mark.parametrize("records", [1, 2, 70])
+@pytest.mark.parametrize("records", [1, 2, 300])
 def test_batches_inline_and_in_a_thread_give_the_same_answers(records, served_model):
     batch = [candidate_record(candidate_id=f"c{i}", fit_score=str(1 + i % 5)) for i in range(records)]
     with running(lambda: served_model) as call:

@@ -105,3 +105,36 @@ def test_serving_imports_neither_mlflow_nor_sklearn():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_score_records_equals_the_frame_path_with_ranks(served_model, candidates):
+    """The service's batch path gives predict(records)'s values, ranks included."""
+    records = candidates.head(200).astype(object).where(candidates.head(200).notna(), None).to_dict("records")
+    for i, record in enumerate(records):
+        record["person_id"] = f"p{i % 13}"
+    expected = predict(records, model=served_model)
+    got = served_model.score_records(records)
+    assert [list(r) for r in got] == [list(expected.columns)] * len(records)
+    assert [tuple(r.values()) for r in got] == list(expected.itertuples(index=False, name=None))
+
+
+def test_score_records_lists_every_problem_with_its_row(served_model):
+    """Every problem, row by row; once one record names a person, the others must too."""
+    records = [
+        candidate_record(),
+        candidate_record(current_level="0"),
+        "not a record",
+        candidate_record(motive="necessity", fit_score="9"),
+        candidate_record(person_id="p1"),
+    ]
+    with pytest.raises(InvalidCandidateError) as caught:
+        served_model.score_records(records)
+    assert [(p["row"], p["column"]) for p in caught.value.problems] == [
+        (1, "person_id"),
+        (2, "current_level"),
+        (2, "person_id"),
+        (3, ""),
+        (4, "fit_score"),
+        (4, "necessity_avoidable"),
+        (4, "person_id"),
+    ]

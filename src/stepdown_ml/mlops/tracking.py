@@ -123,15 +123,24 @@ def log_model(
 ) -> mlflow.models.model.ModelInfo:
     """Log a model directory as the project's pyfunc (code, not a pickle) in the active run."""
     return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).with_name("pyfunc.py")),
-        artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
-        code_paths=[str(Path(__file__).parents[1])],  # the whole stepdown_ml package
-        signature=signature(),
-        input_example=example,
-        registered_model_name=registered_name,
-        pip_requirements=_requirements(),
+        name="model", registered_model_name=registered_name, **_pyfunc_arguments(model_dir, example)
     )
+
+
+def save_model(model_dir: Path | str, path: Path | str, example: pd.DataFrame) -> None:
+    """Write the same pyfunc to a local folder (``mlflow models serve -m PATH`` serves it)."""
+    mlflow.pyfunc.save_model(str(path), **_pyfunc_arguments(model_dir, example))
+
+
+def _pyfunc_arguments(model_dir: Path | str, example: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "python_model": str(Path(__file__).with_name("pyfunc.py")),
+        "artifacts": {MODEL_DIR_ARTIFACT: str(model_dir)},
+        "code_paths": [str(Path(__file__).parents[1])],  # the whole stepdown_ml package
+        "signature": signature(),
+        "input_example": example,
+        "pip_requirements": _requirements(),
+    }
 
 
 def tracked_training(
