@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # `mlflow run --env-manager local` runs entry points with the `python` on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test test-fast soak lint typecheck format default-model benchmark clean
+.PHONY: help setup run serve serve-mlflow test test-fast soak lint typecheck format default-model benchmark loadtest clean
 
 CODE := src tests pipelines benchmarks
 
@@ -26,6 +26,16 @@ setup: $(STAMP)  ## create .venv and install the project with its dev and Spark 
 # (SQLite store ./mlflow.db unless MLFLOW_TRACKING_URI is set).
 run: setup  ## the main job on the embedded defaults (mlflow run . -e main)
 	$(BIN)/mlflow run . -e main --env-manager local
+
+# The HTTP service on the packaged default model (loopback; SERVE_ARGS="--port 9000 --workers 4").
+SERVE_ARGS ?=
+serve: setup  ## the HTTP scoring service on 127.0.0.1:8080 (POST /predict, GET /health)
+	$(BIN)/stepdown-ml serve $(SERVE_ARGS)
+
+# MLflow's own server for the registered champion (after `make run`). PATH holds .venv/bin
+# (exported above): `mlflow models serve` starts `uvicorn` from PATH.
+serve-mlflow: setup  ## mlflow models serve of models:/stepdown-advancement@champion on 127.0.0.1:5001
+	$(BIN)/mlflow models serve -m models:/stepdown-advancement@champion --env-manager local -h 127.0.0.1 -p 5001
 
 test: lint typecheck  ## what CI runs: lint, layering, types, then the whole suite
 	$(BIN)/pytest
@@ -58,6 +68,9 @@ default-model: setup  ## rebuild the committed default model
 
 benchmark: setup  ## speed measurements (docs/BENCHMARKS.md)
 	$(BIN)/python -m benchmarks.run_all
+
+loadtest: setup  ## HTTP load test: stepdown-ml serve vs mlflow models serve (docs/BENCHMARKS.md)
+	$(BIN)/python -m benchmarks.loadtest
 
 clean:  ## remove the environment and generated files
 	rm -rf $(VENV) .pytest_cache .ruff_cache mlruns mlflow.db data/generated data/interim

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import bench_generate_train, bench_predict, bench_score, bench_spark
+from benchmarks import bench_generate_train, bench_install, bench_predict, bench_score, bench_spark, loadtest
 from stepdown_ml.core import config
 from stepdown_ml.core.tables import atomic_path
 
@@ -20,6 +20,8 @@ def main() -> None:
         "predict": bench_predict.main(),
         "score": bench_score.main([1_000_000, 5_000_000]),
         "spark": bench_spark.main([1_000_000, 5_000_000]),
+        "http": loadtest.main([]),
+        "install": bench_install.main(),
     }
     with atomic_path(RESULTS) as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
