@@ -49,7 +49,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stepdown_ml.core.config import DEFAULT_K_ANONYMITY, PSEUDONYM_KEY_ENV
+from stepdown_ml.core.config import (
+    DEFAULT_K_ANONYMITY,
+    DEFAULT_L_DIVERSITY,
+    DEFAULT_MAX_SUPPRESSION,
+    PSEUDONYM_KEY_ENV,
+)
 from stepdown_ml.core.features import skill_overlap
 from stepdown_ml.core.schema import (
     AGE_BANDS,
@@ -83,13 +88,13 @@ PSEUDONYM_HEX_CHARS = 32
 # Domain separation: the same key used for another purpose never yields these values.
 PSEUDONYM_CONTEXT = b"stepdown_ml/candidate_id/v1\x00"
 SALARY_CHANGE = "salary_change_pct"
-DEFAULT_MAX_SUPPRESSION = 0.05
-DEFAULT_L_DIVERSITY = 2
 # Fillers standing for skills outside the target role's list (person) or the vocabulary (role).
 OWN_SKILL_FILLER = "own_skill"
 ROLE_SKILL_FILLER = "role_skill"
 MIN_KEY_BYTES = 32
-MIN_KEY_BITS = 100
+# Byte-frequency estimate: random 32-character hex keys score 88-128 bits.
+MIN_KEY_BITS = 80
+_PATTERN_RUN = 8
 # Lower edges of AGE_BANDS after the first; ages under 18 have no band.
 _AGE_EDGES = np.array([25, 35, 45, 55, 65])
 MIN_AGE, MAX_AGE = 18, 120
@@ -446,8 +451,9 @@ def check_key(key: bytes) -> bytes:
     """Refuse a pseudonym key that could be guessed: the pseudonyms of short employee ids
     would then be reversed by trying every id.
 
-    A key must hold at least :data:`MIN_KEY_BYTES` bytes, at least :data:`MIN_KEY_BITS`
-    bits by the byte-frequency (Shannon) estimate, and must not be a shorter string repeated.
+    A key must hold at least :data:`MIN_KEY_BYTES` bytes and at least :data:`MIN_KEY_BITS`
+    bits by the byte-frequency (Shannon) estimate, and hold no 8-byte stretch twice and no
+    8-byte run of one step (``abcdefgh``, ``11111111``).
 
     Raises:
         WeakKeyError: naming the rule the key breaks (never the key).
@@ -460,12 +466,17 @@ def check_key(key: bytes) -> bytes:
             f"the pseudonym key in {PSEUDONYM_KEY_ENV} is too short ({len(key)} bytes, at least "
             f"{MIN_KEY_BYTES} needed): {how}"
         )
-    counts = np.bincount(np.frombuffer(key, dtype=np.uint8), minlength=256)
+    data = np.frombuffer(key, dtype=np.uint8)
+    counts = np.bincount(data, minlength=256)
     p = counts[counts > 0] / len(key)
     bits = float(-(p * np.log2(p)).sum()) * len(key)
-    repeated = any(
-        len(key) % n == 0 and key == key[:n] * (len(key) // n) for n in range(1, len(key) // 2 + 1)
-    )
+    run = _PATTERN_RUN
+    # A stretch that occurs twice ("password-password"), or a run of one step ("abcdefgh",
+    # "11111111"): a person chose it, and people choose alike.
+    repeated = any(key[i : i + run] in key[i + 1 :] for i in range(len(key) - run))
+    steps = np.diff(data.astype(np.int16))
+    stepped = any(len(set(steps[i : i + run - 1].tolist())) == 1 for i in range(len(steps) - run + 2))
+    repeated = repeated or stepped
     if bits < MIN_KEY_BITS or repeated:
         raise WeakKeyError(
             f"the pseudonym key in {PSEUDONYM_KEY_ENV} has too little entropy (a repeated or "

@@ -218,9 +218,8 @@ def qi_codes(values: TrueValues, name: str, level: int) -> np.ndarray:
     raise KeyError(name)
 
 
-def combine(columns: list[np.ndarray]) -> np.ndarray:
-    """One dense int64 code per distinct combination of the code columns."""
-    n = len(columns[0]) if columns else 0
+def combine(columns: list[np.ndarray], n: int) -> np.ndarray:
+    """One int64 code per distinct combination of the code columns (``n`` rows)."""
     key = np.zeros(n, dtype=np.int64)
     span = 1
     for column in columns:
@@ -305,7 +304,7 @@ def search(
         return sum(weight[n] * lost[n][levels[n]] for n in names) / total_weight
 
     def evaluate(levels: Mapping[str, int]) -> tuple[np.ndarray, GroupCheck]:
-        groups = combine([codes[n][levels[n]] for n in names if levels[n] < TOP[n]])
+        groups = combine([codes[n][levels[n]] for n in names if levels[n] < TOP[n]], len(values))
         check = check_groups(groups, persons, label)
         return (check.persons >= k) & (check.labels >= l_diversity), check
 
@@ -345,9 +344,10 @@ def search(
                     "suppressed": count,
                 }
                 children.append((child_loss, count, child, [*path, step]))
-        children.sort(key=lambda c: (c[0], c[1]))
+        # Least loss, then least suppression, then the finer node (a tie in loss).
+        children.sort(key=lambda c: (c[0], c[1], sum(c[2])))
         beam = children[:beam_width]
-        if beam and beam[0][:2] < best[:2]:
+        if beam and (beam[0][0], beam[0][1], sum(beam[0][2])) < (best[0], best[1], sum(best[2])):
             best = beam[0]
     levels = dict(zip(names, best[2], strict=True))
     keep, check = evaluate(levels)
@@ -374,7 +374,9 @@ def risk(groups: np.ndarray, persons: np.ndarray, label: np.ndarray) -> dict[str
 
 def node_groups(values: TrueValues, levels: Mapping[str, int]) -> np.ndarray:
     """Group codes of the records at a node."""
-    return combine([qi_codes(values, n, levels[n]) for n in QUASI_IDENTIFIERS if levels[n] < TOP[n]])
+    return combine(
+        [qi_codes(values, n, levels[n]) for n in QUASI_IDENTIFIERS if levels[n] < TOP[n]], len(values)
+    )
 
 
 # --- representatives: the released values ---------------------------------------------
