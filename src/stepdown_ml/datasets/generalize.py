@@ -322,6 +322,9 @@ def search(
     # Beam search: the beam_width nodes of least loss at each depth are specialized further.
     best = (node_loss(start), suppressed(start), start, list[dict[str, Any]]())
     beam = [best]
+    exact = tuple(0 for _ in names)
+    if suppressed(exact) <= limit:  # no loss at all: nothing to search
+        beam, best = [], (0.0, suppressed(exact), exact, [])
     seen = {start}
     while beam:
         children = []
