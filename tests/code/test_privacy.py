@@ -3,15 +3,25 @@ attack by someone who knows every quasi-identifier of the persons they look for.
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 import pytest
 from pycanon import anonymity
 
 from stepdown_ml.core.features import skill_overlap
-from stepdown_ml.core.schema import AGE_BANDS, LABEL
+from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, LABEL, REGIONS
 from stepdown_ml.core.skills import load_vocabulary
 from stepdown_ml.datasets.anonymize import anonymize, pseudonymize, raw_transitions
-from stepdown_ml.datasets.generalize import QUASI_IDENTIFIERS, TrueValues, true_values
+from stepdown_ml.datasets.generalize import (
+    QUASI_IDENTIFIERS,
+    TOP,
+    TrueValues,
+    qi_codes,
+    representatives,
+    true_values,
+)
 from stepdown_ml.datasets.generate import CITIES, generate_raw
 from tests.privacy import qi_frame, values_of
 
@@ -109,3 +119,40 @@ def test_linkage_finds_most_people_in_an_exact_release() -> None:
         qi_frame(attacker_table(raw), zero), qi_frame(values_of(exact), zero), exact["candidate_id"]
     )
     assert (matches == 1).mean() > 0.95
+
+
+@pytest.mark.parametrize("depth", range(6))
+def test_every_released_value_lies_in_its_band(depth: int) -> None:
+    # At every level of every hierarchy, the representative falls in the true value's group,
+    # and the steps of the move (levels down, function and industry change) stay exact.
+    exact = raw_transitions(generate_raw(3_000, 11), KEY)
+    truth = values_of(exact)
+    levels = {name: min(depth, TOP[name]) for name in QUASI_IDENTIFIERS}
+    rep = representatives(truth, levels)
+    released = dataclasses.replace(
+        truth,
+        age_band=pd.Categorical(rep["age_band"], categories=AGE_BANDS).codes.astype(np.int64),
+        region=pd.Categorical(rep["region"], categories=REGIONS).codes.astype(np.int64),
+        current_industry=pd.Categorical(rep["current_industry"], categories=INDUSTRIES).codes.astype(
+            np.int64
+        ),
+        current_function=pd.Categorical(rep["current_function"], categories=FUNCTIONS).codes.astype(np.int64),
+        current_level=rep["current_level"],
+        years_experience=rep["years_experience"],
+        transition_year=rep["transition_year"],
+        salary_change_pct=rep["salary_change_pct"],
+        shared_general=rep["shared_general"],
+        shared_specialized=rep["shared_specialized"],
+        other_skills=rep["other_skills"],
+    )
+    for name in QUASI_IDENTIFIERS:
+        np.testing.assert_array_equal(
+            qi_codes(released, name, levels[name]), qi_codes(truth, name, levels[name]), name
+        )
+    assert ((rep["target_level"] >= 1) & (rep["target_level"] <= rep["current_level"])).all()
+    np.testing.assert_array_equal(rep["current_level"] - rep["target_level"], truth.levels_down)
+    for side in ("function", "industry"):
+        changed = exact[f"current_{side}"].to_numpy() != exact[f"target_{side}"].to_numpy()
+        np.testing.assert_array_equal(rep[f"current_{side}"] != rep[f"target_{side}"], changed)
+    assert (rep["shared_general"] <= truth.target_general).all()
+    assert (rep["shared_specialized"] <= truth.target_specialized).all()

@@ -832,8 +832,10 @@ def anonymize_file(
     if report["rows_out"] == 0 and report["rows_in"] > report["rows_rejected"]:
         raise ContractError(
             f"{source}: every one of the {report['rows_in'] - report['rows_rejected']} valid records "
-            f"would be suppressed to reach k={k}: too few records share their quasi-identifiers "
-            "(anonymize more records together, or choose a smaller --k)"
+            f"would be suppressed to reach k={k} and l={l_diversity}: too few persons, or only one "
+            f"value of {LABEL} ({report['suppressed_because'][SUPPRESS_K]} in groups under k, "
+            f"{report['suppressed_because'][SUPPRESS_L]} in groups of one label; anonymize more "
+            "records together, or choose a smaller --k or --l-diversity)"
         )
     # Both files are complete in temporary files, then renamed into place together.
     outputs = (target,) if report_target is None else (target, report_target)
