@@ -613,7 +613,8 @@ def anonymize(
             chosen generalization (docs/PRIVACY.md).
         city_regions: city → region table (default :data:`CITY_REGIONS`).
         vocab: the skills vocabulary (default: the project's).
-        weights: per quasi-identifier weight of its information loss (default 1 each).
+        weights: per quasi-identifier weight of its information loss (default
+            :data:`stepdown_ml.datasets.generalize.DEFAULT_WEIGHTS`; unnamed ones weigh 1).
         source: the input's name, used in error messages.
 
     Returns:
@@ -701,6 +702,7 @@ def anonymize(
             "hierarchies": {n: list(LEVEL_NAMES[n]) for n in QUASI_IDENTIFIERS},
             "information_loss": round(found.loss, 6),
             "search": found.steps,
+            "nodes_evaluated": found.nodes_evaluated,
             "function_families": {f: list(m) for f, m in FUNCTION_FAMILIES.items()},
             "industry_families": {f: list(m) for f, m in INDUSTRY_FAMILIES.items()},
             "released_values": "a representative inside each band (docs/PRIVACY.md); "

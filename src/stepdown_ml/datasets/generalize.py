@@ -8,12 +8,13 @@ target role's skills). Each quasi-identifier has a hierarchy: level 0 is the exa
 each higher level merges values into wider bands, the last level merges everything.
 
 :func:`search` picks one level per quasi-identifier (global recoding, as ARX does): the
-node of least information loss (the share of each attribute's entropy that the bands
-hide, averaged) at which every group of released rows holds at least ``k`` distinct
-persons and at least ``l`` distinct labels, after suppressing at most ``max_suppression``
-of the rows (whole groups that fail). The search is greedy top-down specialization: start
-from the fully generalized node, lower the level that loses least information among
-those that keep suppression within the limit, stop when none does.
+node of least information loss at which every group of released rows holds at least ``k``
+distinct persons and at least ``l`` distinct labels, after suppressing at most
+``max_suppression`` of the rows (whole groups that fail). An attribute's loss at a level is
+the share of its entropy that the bands hide; a node's loss is their mean weighted by
+:data:`DEFAULT_WEIGHTS`. The search is a top-down beam search: start from the fully
+generalized node, specialize one attribute by one level at a time, keep the ``beam_width``
+feasible nodes of least loss at each depth, and return the least-loss feasible node seen.
 
 Every released value is a *representative* that lies inside its band, so the same
 hierarchy maps a true value and its released value to the same band: the attacker's view
@@ -287,7 +288,7 @@ def search(
     weights: Mapping[str, float] | None = None,
     beam_width: int = 4,
 ) -> SearchResult:
-    """Greedy top-down specialization to the node of least information loss (module doc)."""
+    """Top-down beam search for the feasible node of least information loss (module doc)."""
     names = list(QUASI_IDENTIFIERS)
     weight = dict.fromkeys(names, 1.0) | dict(DEFAULT_WEIGHTS if weights is None else weights)
     total_weight = sum(weight.values()) or 1.0
