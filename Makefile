@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PYCANON_VERSION := 1.3.6
 # `mlflow run --env-manager local` runs entry points with the `python` on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -18,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,spark]"
+	# pycanon checks the anonymizer in the tests only. --no-deps: it pins exact numpy, pandas,
+	# scipy and typing_extensions versions; its anonymity module needs only numpy and pandas.
+	$(BIN)/python -m pip install --quiet --no-deps "pycanon==$(PYCANON_VERSION)"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the project with its dev and Spark extras

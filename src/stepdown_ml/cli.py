@@ -43,6 +43,18 @@ def _int_at_least(minimum: int, label: str) -> Callable[[str], int]:
 
 
 _positive_int = _int_at_least(1, "positive")
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got '{text}'")
+    return value
+
+
 _non_negative_int = _int_at_least(0, "non-negative")
 
 
@@ -63,10 +75,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_anonymize(args: argparse.Namespace) -> int:
     from stepdown_ml.datasets.anonymize import anonymize_file
 
-    report = anonymize_file(args.raw, args.out, k=args.k, report_path=args.report)
+    report = anonymize_file(
+        args.raw,
+        args.out,
+        k=args.k,
+        report_path=args.report,
+        l_diversity=args.l_diversity,
+        max_suppression=args.max_suppression,
+    )
     _say(
         f"anonymized {report['rows_in']} rows: {report['rows_out']} written to {args.out}, "
-        f"{report['rows_suppressed']} suppressed, k={report['k_reached']}"
+        f"{report['rows_suppressed']} suppressed, k={report['k_reached']}, l={report['l_reached']}"
     )
     return EXIT_OK
 
@@ -209,6 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     anon.add_argument("raw", type=Path, help="raw records CSV")
     anon.add_argument("--out", type=Path, required=True, help="anonymized transitions CSV")
     anon.add_argument("--k", type=_positive_int, default=config.DEFAULT_K_ANONYMITY, help="k-anonymity")
+    anon.add_argument(
+        "--l-diversity",
+        type=_positive_int,
+        choices=(1, 2),
+        default=config.DEFAULT_L_DIVERSITY,
+        help="distinct values of advanced_within_36m per group (1 = off)",
+    )
+    anon.add_argument(
+        "--max-suppression",
+        type=_share,
+        default=config.DEFAULT_MAX_SUPPRESSION,
+        help="share of records that may be suppressed (0-1)",
+    )
     anon.add_argument("--report", type=Path, default=None, help="JSON report of what was done")
     anon.set_defaults(func=cmd_anonymize)
 

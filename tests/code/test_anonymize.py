@@ -1,4 +1,4 @@
-"""The anonymizer: pseudonyms, generalization, k-anonymity, skill folding, refusals."""
+"""The anonymizer: pseudonyms, keys, generalization, k-anonymity and l-diversity, skills, refusals."""
 
 from __future__ import annotations
 
@@ -17,19 +17,26 @@ from hypothesis import strategies as st
 
 from stepdown_ml.cli import main
 from stepdown_ml.core.config import PSEUDONYM_KEY_ENV
-from stepdown_ml.core.schema import RAW_IDENTIFYING_COLUMNS, TRANSITION_COLUMNS
+from stepdown_ml.core.features import skill_overlap
+from stepdown_ml.core.schema import LABEL, RAW_IDENTIFYING_COLUMNS, TRANSITION_COLUMNS
+from stepdown_ml.core.skills import load_vocabulary
 from stepdown_ml.core.tables import read_csv_text
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.datasets.anonymize import (
-    FOLD_TOKEN,
     OUTPUT_COLUMNS,
-    QUASI_IDENTIFIERS,
+    OWN_SKILL_FILLER,
+    ROLE_SKILL_FILLER,
     SALARY_CHANGE,
+    WeakKeyError,
     anonymize,
     anonymize_file,
+    check_key,
     pseudonymize,
+    raw_transitions,
 )
+from stepdown_ml.datasets.generalize import QUASI_IDENTIFIERS, qi_codes, true_values
 from stepdown_ml.datasets.generate import CITIES, generate_raw
+from tests.privacy import release_groups
 
 KEY = b"test-key-for-the-anonymizer-0001"
 KEY_TEXT = "Sup3r-s3cret-KEY-never-to-be-written-7c1f"
@@ -64,9 +71,15 @@ def uniform(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def group_sizes(out: pd.DataFrame) -> pd.Series:
-    """Distinct persons per quasi-identifier group."""
-    return out.groupby(list(QUASI_IDENTIFIERS))["candidate_id"].nunique()
+def group_sizes(out: pd.DataFrame, report: dict) -> pd.Series:
+    """Distinct persons per quasi-identifier group (the attacker's view of the release)."""
+    return out.groupby(release_groups(out, report["generalization"]["levels"]))["candidate_id"].nunique()
+
+
+def group_labels(out: pd.DataFrame, report: dict) -> pd.Series:
+    """Distinct values of the label per quasi-identifier group."""
+    groups = release_groups(out, report["generalization"]["levels"])
+    return out.groupby(groups)["advanced_within_36m"].nunique()
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, key: str | None = KEY_TEXT) -> int:
@@ -96,6 +109,44 @@ def test_without_a_key_nothing_is_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.csv"]  # no temporary leftovers
 
 
+WEAK_KEYS = {
+    "one letter": "a",
+    "31 bytes": "x7Qp2Lm9Rt4Vw8Yz1Bc5Df3Gh6Jk0Ns",
+    "repeated": "abcd" * 10,
+    "one character": "z" * 64,
+    "two characters": "ab" * 20 + "ba" * 4,
+    "a word repeated": "password-password-password-12345",
+    "a sequence": "abcdefghijklmnopqrstuvwxyz0123456789",
+}
+
+
+@pytest.mark.parametrize("case", WEAK_KEYS)
+def test_a_weak_key_is_refused_with_one_line_and_no_output(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = write_raw(raw_frame(50), tmp_path / "raw.csv")
+    out, report = tmp_path / "out.csv", tmp_path / "report.json"
+    code = run_cli([str(raw), "--out", str(out), "--report", str(report)], monkeypatch, key=WEAK_KEYS[case])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert PSEUDONYM_KEY_ENV in err[0] and "secrets.token_hex(32)" in err[0]
+    if len(WEAK_KEYS[case]) > 1:
+        assert WEAK_KEYS[case] not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.csv"]
+    with pytest.raises(WeakKeyError):
+        anonymize(raw_frame(50), WEAK_KEYS[case].encode(), k=1)
+
+
+def test_random_keys_are_accepted() -> None:
+    import secrets
+
+    for _ in range(2000):
+        check_key(secrets.token_hex(16).encode())  # 32 hex characters: 128 random bits
+        check_key(secrets.token_urlsafe(32).encode())
+    check_key(KEY)
+
+
 def test_the_key_is_never_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -110,10 +161,10 @@ def test_the_key_is_never_written(
 
 def test_same_key_same_pseudonyms_other_key_other_pseudonyms() -> None:
     raw = raw_frame(300)
-    first, _ = anonymize(raw, KEY, k=1)
+    first, _ = anonymize(raw, KEY, k=1, l_diversity=1)
     shuffled = raw.sample(frac=1.0, random_state=1).reset_index(drop=True)
-    again, _ = anonymize(shuffled, KEY, k=1)
-    other, _ = anonymize(raw, b"another-key-entirely-0000000000", k=1)
+    again, _ = anonymize(shuffled, KEY, k=1, l_diversity=1)
+    other, _ = anonymize(raw, b"another-key-entirely-5e1b93d07a4c-9f3e", k=1, l_diversity=1)
     assert set(first["candidate_id"]) == set(again["candidate_id"])
     assert set(first["candidate_id"]) == set(pseudonymize(raw["employee_id"].to_numpy(), KEY))
     assert not set(first["candidate_id"]) & set(other["candidate_id"])
@@ -167,7 +218,7 @@ def test_no_identifying_value_reaches_the_output(
         path = write_raw(raw, Path(folder) / "raw.csv")
         out, report_path = Path(folder) / "out.csv", Path(folder) / "report.json"
         # k=1 keeps every row, so the check is never vacuous.
-        report = anonymize_file(path, out, k=1, report_path=report_path, key=KEY)
+        report = anonymize_file(path, out, k=1, l_diversity=1, report_path=report_path, key=KEY)
         assert report["rows_out"] == _ROWS
         written = out.read_text(encoding="utf-8") + report_path.read_text(encoding="utf-8")
     identifying = [*names, *emails, *employers, *targets, *ids, *raw["current_title"], *raw["city"]]
@@ -178,67 +229,93 @@ def test_no_identifying_value_reaches_the_output(
         assert date not in written
 
 
-def test_identifiers_typed_into_skills_are_folded() -> None:
-    # A name or employee number entered as a skill is held by one person: it must be folded.
-    raw = uniform(raw_frame(80))
-    raw["current_skills"] = "excel;communication"
-    raw["target_skills"] = "excel"
+def test_personal_skills_never_reach_the_release() -> None:
+    # A name or an employee number typed into a skills field, a rare tool: none of the
+    # person's own tokens is released, only canonical tokens that reproduce the counts.
+    raw = raw_frame(300)
     own = [f"ada_lovelace_{e.lower()}" for e in raw["employee_id"]]
-    raw["current_skills"] = raw["current_skills"] + ";" + pd.Series(own)
-    out, report = anonymize(raw, KEY, k=5)
+    raw["current_skills"] = raw["current_skills"] + ";" + pd.Series(own) + ";zz_rare_tool"
+    out, _ = anonymize(raw, KEY, k=1, l_diversity=1)
     assert len(out) == len(raw)
     text = out.to_csv(index=False)
-    assert "ada_lovelace" not in text
-    assert (out["current_skills"] == f"excel;communication;{FOLD_TOKEN}").all()
-    assert report["skills"]["distinct_tokens_folded"] == len(raw)
+    assert "ada_lovelace" not in text and "zz_rare_tool" not in text
+    vocab = load_vocabulary()
+    canonical = set(vocab.general) | {t for f in vocab.specialized.values() for t in f}
+    for column, filler in (("current_skills", OWN_SKILL_FILLER), ("target_skills", ROLE_SKILL_FILLER)):
+        tokens = set(";".join(out[column].fillna("")).split(";")) - {""}
+        assert all(t in canonical or re.fullmatch(rf"{filler}_\d\d", t) for t in tokens), column
+    # At level 0 (k=1) the counts the model uses are the raw ones.
+    raw_overlap = skill_overlap(raw["current_skills"].fillna(""), raw["target_skills"].fillna(""), vocab)
+    order = pd.Series(range(len(raw)), index=pseudonymize(raw["employee_id"].to_numpy(), KEY))
+    rows = order[out["candidate_id"]].to_numpy()
+    released = skill_overlap(out["current_skills"].fillna(""), out["target_skills"].fillna(""), vocab)
+    for name in ("n_current", "n_target", "shared_general", "shared_specialized", "target_general"):
+        assert (released[name] == raw_overlap[name][rows]).all(), name
 
 
 # --- k-anonymity ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k", [2, 5, 10])
-def test_k_anonymity_holds(k: int) -> None:
-    out, report = anonymize(raw_frame(3000, seed=2), KEY, k=k)
-    sizes = group_sizes(out)
+@pytest.mark.parametrize(("k", "l_diversity"), [(2, 1), (5, 2), (10, 2)])
+def test_k_anonymity_and_l_diversity_hold(k: int, l_diversity: int) -> None:
+    out, report = anonymize(raw_frame(3000, seed=2), KEY, k=k, l_diversity=l_diversity)
+    sizes = group_sizes(out, report)
     assert len(out) > 0
     assert sizes.min() >= k
+    assert group_labels(out, report).min() >= l_diversity
     assert report["k_reached"] == sizes.min()
+    assert report["l_reached"] == group_labels(out, report).min()
     assert report["groups"] == len(sizes)
-    width = report["generalization"]["transition_year"]["period_years"]
-    assert (out["transition_year"] % width == 0).all()  # first year of a period aligned on year 0
+    assert report["rows_suppressed"] <= report["max_suppression"] * report["rows_in"]
+    assert sum(report["suppressed_because"].values()) == report["rows_suppressed"]
 
 
 def test_k_counts_persons_not_records() -> None:
     # Five records of one person are one person: the group must not pass k=5.
     raw = uniform(raw_frame(5))
     raw["employee_id"] = "E1"
-    out, report = anonymize(raw, KEY, k=5)
+    out, report = anonymize(raw, KEY, k=5, l_diversity=1)
     assert out.empty
     assert report["rows_suppressed"] == 5
+    assert report["suppressed_because"] == {"fewer_than_k_persons": 5, "fewer_than_l_labels": 0}
     assert report["k_reached"] is None
 
 
-def _expected_width(report: dict) -> int:
-    """The documented rule: the finest width within the suppression limit, else the fewest
-    suppressed (the finer on a tie)."""
-    year = report["generalization"]["transition_year"]
-    tried = {t["period_years"]: t["suppressed"] for t in year["tried"]}
-    limit = year["max_suppression"] * (report["rows_in"] - report["rows_rejected"])
-    within = [w for w, n in tried.items() if n <= limit]
-    return min(within) if within else min(tried, key=lambda w: (tried[w], w))
+def test_a_group_of_one_label_is_suppressed() -> None:
+    raw = uniform(raw_frame(40))
+    raw["advanced_within_36m"] = 1
+    raw["months_to_regain"] = 6
+    out, report = anonymize(raw, KEY, k=5)
+    assert out.empty
+    assert report["suppressed_because"] == {"fewer_than_k_persons": 0, "fewer_than_l_labels": 40}
+    kept, _ = anonymize(raw, KEY, k=5, l_diversity=1)
+    assert len(kept) == 40
 
 
-@pytest.mark.parametrize("max_suppression", [0.0, 0.05, 0.2, 1.0])
-def test_period_choice(max_suppression: float) -> None:
-    _, report = anonymize(raw_frame(3000, seed=4), KEY, k=5, max_suppression=max_suppression)
-    year = report["generalization"]["transition_year"]
-    tried = {t["period_years"]: t["suppressed"] for t in year["tried"]}
-    assert year["period_years"] == _expected_width(report)
-    assert report["rows_suppressed"] == tried[year["period_years"]]
-    if max_suppression == 0.0:  # keep the most rows
-        assert tried[year["period_years"]] == min(tried.values())
-    if max_suppression == 1.0:  # anything goes: no generalization
-        assert year["period_years"] == 1
+def _suppressed(raw_t: pd.DataFrame, levels: dict[str, int], k: int, l_diversity: int) -> int:
+    """Rows in groups below k persons or l labels, counted with pandas."""
+    skills = (raw_t["current_skills"].fillna(""), raw_t["target_skills"].fillna(""))
+    values = true_values(raw_t, skill_overlap(*skills, load_vocabulary()))
+    key = pd.Series(list(zip(*(qi_codes(values, n, levels[n]) for n in QUASI_IDENTIFIERS), strict=True)))
+    frame = pd.DataFrame({"g": key, "p": raw_t["candidate_id"].to_numpy(), "y": raw_t[LABEL].to_numpy()})
+    persons = frame.groupby("g")["p"].transform("nunique")
+    labels = frame.groupby("g")["y"].transform("nunique")
+    return int(((persons < k) | (labels < l_diversity)).sum())
+
+
+@pytest.mark.parametrize("max_suppression", [0.0, 0.05, 0.2])
+def test_the_search_stops_where_the_suppression_limit_binds(max_suppression: float) -> None:
+    raw = raw_frame(3000, seed=4)
+    _, report = anonymize(raw, KEY, k=5, max_suppression=max_suppression)
+    levels = report["generalization"]["levels"]
+    raw_t = raw_transitions(raw, KEY)
+    assert _suppressed(raw_t, levels, 5, 2) == report["rows_suppressed"]
+    assert report["rows_suppressed"] <= max_suppression * report["rows_in"]
+    # Every one-step finer node would need more suppression than allowed.
+    for name in QUASI_IDENTIFIERS:
+        if levels[name] > 0:
+            finer = levels | {name: levels[name] - 1}
+            assert _suppressed(raw_t, finer, 5, 2) > max_suppression * report["rows_in"], name
 
 
 @pytest.fixture(scope="module")
@@ -263,12 +340,12 @@ def test_twenty_thousand_rows(twenty_thousand: tuple[pd.DataFrame, dict, pd.Data
     assert report["suppression_rate"] == pytest.approx(report["rows_suppressed"] / eligible, abs=1e-6)
     assert report["k"] == 5
     assert report["k_reached"] >= 5
-    assert report["generalization"]["transition_year"]["period_years"] == _expected_width(report)
-    assert group_sizes(out).min() == report["k_reached"]
-    diversity = report["diversity"]
-    assert sum(diversity["groups_by_distinct_labels"].values()) == report["groups"]
-    assert diversity["min_distinct_labels"] == min(int(v) for v in diversity["groups_by_distinct_labels"])
-    assert report["skills"]["distinct_tokens_folded"] > 0  # the generator's rare niche tools
+    assert group_sizes(out, report).min() == report["k_reached"]
+    assert group_labels(out, report).min() == report["l_reached"] == 2
+    before, after = report["risk_before"], report["risk_after"]
+    assert before["unique_share"] > 0.9 and before["highest_risk"] == 1.0  # exact values identify
+    assert after["unique_share"] == 0.0 and after["highest_risk"] <= 1 / 5
+    assert after["single_label_rows"] == 0
     assert set(RAW_IDENTIFYING_COLUMNS) <= set(report["dropped_columns"])
 
 
@@ -282,50 +359,17 @@ def test_output_follows_the_transition_layout(
     checked = validate_frame(out, TRANSITION_COLUMNS, source="out.csv")
     assert not checked.bad.any(), checked.problems.head()
     assert out["current_level"].str.fullmatch(r"\d+").all()  # integers written as integers
-    assert out[SALARY_CHANGE].str.fullmatch(r"-?\d+").all()
-    # Every token left is held by at least k=5 distinct persons.
-    held = pd.concat(
-        [out[["candidate_id", c]].rename(columns={c: "token"}) for c in ("current_skills", "target_skills")]
-    )
-    held["token"] = held["token"].str.split(";")
-    holders = held.explode("token").query("token != ''").groupby("token")["candidate_id"].nunique()
-    assert FOLD_TOKEN in holders.index
-    assert holders.min() >= 5
+    assert out[SALARY_CHANGE].str.fullmatch(r"-?\d*").all()  # empty when fully generalized
 
 
 # --- generalization ---------------------------------------------------------------------
-
-
-def test_rare_skills_are_folded_per_person() -> None:
-    raw = uniform(raw_frame(60))
-    raw["current_skills"] = "excel;communication"
-    raw["target_skills"] = "excel"
-    raw.loc[0:2, "current_skills"] = "excel;zz_rare_one"  # 3 persons: rare
-    raw.loc[3:4, "target_skills"] = "zz_rare_one;zz_rare_two"  # rare_one: 5 persons in all
-    raw.loc[10:15, "target_skills"] = "excel;yy_common"  # 6 persons: kept
-    raw.loc[20:27, "employee_id"] = "E_SAME"  # one person, 8 records: still one holder
-    raw.loc[20:27, "current_skills"] = "xx_one_person;ww_one_person;excel"
-    out, report = anonymize(raw, KEY, k=5)
-    assert len(out) == len(raw)
-    all_tokens = ";".join([*out["current_skills"], *out["target_skills"]]).split(";")
-    assert "zz_rare_one" in all_tokens
-    assert "yy_common" in all_tokens
-    for folded in ("zz_rare_two", "xx_one_person", "ww_one_person"):
-        assert folded not in all_tokens
-    # Two folded tokens in one cell become a single fold token (no duplicates in a row).
-    assert (out["current_skills"] == f"{FOLD_TOKEN};excel").sum() == 8
-    assert (out["target_skills"] == f"zz_rare_one;{FOLD_TOKEN}").sum() == 2
-    skills = report["skills"]
-    assert skills["distinct_tokens_folded"] == 3
-    assert skills["occurrences_folded"] == 2 + 8 * 2
-    assert skills["rows_affected"] == 10
 
 
 def test_unknown_cities_are_rejected_and_counted() -> None:
     raw = raw_frame(200)
     raw.loc[[3, 7, 11], "city"] = "Atlantis"
     raw.loc[20, "city"] = "  MEDELLÍN "  # case, accents and spaces do not matter
-    out, report = anonymize(raw, KEY, k=1)
+    out, report = anonymize(raw, KEY, k=1, l_diversity=1)
     assert report["rows_rejected"] == 3
     assert report["rejections"]["unknown_city"] == 3
     assert report["rows_out"] == 197
@@ -335,7 +379,7 @@ def test_unknown_cities_are_rejected_and_counted() -> None:
 
 def test_region_follows_the_generator_cities() -> None:
     raw = raw_frame(400, seed=7)
-    out, _ = anonymize(raw, KEY, k=1)
+    out, _ = anonymize(raw, KEY, k=1, l_diversity=1)
     region = {c: r for r, cities in CITIES.items() for c in cities}
     expected = raw.assign(
         region=raw["city"].map(region), cid=pseudonymize(raw["employee_id"].to_numpy(), KEY)
@@ -366,7 +410,7 @@ def test_derived_columns() -> None:
     ]
     raw["current_salary"] = [50_000, 80_000, 1, 64_000, 100_000, 33_333]
     raw["target_salary"] = [45_000, 80_400, 1, 96_000, 100_000, 30_000]
-    out, report = anonymize(raw, KEY, k=1, period_widths=(1,))
+    out, report = anonymize(raw, KEY, k=1, l_diversity=1)
     assert report["rejections"]["age_under_18"] == 1  # the one born in 2008
     by_id = dict(zip(pseudonymize(raw["employee_id"].to_numpy(), KEY), range(6), strict=True))
     out = out.assign(row=out["candidate_id"].map(by_id)).set_index("row").sort_index()
@@ -382,7 +426,7 @@ def test_extra_columns_are_dropped() -> None:
     raw = raw_frame(50)
     raw["phone"] = [f"+1 555 {i:04d} PII" for i in range(50)]
     raw["person_id"] = [f"PII-person-{i}" for i in range(50)]
-    out, report = anonymize(raw, KEY, k=1)
+    out, report = anonymize(raw, KEY, k=1, l_diversity=1)
     assert "phone" not in out.columns
     assert "person_id" not in out.columns
     assert "PII" not in out.to_csv(index=False)
@@ -506,8 +550,8 @@ def test_typed_frames_are_accepted() -> None:
 def test_a_file_too_small_for_k_is_refused_not_written_empty(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """30 raw records cannot reach k=5 on the quasi-identifiers: one line, exit 2, no file."""
-    raw = write_raw(raw_frame(30), tmp_path / "raw.csv")
+    """4 persons cannot reach k=5 however general the release: one line, exit 2, no file."""
+    raw = write_raw(raw_frame(4), tmp_path / "raw.csv")
     assert (
         run_cli(
             [str(raw), "--out", str(tmp_path / "a.csv"), "--report", str(tmp_path / "r.json")], monkeypatch

@@ -52,6 +52,9 @@ CHAMPION_ALIAS = "champion"
 PSEUDONYM_KEY_ENV = "STEPDOWN_PSEUDONYM_KEY"
 
 DEFAULT_K_ANONYMITY = 5
+# Anonymizer defaults (docs/PRIVACY.md): distinct labels per group, share of records suppressed.
+DEFAULT_L_DIVERSITY = 2
+DEFAULT_MAX_SUPPRESSION = 0.05
 DEFAULT_CHUNK_ROWS = 65_536
 
 # `stepdown-ml serve`: the largest request body and batch (413 above either).

@@ -10,20 +10,23 @@ What happens to a raw record (docs/CONTRACT.md "Raw record"):
 * Direct identifiers (name, email, employers, titles, exact dates, salaries, city) are
   dropped, and so is every column the contract does not name: an unknown extra column
   cannot be shown to be harmless.
-* Quasi-identifiers are generalized: age at the transition date → ``age_band``; city →
+* Quasi-identifiers are derived: age at the transition date → ``age_band``; city →
   ``region`` (via :data:`CITY_REGIONS`; a record whose city is not in the table is
   rejected and counted, not guessed); transition date → ``transition_year``; salaries →
   ``salary_change_pct`` (an extra column); employers → ``same_employer``.
-* k-anonymity over ``age_band``, ``region``, ``current_industry`` and ``transition_year``:
-  ``transition_year`` is coarsened to the first year of a period of
-  :data:`PERIOD_WIDTHS` years aligned on year 0 (width 5: 2005-2009 → 2005, 2010-2014 →
-  2010), and records still in a group of fewer than ``k`` distinct persons are suppressed.
-  The width is chosen as ARX does it: the least generalization whose suppression stays
-  within a suppression limit (``max_suppression``, 5% of the eligible records by default);
-  when no width meets the limit, the one that suppresses fewest records (ties → finer).
-  ``age_band`` is not coarsened further, since the contract only allows its six bands.
-* Skill tokens held by fewer than ``k`` distinct persons of the output are replaced by
-  :data:`FOLD_TOKEN` (a rare tool or a name typed into a skills field identifies a person).
+* k-anonymity (distinct persons) and distinct ℓ-diversity of ``advanced_within_36m`` are
+  enforced over every quasi-identifier an acquaintance or a public profile can know
+  (:data:`stepdown_ml.datasets.generalize.QUASI_IDENTIFIERS`, the person's skills
+  included), by the least-loss generalization that suppresses at most ``max_suppression``
+  of the records (:func:`stepdown_ml.datasets.generalize.search`); the groups that still
+  fail are suppressed and counted by reason. Released values are representatives inside
+  their bands; the steps of the move (levels down, function change, industry change) are
+  kept exact.
+* The personal skill list is never released: both skill columns are rewritten as canonical
+  lists that reproduce the generalized overlap counts the model uses (shared general and
+  specialized skills, the person's other skills, the role's counts).
+* The pseudonym key must be long and random (:func:`check_key`): a guessable key lets
+  anyone reverse pseudonyms of short employee ids by trying them.
 * Output rows are ordered by pseudonym, not by input order: a raw file sorted by name or
   employee number would otherwise let row position be linked back to a roster.
 
@@ -46,10 +49,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stepdown_ml.core.config import DEFAULT_K_ANONYMITY, PSEUDONYM_KEY_ENV
+from stepdown_ml.core.config import (
+    DEFAULT_K_ANONYMITY,
+    DEFAULT_L_DIVERSITY,
+    DEFAULT_MAX_SUPPRESSION,
+    PSEUDONYM_KEY_ENV,
+)
+from stepdown_ml.core.features import skill_overlap
 from stepdown_ml.core.schema import (
     AGE_BANDS,
-    INDUSTRIES,
+    FUNCTIONS,
     LABEL,
     RAW_REPLACED_COLUMNS,
     REGIONS,
@@ -59,19 +68,33 @@ from stepdown_ml.core.schema import (
     ContractError,
     names,
 )
+from stepdown_ml.core.skills import SkillVocabulary, load_vocabulary
 from stepdown_ml.core.tables import atomic_paths, check_paths, output_format, read_csv_text, write_csv_to
 from stepdown_ml.core.validation import validate_frame
+from stepdown_ml.datasets.generalize import (
+    FUNCTION_FAMILIES,
+    INDUSTRY_FAMILIES,
+    LEVEL_NAMES,
+    QUASI_IDENTIFIERS,
+    node_groups,
+    representatives,
+    risk,
+    search,
+    true_values,
+)
 from stepdown_ml.datasets.generate import CITIES as GENERATOR_CITIES
 
 PSEUDONYM_HEX_CHARS = 32
 # Domain separation: the same key used for another purpose never yields these values.
 PSEUDONYM_CONTEXT = b"stepdown_ml/candidate_id/v1\x00"
-FOLD_TOKEN = "other_skill"
 SALARY_CHANGE = "salary_change_pct"
-QUASI_IDENTIFIERS = ("age_band", "region", "current_industry", "transition_year")
-PERIOD_WIDTHS = (1, 2, 3, 5, 10, 20)
-PERIOD_ORIGIN = 0
-DEFAULT_MAX_SUPPRESSION = 0.05
+# Fillers standing for skills outside the target role's list (person) or the vocabulary (role).
+OWN_SKILL_FILLER = "own_skill"
+ROLE_SKILL_FILLER = "role_skill"
+MIN_KEY_BYTES = 32
+# Byte-frequency estimate: random 32-character hex keys score 88-128 bits.
+MIN_KEY_BITS = 80
+_PATTERN_RUN = 8
 # Lower edges of AGE_BANDS after the first; ages under 18 have no band.
 _AGE_EDGES = np.array([25, 35, 45, 55, 65])
 MIN_AGE, MAX_AGE = 18, 120
@@ -179,6 +202,10 @@ class MissingKeyError(ContractError):
     """The pseudonym key is not set; nothing can be anonymized."""
 
 
+class WeakKeyError(MissingKeyError):
+    """The pseudonym key is too short or too regular to stay secret."""
+
+
 def read_key(environ: Mapping[str, str] | None = None) -> bytes:
     """The pseudonym key from ``$STEPDOWN_PSEUDONYM_KEY``.
 
@@ -190,6 +217,7 @@ def read_key(environ: Mapping[str, str] | None = None) -> bytes:
 
     Raises:
         MissingKeyError: when the variable is unset, empty or only whitespace.
+        WeakKeyError: when the key is short or guessable (:func:`check_key`).
     """
     value = (os.environ if environ is None else environ).get(PSEUDONYM_KEY_ENV, "")
     if not value.strip():
@@ -197,7 +225,7 @@ def read_key(environ: Mapping[str, str] | None = None) -> bytes:
             f"the pseudonym key is not set: export {PSEUDONYM_KEY_ENV} with a long random secret "
             "(keep it out of the data and the repository; the same key gives the same pseudonyms)"
         )
-    return os.fsencode(value)
+    return check_key(os.fsencode(value))
 
 
 def pseudonymize(ids: Sequence[str] | np.ndarray | pd.Series, key: bytes) -> np.ndarray:
@@ -408,17 +436,6 @@ def _employer_key(text: np.ndarray) -> np.ndarray:
     return pd.Series(text, dtype=object).map(lambda s: " ".join(s.casefold().split())).to_numpy(dtype=object)
 
 
-def _group_codes(frame: pd.DataFrame, period: np.ndarray) -> np.ndarray:
-    """One integer per quasi-identifier combination (age band, region, industry, period)."""
-    age = pd.Categorical(frame["age_band"], categories=AGE_BANDS).codes.astype(np.int64)
-    region = pd.Categorical(frame["region"], categories=REGIONS).codes.astype(np.int64)
-    industry = pd.Categorical(frame["current_industry"], categories=INDUSTRIES).codes.astype(np.int64)
-    period_code = pd.factorize(np.asarray(period), sort=True)[0].astype(np.int64)
-    return ((age * len(REGIONS) + region) * len(INDUSTRIES) + industry) * (period_code.max(initial=0) + 1) + (
-        period_code
-    )
-
-
 def _counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values (sorted) and how often each occurs.
 
@@ -430,158 +447,96 @@ def _counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[starts], np.diff(np.r_[starts, len(ordered)])
 
 
-def _persons_per_group(groups: np.ndarray, persons: np.ndarray) -> np.ndarray:
-    """For each row, the number of distinct persons in its group."""
-    if len(groups) == 0:
-        return np.zeros(0, dtype=np.int64)
-    stride = int(persons.max()) + 1
-    pairs = _counts(groups * stride + persons)[0]
-    group_ids, counts = _counts(pairs // stride)
-    return counts[np.searchsorted(group_ids, groups)]
+def check_key(key: bytes) -> bytes:
+    """Refuse a pseudonym key that could be guessed: the pseudonyms of short employee ids
+    would then be reversed by trying every id.
 
-
-def _choose_period(
-    frame: pd.DataFrame,
-    persons: np.ndarray,
-    k: int,
-    widths: Sequence[int],
-    max_suppression: float,
-) -> tuple[int, dict[int, int], np.ndarray]:
-    """Pick the period width for ``transition_year`` and the rows to keep.
-
-    Returns:
-        ``(width, suppressed_per_width, keep_mask)``.
-    """
-    year = frame["transition_year"].to_numpy(dtype=np.int64)
-    tried: dict[int, int] = {}
-    keeps: dict[int, np.ndarray] = {}
-    for width in sorted(set(widths)):
-        period = PERIOD_ORIGIN + ((year - PERIOD_ORIGIN) // width) * width
-        keep = _persons_per_group(_group_codes(frame, period), persons) >= k
-        tried[width] = int((~keep).sum())
-        keeps[width] = keep
-    limit = max_suppression * len(frame)
-    admissible = [w for w, n in tried.items() if n <= limit]
-    # Least generalization within the limit; otherwise keep the most rows, the finer on a tie.
-    width = min(admissible) if admissible else min(tried, key=lambda w: (tried[w], w))
-    return width, tried, keeps[width]
-
-
-def _split_tokens(skills: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """All tokens of a skills column, flattened, and how many each row has."""
-    column = pd.Series(skills, dtype=object)
-    filled = column != ""
-    lengths = np.where(filled, column.str.count(SKILL_SEPARATOR) + 1, 0).astype(np.int64)
-    # One join and one split instead of a split per row.
-    flat = SKILL_SEPARATOR.join(column[filled].tolist()).split(SKILL_SEPARATOR) if filled.any() else []
-    return flat, lengths
-
-
-def _fold_skills(
-    current: np.ndarray, target: np.ndarray, persons: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Replace skill tokens held by fewer than ``k`` distinct persons with :data:`FOLD_TOKEN`.
-
-    A token counts once per person, whether in ``current_skills`` or ``target_skills``
-    and however many records the person has.
-    """
-    n = len(current)
-    flat_current, len_current = _split_tokens(current)
-    flat_target, len_target = _split_tokens(target)
-    codes, tokens = pd.factorize(pd.Series(flat_current + flat_target, dtype=object))
-    owners = np.concatenate([np.repeat(persons, len_current), np.repeat(persons, len_target)])
-    stride = int(persons.max(initial=0)) + 1
-    pairs = _counts(codes.astype(np.int64) * stride + owners)[0]
-    persons_per_token = np.bincount(pairs // stride, minlength=len(tokens))
-    rare_code = persons_per_token < k
-    rare = {str(t) for t in np.asarray(tokens, dtype=object)[rare_code]} - {FOLD_TOKEN}
-    stats: dict[str, Any] = {
-        "fold_token": FOLD_TOKEN,
-        "min_persons_per_token": k,
-        "distinct_tokens_folded": len(rare),
-        "occurrences_folded": 0,
-        "rows_affected": 0,
-    }
-    if not rare:
-        return current, target, stats
-    rows = np.arange(n)
-    is_rare = rare_code[codes] & (np.asarray(tokens, dtype=object)[codes] != FOLD_TOKEN)
-    token_rows = np.concatenate([np.repeat(rows, len_current), np.repeat(rows, len_target)])
-    affected = _counts(token_rows[is_rare])[0]
-    out_current, out_target = current.copy(), target.copy()
-    for i in affected:
-        for out in (out_current, out_target):
-            if out[i]:
-                # Fold, then de-duplicate in order: two folded tokens become one FOLD_TOKEN.
-                mapped = [FOLD_TOKEN if t in rare else t for t in out[i].split(SKILL_SEPARATOR)]
-                out[i] = SKILL_SEPARATOR.join(dict.fromkeys(mapped))
-    stats["occurrences_folded"] = int(is_rare.sum())
-    stats["rows_affected"] = len(affected)
-    return out_current, out_target, stats
-
-
-def _diversity(groups: np.ndarray, label: np.ndarray) -> dict[str, Any]:
-    """Distinct label values per quasi-identifier group (ℓ-diversity, reported not enforced)."""
-    if len(groups) == 0:
-        return {
-            "label": LABEL,
-            "min_distinct_labels": None,
-            "groups_by_distinct_labels": {},
-            "rows_in_single_label_groups": 0,
-        }
-    pairs = _counts(groups * 2 + label.astype(np.int64))[0]  # the label is 0/1
-    group_ids, distinct = _counts(pairs // 2)
-    values, counts = _counts(distinct)
-    return {
-        "label": LABEL,
-        "min_distinct_labels": int(distinct.min()),
-        "groups_by_distinct_labels": {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
-        # Rows whose label an attacker learns from the quasi-identifiers alone.
-        "rows_in_single_label_groups": int((distinct[np.searchsorted(group_ids, groups)] == 1).sum()),
-    }
-
-
-def anonymize(
-    raw: pd.DataFrame,
-    key: bytes,
-    k: int = DEFAULT_K_ANONYMITY,
-    *,
-    max_suppression: float = DEFAULT_MAX_SUPPRESSION,
-    period_widths: Sequence[int] = PERIOD_WIDTHS,
-    city_regions: Mapping[str, str] | None = None,
-    source: str = "input",
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Anonymize raw records (no I/O).
-
-    Args:
-        raw: raw records (docs/CONTRACT.md "Raw record"), as read (text) or typed.
-        key: the secret pseudonym key; never stored in the result or the report.
-        k: the minimum number of distinct persons per quasi-identifier group, and per kept
-            skill token.
-        max_suppression: the share of eligible records that may be suppressed before a
-            coarser ``transition_year`` period is preferred (0 means: keep the most rows).
-        period_widths: the candidate period widths for ``transition_year``, in years.
-        city_regions: city → region table (default :data:`CITY_REGIONS`).
-        source: the input's name, used in error messages.
-
-    Returns:
-        ``(transitions, report)``: the anonymized rows in the Transition layout plus
-        ``salary_change_pct``, ordered by ``candidate_id``; and a JSON-ready report.
+    A key must hold at least :data:`MIN_KEY_BYTES` bytes and at least :data:`MIN_KEY_BITS`
+    bits by the byte-frequency (Shannon) estimate, and hold no 8-byte stretch twice and no
+    8-byte run of one step (``abcdefgh``, ``11111111``).
 
     Raises:
-        ContractError: a missing column, or a row that breaks the raw contract (the first
-            problem is named by row and column).
-        MissingKeyError: ``key`` is empty.
-        ValueError: ``k``, ``max_suppression`` or ``period_widths`` out of range.
+        WeakKeyError: naming the rule the key breaks (never the key).
     """
     if not key:
         raise MissingKeyError(f"the pseudonym key is empty: set {PSEUDONYM_KEY_ENV}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if not 0.0 <= max_suppression <= 1.0:
-        raise ValueError(f"max_suppression must be within 0-1, got {max_suppression!r}")
-    if not period_widths or any(int(w) < 1 for w in period_widths):
-        raise ValueError(f"period_widths must be positive integers, got {list(period_widths)!r}")
+    how = "generate one with: python -c 'import secrets; print(secrets.token_hex(32))' (docs/PRIVACY.md)"
+    if len(key) < MIN_KEY_BYTES:
+        raise WeakKeyError(
+            f"the pseudonym key in {PSEUDONYM_KEY_ENV} is too short ({len(key)} bytes, at least "
+            f"{MIN_KEY_BYTES} needed): {how}"
+        )
+    data = np.frombuffer(key, dtype=np.uint8)
+    counts = np.bincount(data, minlength=256)
+    p = counts[counts > 0] / len(key)
+    bits = float(-(p * np.log2(p)).sum()) * len(key)
+    run = _PATTERN_RUN
+    # A stretch that occurs twice ("password-password"), or a run of one step ("abcdefgh",
+    # "11111111"): a person chose it, and people choose alike.
+    repeated = any(key[i : i + run] in key[i + 1 :] for i in range(len(key) - run))
+    steps = np.diff(data.astype(np.int16))
+    stepped = any(len(set(steps[i : i + run - 1].tolist())) == 1 for i in range(len(steps) - run + 2))
+    repeated = repeated or stepped
+    if bits < MIN_KEY_BITS or repeated:
+        raise WeakKeyError(
+            f"the pseudonym key in {PSEUDONYM_KEY_ENV} has too little entropy (a repeated or "
+            f"patterned value; at least {MIN_KEY_BITS} bits needed): {how}"
+        )
+    return key
+
+
+def _canonical_lists(
+    shared_general: np.ndarray,
+    shared_specialized: np.ndarray,
+    other: np.ndarray,
+    target_general: np.ndarray,
+    target_specialized: np.ndarray,
+    target_other: np.ndarray,
+    vocab: SkillVocabulary,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Skill lists made of canonical tokens that reproduce the released overlap counts.
+
+    The person's list holds the first ``shared_general`` general tokens of the vocabulary,
+    the first ``shared_specialized`` specialized ones and ``other`` tokens of their own; the
+    role's list the first ``target_general`` and ``target_specialized`` and ``target_other``
+    tokens of its own. The features (counts, coverage, Jaccard, general vs specialized)
+    come out as the released counts; no token says anything about the person.
+    """
+    general = list(vocab.general)
+    specialized = [t for f in FUNCTIONS for t in vocab.specialized[f]]
+
+    def lists(a: np.ndarray, b: np.ndarray, c: np.ndarray, filler: str) -> np.ndarray:
+        cache: dict[tuple[int, int, int], str] = {}
+        out = np.empty(len(a), dtype=object)
+        for i, triple in enumerate(
+            zip(*(np.asarray(x, dtype=np.int64).tolist() for x in (a, b, c)), strict=True)
+        ):
+            text = cache.get(triple)
+            if text is None:
+                g, s, o = triple
+                tokens = general[:g] + specialized[:s] + [f"{filler}_{j + 1:02d}" for j in range(o)]
+                text = cache[triple] = SKILL_SEPARATOR.join(tokens)
+            out[i] = text
+        return out
+
+    current = lists(shared_general, shared_specialized, other, OWN_SKILL_FILLER)
+    target = lists(target_general, target_specialized, target_other, ROLE_SKILL_FILLER)
+    return current, target
+
+
+SUPPRESS_K = "fewer_than_k_persons"
+SUPPRESS_L = "fewer_than_l_labels"
+
+
+def _derive(
+    raw: pd.DataFrame, key: bytes, city_regions: Mapping[str, str] | None, source: str
+) -> tuple[pd.DataFrame, int, np.ndarray, dict[str, int]]:
+    """Check the raw records and derive the Transition layout (not yet generalized).
+
+    Returns:
+        ``(eligible, rows_in, rejected_mask, rejections)``: the rows that can be
+        anonymized, with exact values and the raw skill lists.
+    """
     lookup = _city_lookup(CITY_REGIONS if city_regions is None else city_regions)
     parsed = _check_raw(raw, source)
     values: pd.DataFrame = parsed["values"]
@@ -622,66 +577,152 @@ def anonymize(
     )
     for column in RAW_SPECS:
         out[column.name] = values[column.name].to_numpy()
-    eligible = out.loc[~rejected].reset_index(drop=True)
+    return out.loc[~rejected].reset_index(drop=True), n_in, rejected, rejections
+
+
+def raw_transitions(raw: pd.DataFrame, key: bytes, source: str = "input") -> pd.DataFrame:
+    """The raw records in the Transition layout, pseudonymized but not generalized.
+
+    For measuring what anonymization costs (docs/PRIVACY.md "Utility"); never a release.
+    """
+    check_key(key)
+    return _typed(_derive(raw, key, None, source)[0])[list(OUTPUT_COLUMNS)]
+
+
+def anonymize(
+    raw: pd.DataFrame,
+    key: bytes,
+    k: int = DEFAULT_K_ANONYMITY,
+    *,
+    l_diversity: int = DEFAULT_L_DIVERSITY,
+    max_suppression: float = DEFAULT_MAX_SUPPRESSION,
+    city_regions: Mapping[str, str] | None = None,
+    vocab: SkillVocabulary | None = None,
+    weights: Mapping[str, float] | None = None,
+    source: str = "input",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Anonymize raw records (no I/O).
+
+    Args:
+        raw: raw records (docs/CONTRACT.md "Raw record"), as read (text) or typed.
+        key: the secret pseudonym key; never stored in the result or the report.
+        k: the minimum number of distinct persons per quasi-identifier group.
+        l_diversity: the minimum number of distinct labels (``advanced_within_36m``) per
+            group (distinct ℓ-diversity); 1 turns it off.
+        max_suppression: the share of eligible records that may be suppressed at the
+            chosen generalization (docs/PRIVACY.md).
+        city_regions: city → region table (default :data:`CITY_REGIONS`).
+        vocab: the skills vocabulary (default: the project's).
+        weights: per quasi-identifier weight of its information loss (default
+            :data:`stepdown_ml.datasets.generalize.DEFAULT_WEIGHTS`; unnamed ones weigh 1).
+        source: the input's name, used in error messages.
+
+    Returns:
+        ``(transitions, report)``: the anonymized rows in the Transition layout plus
+        ``salary_change_pct``, ordered by ``candidate_id``; and a JSON-ready report.
+
+    Raises:
+        ContractError: a missing column, or a row that breaks the raw contract (the first
+            problem is named by row and column).
+        MissingKeyError: ``key`` is empty; WeakKeyError: it is short or guessable.
+        ValueError: ``k``, ``l_diversity`` or ``max_suppression`` out of range.
+    """
+    check_key(key)
+    for name, value in (("k", k), ("l_diversity", l_diversity)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if l_diversity > 2:
+        raise ValueError(f"l_diversity must be 1 or 2: the label has two values, got {l_diversity!r}")
+    if not 0.0 <= max_suppression <= 1.0:
+        raise ValueError(f"max_suppression must be within 0-1, got {max_suppression!r}")
+    vocab = load_vocabulary() if vocab is None else vocab
+    eligible, n_in, rejected, rejections = _derive(raw, key, city_regions, source)
     persons = pd.factorize(eligible["candidate_id"])[0].astype(np.int64)
-
-    width, tried, keep = _choose_period(eligible, persons, k, period_widths, max_suppression)
-    year = eligible["transition_year"].to_numpy(dtype=np.int64)
-    eligible["transition_year"] = PERIOD_ORIGIN + ((year - PERIOD_ORIGIN) // width) * width
-    kept = eligible.loc[keep].reset_index(drop=True)
-    kept_persons = pd.factorize(kept["candidate_id"])[0].astype(np.int64)
-
-    current, target, skills = _fold_skills(
-        kept["current_skills"].fillna("").to_numpy(dtype=object),
-        kept["target_skills"].fillna("").to_numpy(dtype=object),
-        kept_persons,
-        k,
+    label = eligible[LABEL].to_numpy(dtype=np.int64)
+    overlap = skill_overlap(
+        eligible["current_skills"].fillna("").to_numpy(dtype=object),
+        eligible["target_skills"].fillna("").to_numpy(dtype=object),
+        vocab,
     )
-    kept["current_skills"], kept["target_skills"] = current, target
+    truth = true_values(eligible, overlap)
+    found = search(truth, persons, label, int(k), int(l_diversity), max_suppression, weights)
+    keep = found.keep
+    released = representatives(truth, found.levels)
+    kept = eligible.loc[keep].reset_index(drop=True)
+    for name in ("age_band", "region", "current_industry", "target_industry", "current_function",
+                 "target_function", "current_level", "target_level", "years_experience", "transition_year",
+                 SALARY_CHANGE):  # fmt: skip
+        kept[name] = released[name][keep]
+    target_other = overlap["n_target"] - overlap["target_general"] - overlap["target_specialized"]
+    kept["current_skills"], kept["target_skills"] = _canonical_lists(
+        released["shared_general"][keep],
+        released["shared_specialized"][keep],
+        released["other_skills"][keep],
+        overlap["target_general"][keep],
+        overlap["target_specialized"][keep],
+        target_other[keep],
+        vocab,
+    )
     kept = _typed(kept)
     # Order by pseudonym (then year): input order could follow names or employee numbers.
     kept = kept.sort_values(["candidate_id", "transition_year"], kind="stable").reset_index(drop=True)
     kept = kept[list(OUTPUT_COLUMNS)]
 
-    groups = _group_codes(kept, kept["transition_year"].to_numpy(dtype=np.int64))
-    sizes = _persons_per_group(groups, pd.factorize(kept["candidate_id"])[0].astype(np.int64))
     n_out, n_rejected = len(kept), int(rejected.sum())
     n_suppressed = n_in - n_rejected - n_out
     n_eligible = n_in - n_rejected
+    check = found.check
+    small = ~keep & (check.persons < k)
+    before = risk(node_groups(truth, dict.fromkeys(QUASI_IDENTIFIERS, 0)), persons, label)
+    after_groups = node_groups(truth, found.levels)[keep]
+    after = risk(after_groups, persons[keep], label[keep])
     report: dict[str, Any] = {
         "k": int(k),
+        "l_diversity": int(l_diversity),
         "rows_in": n_in,
         "rows_out": n_out,
         "rows_suppressed": n_suppressed,
+        "suppressed_because": {SUPPRESS_K: int(small.sum()), SUPPRESS_L: int((~keep & ~small).sum())},
         "rows_rejected": n_rejected,
         "rejections": rejections,
         # Suppression is measured against the records that could be anonymized at all.
         "suppression_rate": round(n_suppressed / n_eligible, 6) if n_eligible else 0.0,
+        "max_suppression": max_suppression,
         "survival_rate": round(n_out / n_in, 6) if n_in else 0.0,
-        "k_reached": int(sizes.min()) if n_out else None,
-        "groups": len(_counts(groups)[0]),
+        "k_reached": after["smallest_group"],
+        "l_reached": int(check.labels[keep].min()) if n_out else None,
+        "groups": after.get("groups", 0),
         "quasi_identifiers": list(QUASI_IDENTIFIERS),
         "group_size_counts": "distinct persons (candidate_id) per quasi-identifier group",
+        "risk_before": before,
+        "risk_after": after,
         "generalization": {
-            "transition_year": {
-                "period_years": int(width),
-                "period_origin_year": PERIOD_ORIGIN,
-                "value": "first year of the period",
-                "max_suppression": max_suppression,
-                "tried": [{"period_years": int(w), "suppressed": n} for w, n in tried.items()],
-            },
-            "age_band": "age in whole years at transition_date, contract bands (not coarsened)",
+            "levels": {n: found.levels[n] for n in QUASI_IDENTIFIERS},
+            "chosen": {n: LEVEL_NAMES[n][found.levels[n]] for n in QUASI_IDENTIFIERS},
+            "hierarchies": {n: list(LEVEL_NAMES[n]) for n in QUASI_IDENTIFIERS},
+            "information_loss": round(found.loss, 6),
+            "search": found.steps,
+            "nodes_evaluated": found.nodes_evaluated,
+            "function_families": {f: list(m) for f, m in FUNCTION_FAMILIES.items()},
+            "industry_families": {f: list(m) for f, m in INDUSTRY_FAMILIES.items()},
+            "released_values": "a representative inside each band (docs/PRIVACY.md); "
+            "levels_down, function_change and industry_change are kept exact",
+            "age_band": "age in whole years at transition_date",
             "region": "city mapped through the city table; unknown cities rejected",
-            "salary": f"{SALARY_CHANGE} = round(100 * (target - current) / current)",
+            "salary": f"{SALARY_CHANGE} = round(100 * (target - current) / current); empty at level *",
             "same_employer": "current_employer == target_employer, case and whitespace ignored",
         },
-        "skills": skills,
-        "diversity": _diversity(groups, kept[LABEL].to_numpy()),
+        "skills": {
+            "released_as": "canonical lists reproducing the generalized overlap counts",
+            "person_fillers": f"{OWN_SKILL_FILLER}_NN",
+            "role_fillers": f"{ROLE_SKILL_FILLER}_NN",
+        },
         "pseudonym": {
             "column": "candidate_id",
             "method": "HMAC-SHA256 of employee_id",
             "hex_chars": PSEUDONYM_HEX_CHARS,
             "key_from": PSEUDONYM_KEY_ENV,
+            "min_key_bytes": MIN_KEY_BYTES,
         },
         # Every input column whose values do not reach the output (a raw candidate_id too).
         "dropped_columns": sorted(c for c in raw.columns if c not in {s.name for s in RAW_SPECS}),
@@ -708,7 +749,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             # The string dtype (missing stays missing) also takes validate_frame's fast path.
             out[column.name] = data.astype(object).where(data.notna(), None).astype("str")
-    out[SALARY_CHANGE] = out[SALARY_CHANGE].astype("int64")
+    out[SALARY_CHANGE] = pd.to_numeric(out[SALARY_CHANGE]).astype("Float64").astype("Int64")
     return out
 
 
@@ -755,6 +796,7 @@ def anonymize_file(
     report_path: Path | str | None = None,
     *,
     key: bytes | None = None,
+    l_diversity: int = DEFAULT_L_DIVERSITY,
     max_suppression: float = DEFAULT_MAX_SUPPRESSION,
 ) -> dict[str, Any]:
     """Anonymize a raw CSV file into a transitions CSV, with an optional JSON report.
@@ -765,7 +807,7 @@ def anonymize_file(
         k: k-anonymity level (distinct persons per quasi-identifier group).
         report_path: where the JSON report goes (written atomically), if wanted.
         key: the pseudonym key; default ``$STEPDOWN_PSEUDONYM_KEY``.
-        max_suppression: see :func:`anonymize`.
+        l_diversity, max_suppression: see :func:`anonymize`.
 
     Returns:
         The report (rows_in, rows_out, rows_suppressed, rows_rejected, k_reached, ...).
@@ -774,7 +816,7 @@ def anonymize_file(
         MissingKeyError: no key; checked before the input is read.
         ContractError: unreadable or invalid input, named by file, row and column.
     """
-    key = read_key() if key is None else key
+    key = read_key() if key is None else check_key(key)
     source, target = Path(raw_path), Path(out_path)
     report_target = None if report_path is None else Path(report_path)
     output_format(target, allowed=("csv",))
@@ -786,12 +828,16 @@ def anonymize_file(
         if where is None:
             raise
         raise ContractError(f"{source}: {where}: not UTF-8 text (re-save the file as UTF-8)") from None
-    frame, report = anonymize(raw, key, k, max_suppression=max_suppression, source=str(source))
+    frame, report = anonymize(
+        raw, key, k, l_diversity=l_diversity, max_suppression=max_suppression, source=str(source)
+    )
     if report["rows_out"] == 0 and report["rows_in"] > report["rows_rejected"]:
         raise ContractError(
             f"{source}: every one of the {report['rows_in'] - report['rows_rejected']} valid records "
-            f"would be suppressed to reach k={k}: too few records share their quasi-identifiers "
-            "(anonymize more records together, or choose a smaller --k)"
+            f"would be suppressed to reach k={k} and l={l_diversity}: too few persons, or only one "
+            f"value of {LABEL} ({report['suppressed_because'][SUPPRESS_K]} in groups under k, "
+            f"{report['suppressed_because'][SUPPRESS_L]} in groups of one label; anonymize more "
+            "records together, or choose a smaller --k or --l-diversity)"
         )
     # Both files are complete in temporary files, then renamed into place together.
     outputs = (target,) if report_target is None else (target, report_target)
