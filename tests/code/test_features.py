@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepdown_ml.core.features import FEATURE_NAMES, FeatureSpace, skill_overlap
+from stepdown_ml.core.features import FEATURE_NAMES, FeatureSpace, _record_overlap, _SkillIndex, skill_overlap
 from stepdown_ml.core.validation import validate_frame, validate_record
 from tests.conftest import candidate_record
 
@@ -105,3 +105,24 @@ def test_vectorized_overlap_matches_sets(current, target, vocab):
     assert counts["shared"][0] == len(cur & tgt)
     assert counts["shared_general"][0] == len(cur & tgt & set(vocab.general))
     assert (counts["n_current"][1], counts["n_target"][1], counts["shared"][1]) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("longest", [6, 200])  # 200: past the shift comparisons, the sort fallback
+def test_batch_skill_overlap_equals_the_record_path_on_mixed_tokens(vocab, longest):
+    """Known, unknown and repeated tokens, in any mix: the block path counts as one record does."""
+    rng = np.random.default_rng(longest)
+    known = sorted(vocab.general)[:6] + [
+        t for f in sorted(vocab.specialized) for t in vocab.specialized[f][:2]
+    ]
+    pool = known + [f"unseen_{i}" for i in range(12)]
+
+    def skills() -> str:
+        return ";".join(rng.choice(pool, size=rng.integers(0, longest + 1)))
+
+    rows = [(skills(), skills()) for _ in range(300)]
+    index = _SkillIndex(vocab)
+    batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index)
+    expected = np.array([_record_overlap(c or None, t or None, index) for c, t in rows])
+    for position, name in enumerate(batch):
+        np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
+    assert expected[:, 2].sum() > 0 and (expected[:, 0] < [len(c.split(";")) for c, _ in rows]).any()

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, strings, to_bool, to_codes, to_numpy
+from stepdown_ml.core.arrow import EMPTY_TEXT, strings, to_bool, to_codes, to_numpy
 from stepdown_ml.core.parsing import is_pandas
 from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS, SKILL_SEPARATOR
 from stepdown_ml.core.skills import SkillVocabulary
@@ -155,24 +155,62 @@ def _pack(bits: np.ndarray) -> np.ndarray:
     return (bits.reshape(-1, _WORD_BITS).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
 
 
-def _bitsets(lists: pa.ListArray, index: _SkillIndex, n: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-    """Known tokens as (n, words) bitsets; unknown tokens as (row, token) pairs."""
-    flat = pc.list_flatten(lists)
-    parents = to_numpy(pc.list_parent_indices(lists))
-    nonblank = to_bool(pc.not_equal(flat, EMPTY_TEXT))
-    found = pc.index_in(flat, value_set=index.value_set)
-    known = to_bool(pc.is_valid(found)) & nonblank
-    rows = parents[known]
-    code = to_numpy(found.filter(from_numpy(known)))
+def _bitsets(rows: np.ndarray, positions: np.ndarray, index: _SkillIndex, n: int) -> np.ndarray:
+    """(n, words) bitsets of the vocabulary tokens at ``positions`` (>= 0) of ``rows``."""
+    known = positions >= 0
+    rows, code = rows[known], positions[known]
     bits = np.zeros((n, index.words), dtype=np.uint64)
     bit = np.left_shift(np.uint64(1), (code % _WORD_BITS).astype(np.uint64))
     np.bitwise_or.at(bits.reshape(-1), rows * index.words + code // _WORD_BITS, bit)
-    unknown = ~known & nonblank
-    return bits, parents[unknown], flat.filter(from_numpy(unknown))
+    return bits
 
 
-def _unique_pairs(rows: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
-    return np.unique(rows.astype(np.int64) * max(n_codes, 1) + codes)
+# Beyond this many unknown tokens in one row, duplicates are found by sorting instead.
+_MAX_SHIFTS = 48
+
+
+def _first_of_row(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Whether each key is the first of its value; equal keys lie in one row, rows in order.
+
+    Comparing each key with the few before it (at most the longest row) is linear and
+    much cheaper than hashing or sorting every token; a hostile row of thousands of
+    tokens falls back to a sort.
+    """
+    first = np.ones(len(keys), dtype=bool)
+    longest = int(np.bincount(rows).max()) if len(rows) else 0
+    if longest > _MAX_SHIFTS:
+        order = np.argsort(keys, kind="stable")
+        first[order[1:]] = keys[order[1:]] != keys[order[:-1]]
+        return first
+    for shift in range(1, longest):
+        first[shift:] &= keys[shift:] != keys[:-shift]
+    return first
+
+
+def _unknown_counts(
+    rows: tuple[np.ndarray, np.ndarray], keys: tuple[np.ndarray, np.ndarray], n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct unknown tokens per row in current and target, and those they share."""
+    (cur_rows, tgt_rows), (cur_keys, tgt_keys) = rows, keys
+    cur_first, tgt_first = _first_of_row(cur_keys, cur_rows), _first_of_row(tgt_keys, tgt_rows)
+    cur_rows, cur_keys = cur_rows[cur_first], cur_keys[cur_first]
+    tgt_rows, tgt_keys = tgt_rows[tgt_first], tgt_keys[tgt_first]
+    # One row's current tokens, then its target tokens (a stable merge of two sorted runs):
+    # a shared token is a target key equal to a key shortly before it.
+    merged_rows = np.concatenate([cur_rows, tgt_rows])
+    order = np.argsort(merged_rows, kind="stable")
+    merged = np.concatenate([cur_keys, tgt_keys])[order]
+    is_target = order >= len(cur_keys)
+    in_both = ~_first_of_row(merged, merged_rows[order]) & is_target
+    return (
+        np.bincount(cur_rows, minlength=n),
+        np.bincount(tgt_rows, minlength=n),
+        np.bincount(merged_rows[order][in_both], minlength=n),
+    )
+
+
+# Positions of a token in the skill index; an empty token (from a blank list) is no skill.
+_UNKNOWN, _BLANK = -1, -2
 
 
 def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillIndex) -> dict[str, np.ndarray]:
@@ -181,6 +219,11 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillInde
     Tokens are deduplicated within a row. Tokens outside the vocabulary count as skills
     and match only themselves; they are neither general nor specialized.
 
+    Every token of both columns is hashed once (one dictionary for the block); only the
+    dictionary is looked up in the vocabulary. Vocabulary tokens become bitsets, the others
+    hashed (row, token) keys, so a block of unknown skills costs about what a block of
+    known ones does.
+
     Returns:
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
         ``shared_general``, ``shared_specialized``, ``target_general``, ``target_specialized``.
@@ -188,21 +231,38 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillInde
     index = vocab if isinstance(vocab, _SkillIndex) else _SkillIndex(vocab)
     current_lists, target_lists = _split_tokens(current), _split_tokens(target)
     n = len(current_lists)
-    cur_bits, cur_rows, cur_unknown = _bitsets(current_lists, index, n)
-    tgt_bits, tgt_rows, tgt_unknown = _bitsets(target_lists, index, n)
+    cur_rows = to_numpy(pc.list_parent_indices(current_lists))
+    tgt_rows = to_numpy(pc.list_parent_indices(target_lists))
+    encoded = pa.concat_arrays(
+        [pc.list_flatten(current_lists), pc.list_flatten(target_lists)]
+    ).dictionary_encode()
+    codes = to_numpy(encoded.indices)
+    dictionary = encoded.dictionary
+    lookup = to_codes(pc.index_in(dictionary, value_set=index.value_set))
+    lookup[to_bool(pc.equal(dictionary, EMPTY_TEXT))] = _BLANK
+    positions = lookup[codes]
+    split = len(cur_rows)
+    cur_pos, tgt_pos = positions[:split], positions[split:]
+    cur_bits = _bitsets(cur_rows, cur_pos, index, n)
+    tgt_bits = _bitsets(tgt_rows, tgt_pos, index, n)
     both = cur_bits & tgt_bits
     count = np.bitwise_count
     general, specialized = index.general_mask, index.specialized_mask
-    unknown = pa.concat_arrays([cur_unknown, tgt_unknown]).dictionary_encode()
-    codes = to_numpy(unknown.indices).astype(np.int64)
-    n_codes = max(len(unknown.dictionary), 1)
-    cur_keys = _unique_pairs(cur_rows, codes[: len(cur_unknown)], n_codes)
-    tgt_keys = _unique_pairs(tgt_rows, codes[len(cur_unknown) :], n_codes)
-    shared_keys = np.intersect1d(cur_keys, tgt_keys, assume_unique=True)
+    n_codes = max(len(dictionary), 1)
+    cur_unknown, tgt_unknown = cur_pos == _UNKNOWN, tgt_pos == _UNKNOWN
+    unknown_rows = (cur_rows[cur_unknown].astype(np.int64), tgt_rows[tgt_unknown].astype(np.int64))
+    cur_only, tgt_only, shared_only = _unknown_counts(
+        unknown_rows,
+        (
+            unknown_rows[0] * n_codes + codes[:split][cur_unknown],
+            unknown_rows[1] * n_codes + codes[split:][tgt_unknown],
+        ),
+        n,
+    )
     return {
-        "n_current": count(cur_bits).sum(axis=1) + np.bincount(cur_keys // n_codes, minlength=n),
-        "n_target": count(tgt_bits).sum(axis=1) + np.bincount(tgt_keys // n_codes, minlength=n),
-        "shared": count(both).sum(axis=1) + np.bincount(shared_keys // n_codes, minlength=n),
+        "n_current": count(cur_bits).sum(axis=1) + cur_only,
+        "n_target": count(tgt_bits).sum(axis=1) + tgt_only,
+        "shared": count(both).sum(axis=1) + shared_only,
         "shared_general": count(both & general).sum(axis=1),
         "shared_specialized": count(both & specialized).sum(axis=1),
         "target_general": count(tgt_bits & general).sum(axis=1),
