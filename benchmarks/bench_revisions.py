@@ -1,5 +1,8 @@
 """This checkout against another git revision: predict() p50 and 1M-row batch scoring.
 
+The 1M-row scoring runs twice: on generated candidates and on the same rows with every
+skill token outside the vocabulary (``benchmarks.common.oov_candidates_csv``).
+
 For changes that must not move the speed (a restructuring, say). The other revision is
 checked out into a temporary worktree and imported through PYTHONPATH; both sides run the
 same generated inputs, alternating, best of ROUNDS each, with files on tmpfs. Usage:
@@ -16,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import candidates_csv, run_child
+from benchmarks.common import candidates_csv, oov_candidates_csv, run_child
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, names
 from stepdown_ml.datasets.generate import generate_transitions
@@ -67,24 +70,31 @@ def main(revision: str, rounds: int = 3) -> dict:
         records.write_text(json.dumps(frame.where(frame.notna(), None).to_dict("records")))
         data = work / "candidates.csv"
         shutil.copy(candidates_csv(ROWS), data)
+        oov = work / "candidates_oov.csv"
+        shutil.copy(oov_candidates_csv(ROWS), oov)
         p50: dict[str, list[float]] = {side: [] for side in sides}
         seconds: dict[str, list[float]] = {side: [] for side in sides}
+        oov_seconds: dict[str, list[float]] = {side: [] for side in sides}
         for _ in range(rounds):
             for side, src in sides.items():
                 p50[side].append(predict_p50(src, records))
                 seconds[side].append(score_seconds(src, data, work / "scores.csv")[0])
+                oov_seconds[side].append(score_seconds(src, oov, work / "scores.csv")[0])
         report = {
             side: {
                 "predict_p50_us_best": round(min(p50[side]), 2),
                 "predict_p50_us_all": [round(v, 2) for v in p50[side]],
                 "score_1m_seconds_best": round(min(seconds[side]), 2),
                 "score_1m_seconds_all": [round(v, 2) for v in seconds[side]],
+                "score_oov_1m_seconds_best": round(min(oov_seconds[side]), 2),
+                "score_oov_1m_seconds_all": [round(v, 2) for v in oov_seconds[side]],
             }
             for side in sides
         }
         report["ratio_this_to_other"] = {
             "predict_p50": round(min(p50["this"]) / min(p50[revision]), 3),
             "score_1m": round(min(seconds["this"]) / min(seconds[revision]), 3),
+            "score_oov_1m": round(min(oov_seconds["this"]) / min(oov_seconds[revision]), 3),
         }
         print(json.dumps(report, indent=2))
         return report

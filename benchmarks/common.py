@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS
 from stepdown_ml.core.tables import write_csv
@@ -35,6 +37,38 @@ def candidates_csv(rows: int, seed: int = 99) -> Path:
                         handle.readline()  # header once
                     out.write(handle.read())
                 part.unlink()
+    return path
+
+
+def oov_candidates_csv(rows: int, seed: int = 99) -> Path:
+    """:func:`candidates_csv` with every skill token replaced by one outside the vocabulary.
+
+    Like records from another HR system: ``data_07;sale_02;…`` (the token's first four
+    letters and one of 100 suffixes), the same number of tokens per row.
+    """
+    path = BENCH_DIR / f"candidates_oov_{rows}.csv"
+    if not path.exists():
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+
+        table = pacsv.read_csv(
+            candidates_csv(rows, seed),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in ("current_skills", "target_skills")}
+            ),
+        )
+        for name in ("current_skills", "target_skills"):
+            lists = pc.split_pattern(table[name].combine_chunks().fill_null(""), ";")
+            flat = pc.list_flatten(lists)
+            suffix = pc.cast(pa.array(np.arange(len(flat)) * 7 % 100), pa.string())
+            renamed = pc.binary_join_element_wise(
+                pc.utf8_slice_codeunits(flat, 0, 4), pc.utf8_lpad(suffix, 2, "0"), "_"
+            )
+            renamed = pc.if_else(pc.equal(flat, ""), flat, renamed)
+            joined = pc.binary_join(pa.ListArray.from_arrays(lists.offsets, renamed), ";")
+            table = table.set_column(table.schema.get_field_index(name), name, joined)
+        pacsv.write_csv(table, path)
     return path
 
 
