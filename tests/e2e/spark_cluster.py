@@ -99,8 +99,15 @@ def _wait_for(cluster: Cluster, name: str, ready: str, timeout: float = 120) -> 
     raise RuntimeError(f"{name} did not start ({ready!r} not logged):\n{cluster.logs()}")
 
 
-def start_cluster(work: Path) -> Cluster:
-    """Master, workers and Spark Connect server, ready to take jobs; stopped on any failure."""
+def start_cluster(
+    work: Path,
+    workers: int = WORKERS,
+    cores: int = CORES_PER_WORKER,
+    memory: str = "1536m",
+    connect: bool = True,
+) -> Cluster:
+    """Master, workers (``cores`` and ``memory`` each) and, with ``connect``, a Spark Connect
+    server, ready to take jobs; everything started is stopped on any failure."""
     for folder in ("worker", "logs", "conf"):
         (work / folder).mkdir(parents=True, exist_ok=True)
     master_port = free_port()
@@ -120,17 +127,19 @@ def start_cluster(work: Path) -> Cluster:
              "--port", str(master_port), "--webui-port", str(free_port())],
         )  # fmt: skip
         _wait_for(cluster, "master", "I have been elected leader")
-        for i in range(WORKERS):
+        for i in range(workers):
             _start(
                 cluster,
                 f"worker{i}",
                 [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
                  "--port", str(free_port()), "--webui-port", str(free_port()),
-                 "--cores", str(CORES_PER_WORKER), "--memory", "1536m",
+                 "--cores", str(cores), "--memory", memory,
                  "--work-dir", str(work / "worker" / str(i)), cluster.master_url],
             )  # fmt: skip
-        for i in range(WORKERS):
+        for i in range(workers):
             _wait_for(cluster, f"worker{i}", "Successfully registered with master")
+        if not connect:
+            return cluster
         _start(
             cluster,
             "connect",
@@ -161,7 +170,12 @@ def _wait_until_listening(cluster: Cluster, name: str, port: int, timeout: float
     raise RuntimeError(f"{name} is not listening on {port}:\n{cluster.logs()}")
 
 
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":  # start one by hand: python -m tests.e2e.spark_cluster /tmp/cluster
+    signal.signal(signal.SIGTERM, _raise_exit)  # so that `finally` stops the cluster
     running = start_cluster(Path(sys.argv[1]))
     print(running.master_url, running.connect_url, flush=True)
     try:

@@ -48,27 +48,28 @@ from stepdown_ml.core.schema import (
     SCORES_SCHEMA,
     ContractError,
 )
-from stepdown_ml.core.tables import FORMULA_PATTERN
 from stepdown_ml.serving import Model
-from stepdown_ml.serving.batch import csv_blocks, score_block
+from stepdown_ml.serving.batch import csv_blocks, rejects_as_written, score_block, scores_as_written
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 # One row per input row (a score, kind "score", or a problem, kind "reject"), plus one row
-# per split read (kind "split": its line count and tallies; for CSV its first line).
-# ``start`` is the split's byte offset in its file; ``row`` a row's line within its split
+# per split read (kind "split": its file's name, line count and tallies; for CSV its first
+# line). Rows carry a 64-bit key of their file instead of its name (narrower to cache).
+# ``start`` is the split's byte offset in its file; ``line`` a row's line within its split
 # (CSV) or its number in its file (Parquet).
 _ARROW_OUTPUT = pa.schema(
     [
         ("kind", pa.string()),
-        ("file", pa.string()),
+        ("file_key", pa.int64()),
         ("start", pa.int64()),
-        ("row", pa.int64()),
+        ("line", pa.int64()),
         *SCORES_SCHEMA,
         ("column", pa.string()),
         ("reason", pa.string()),
         ("person_id", pa.string()),
+        ("file", pa.string()),
         ("lines", pa.int64()),
         ("scored", pa.int64()),
         ("problems", pa.int64()),
@@ -193,11 +194,16 @@ class _Split:
 
     file: str
     start: int
+    key: int = 0
     lines: int = 0
     scored: int = 0
     problems: int = 0
     rejected: int = 0
     first_line: str | None = None
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(self.file.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        self.key = int.from_bytes(digest, "little", signed=True)
 
 
 def _constant(value: Any, n: int, kind: pa.DataType) -> pa.Array:
@@ -205,8 +211,10 @@ def _constant(value: Any, n: int, kind: pa.DataType) -> pa.Array:
 
 
 def _output(block: Any, split: _Split, rows: np.ndarray) -> pa.RecordBatch:
-    """One Arrow batch of scores and rejects in the output layout (no pandas round trip)."""
-    scores, rejects = block.scores, block.rejects
+    """One Arrow batch of scores and rejects in the output layout (no pandas round trip).
+
+    Formula-like text is neutralized here, by the single-process scorer's own functions."""
+    scores, rejects = scores_as_written(block.scores), rejects_as_written(block.rejects)
     n_scores, n_rejects = scores.num_rows, rejects.num_rows
     n = n_scores + n_rejects
 
@@ -228,7 +236,7 @@ def _output(block: Any, split: _Split, rows: np.ndarray) -> pa.RecordBatch:
             _constant("reject", n_rejects, pa.string()),
             pa.string(),
         ),
-        _constant(split.file, n, pa.string()),
+        _constant(split.key, n, pa.int64()),
         _constant(split.start, n, pa.int64()),
         stack(pa.array(rows, pa.int64()), rejects.column("row"), pa.int64()),
         stack(scores.column("candidate_id"), rejects.column("candidate_id"), pa.string()),
@@ -236,6 +244,7 @@ def _output(block: Any, split: _Split, rows: np.ndarray) -> pa.RecordBatch:
         stack(None, rejects.column("column"), pa.string()),
         stack(None, rejects.column("reason"), pa.string()),
         stack(block.persons, None, pa.string()),
+        pa.nulls(n, pa.string()),
         *(pa.nulls(n, pa.int64()) for _ in range(4)),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
@@ -247,6 +256,7 @@ def _split_rows(splits: list[_Split]) -> pa.RecordBatch:
     columns: dict[str, pa.Array] = {
         "kind": _constant("split", n, pa.string()),
         "file": pa.array([s.file for s in splits], pa.string()),
+        "file_key": pa.array([s.key for s in splits], pa.int64()),
         "start": pa.array([s.start for s in splits], pa.int64()),
         "reason": pa.array([s.first_line for s in splits], pa.string()),
         **{
@@ -375,7 +385,7 @@ def score_spark(
         :class:`SparkScores`, which unpacks as ``(scores, rejects)``: the docs/CONTRACT.md
         layouts (``rank`` when the input has ``person_id``), plus ``file`` and ``row``
         columns that locate every row, and the tallies of the pass. Formula-like text is
-        neutralized by :func:`write_outputs`, in every format.
+        neutralized, as the single-process scorer writes it in every format.
 
     Raises:
         ContractError: a required column is missing, the input is empty, or two CSV files
@@ -412,16 +422,19 @@ def score_spark(
     out = out.persist()
     splits = (
         out.where(F.col("kind") == "split")
-        .select("file", "start", "reason", "lines", "scored", "problems", "rejected")
+        .select("file", "file_key", "start", "reason", "lines", "scored", "problems", "rejected")
         .collect()
     )  # the one pass over the input: scores and rejects stay cached
-    offsets = _offsets(splits, header_line, first_file=None if header_line is None else first[0]["_file"])
-    rows = out.where(F.col("kind") != "split")
-    if header_line is not None:  # CSV: line in split -> row in file
-        table = spark.createDataFrame(offsets, "file string, start long, offset long")
-        rows = rows.join(F.broadcast(table), ["file", "start"]).withColumn(
-            "row", F.col("row") + F.col("offset")
-        )
+    first_file = None if header_line is None else first[0]["_file"]
+    offsets = _offsets(splits, header_line, first_file)
+    # line in split -> row in file (CSV; Parquet lines are rows already), key -> file name
+    table = spark.createDataFrame(offsets, "file_key long, start long, offset long, file string")
+    rows = (
+        out.where(F.col("kind") != "split")
+        .drop("file")
+        .join(F.broadcast(table), ["file_key", "start"])
+        .withColumn("row", F.col("line") + F.col("offset"))
+    )
     scores = rows.where(F.col("kind") == "score").select("file", "row", *SCORES_COLUMNS, "person_id")
     if PERSON_ID.name in columns:
         from pyspark.sql import Window
@@ -472,8 +485,9 @@ def _offsets(
                         f"{file}: its header differs from the one of {first_file}: score files with "
                         "different headers in separate runs"
                     )
-            offsets.append((file, int(split["start"]), before))
-            before += int(split["lines"])
+            offsets.append((int(split["file_key"]), int(split["start"]), before, file))
+            if header_line is not None:
+                before += int(split["lines"])
     return offsets
 
 
@@ -483,32 +497,21 @@ def _require(columns: Any, paths: list[str]) -> None:
         raise ContractError(f"{paths[0]}: missing required column(s): {', '.join(missing)}")
 
 
-def _neutralized(column: str) -> Any:
-    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
-
-    return F.when(F.col(column).rlike(FORMULA_PATTERN), F.concat(F.lit("'"), F.col(column))).otherwise(
-        F.col(column)
-    )
-
-
 def write_outputs(scores: DataFrame, rejects: DataFrame, out_dir: Path | str, fmt: str = "parquet") -> None:
     """Write ``scores/`` (Parquet or CSV partitions, input order) and ``rejects/`` (CSV).
 
-    Formula-like text is neutralized in every format, as the single-process scorer does:
-    a Parquet file is often opened in, or converted for, a spreadsheet, and the two formats
-    and the two engines then hold the same values. Spark's output committer makes each
-    folder appear only when its job succeeded.
+    The tables of :func:`score_spark` are neutralized already, in every format, as the
+    single-process scorer's are: a Parquet file is often opened in, or converted for, a
+    spreadsheet, and so both formats and both engines hold the same values. Spark's output
+    committer makes each folder appear only when its job succeeded.
     """
     out = str(out_dir).rstrip("/")
     # mapInArrow keeps each partition's order and a file's splits follow each other, so only
     # the ranking window (a shuffle) calls for a sort to restore input order.
     ordered = scores.orderBy("file", "row") if RANK_COLUMN in scores.columns else scores
-    ordered = ordered.withColumn("candidate_id", _neutralized("candidate_id")).drop("file", "row")
+    ordered = ordered.drop("file", "row")
     if fmt == "csv":
         ordered.write.option("header", True).csv(f"{out}/scores")
     else:
         ordered.write.parquet(f"{out}/scores")
-    safe = rejects.orderBy("file", "row")
-    for column in ("candidate_id", "column", "reason"):
-        safe = safe.withColumn(column, _neutralized(column))
-    safe.drop("file").write.option("header", True).csv(f"{out}/rejects")
+    rejects.orderBy("file", "row").drop("file").write.option("header", True).csv(f"{out}/rejects")
