@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # `mlflow run --env-manager local` runs entry points with the `python` on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run test test-fast soak lint typecheck format default-model benchmark clean
+.PHONY: help setup run test test-fast soak lint typecheck java format default-model benchmark clean
 
 CODE := src tests pipelines benchmarks
 
@@ -27,8 +27,13 @@ setup: $(STAMP)  ## create .venv and install the project with its dev and Spark 
 run: setup  ## the main job on the embedded defaults (mlflow run . -e main)
 	$(BIN)/mlflow run . -e main --env-manager local
 
-test: lint typecheck  ## what CI runs: lint, layering, types, then the whole suite
+test: lint typecheck java  ## what CI runs: lint, layering, types, then the whole suite
 	$(BIN)/pytest
+
+# The Spark tests (local[2], a standalone cluster, Spark Connect) need a Java 17+ runtime.
+java:  ## check that a Java 17+ runtime is on PATH (the Spark tests need one)
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	[ "$${v:-0}" -ge 17 ] || { echo "make test needs Java 17+ on PATH for the Spark tests: apt-get install openjdk-17-jre-headless"; exit 1; }
 
 test-fast: setup  ## the unit layer in under a minute: no training, no Spark, no servers
 	$(BIN)/pytest -m "not slow" -q

@@ -32,9 +32,7 @@ def spark_cluster(tmp_path_factory):
     """A standalone master, two workers and a Spark Connect server (separate JVMs, 127.0.0.1),
     shared by the session's tests and stopped at its end, also when a test fails."""
     if shutil.which("java") is None:
-        pytest.fail(
-            "the Spark cluster tests need Java 17+ on PATH (apt-get install openjdk-17-jre-headless)"
-        )
+        pytest.fail("the Spark cluster tests need Java 17+ on PATH (apt-get install openjdk-17-jre-headless)")
     from tests.e2e.spark_cluster import start_cluster
 
     cluster = start_cluster(tmp_path_factory.mktemp("spark-cluster"))

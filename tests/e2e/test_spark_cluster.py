@@ -144,3 +144,18 @@ def test_missing_column_through_spark_connect(connect, candidates, tmp_path):
     candidates.head(10).drop(columns=["region"]).to_csv(path, index=False)
     with pytest.raises(ContractError, match="missing required column"):
         score_spark(connect, str(path), DEFAULT)
+
+
+def test_csv_files_of_one_run_share_a_header(connect, candidates, tmp_path):
+    """Two files in one run: rows numbered per file; a second header is refused, naming its file."""
+    from stepdown_ml.serving.spark import score_spark
+
+    frame = candidates.head(40).astype(object)
+    frame.loc[7, "fit_score"] = 9
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    rejects = score_spark(connect, [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], DEFAULT).rejects
+    assert sorted((Path(r["file"]).name, r["row"]) for r in rejects.collect()) == [("a.csv", 8), ("b.csv", 8)]
+    frame[list(reversed(frame.columns))].to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ContractError, match=r"b\.csv: its header differs"):
+        score_spark(connect, [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], DEFAULT)

@@ -469,8 +469,11 @@ def _model_dir(model: Path | str | None) -> Path:
 
 def _offsets(
     splits: list[Any], header_line: str | None, first_file: str | None
-) -> list[tuple[str, int, int]]:
-    """``(file, split start, lines in that file before the split)``; checks every CSV header."""
+) -> list[tuple[int, int, int, str]]:
+    """``(file key, split start, lines of the file before the split, file)``; checks CSV headers.
+
+    Parquet rows are numbered in their file already: their offsets are 0.
+    """
     by_file: dict[str, list[Any]] = {}
     for split in splits:
         by_file.setdefault(split["file"], []).append(split)
