@@ -134,6 +134,8 @@ def _score_on_spark(args: argparse.Namespace) -> int:
     from stepdown_ml.serving.spark import score_spark, spark_session, write_outputs
 
     started = time.perf_counter()
+    if args.remote and not args.remote.startswith("sc://"):
+        raise ContractError(f"--remote {args.remote}: a Spark Connect URL starts with sc://")
     spark = spark_session(args.remote or args.master)
     result = score_spark(spark, [str(p) for p in args.input_paths], args.model_uri or args.model_dir)
     write_outputs(result.scores, result.rejects, args.out, fmt=args.output_format)

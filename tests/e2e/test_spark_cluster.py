@@ -68,6 +68,19 @@ def test_spark_submit_on_the_standalone_cluster(spark_cluster, messy_csv, tmp_pa
     assert "'=cmd()" in set(local["candidate_id"])  # neutralized in Parquet too, by both engines
 
 
+def test_cli_through_spark_connect(spark_cluster, messy_csv, tmp_path):
+    """`stepdown-ml score --engine spark --remote sc://…`: a thin client, no JVM of its own."""
+    local, local_rejects = single_process(messy_csv, tmp_path / "local.csv", DEFAULT)
+    out = tmp_path / "connect-cli"
+    done = _run(
+        [str(BIN / "stepdown-ml"), "score", str(messy_csv), "--engine", "spark",
+         "--remote", spark_cluster.connect_url, "--output-format", "csv", "--out", str(out)],
+        _driver_env(spark_cluster),
+    )  # fmt: skip
+    assert "scored 1197 rows, rejected 5 (5 problems)" in done.stderr
+    assert_same(read_csv_dir(out / "scores"), read_csv_dir(out / "rejects"), local, local_rejects)
+
+
 @pytest.fixture(scope="module")
 def connect(spark_cluster):
     """A Spark Connect session on the cluster's Connect server (the driver runs in the server)."""

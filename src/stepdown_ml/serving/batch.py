@@ -575,13 +575,13 @@ class _Writer:
             self._stream.close()
 
 
-def scores_as_written(scores: pa.Table) -> pa.Table:
+def _scores_table(scores: pa.Table) -> pa.Table:
     """The scores as written: formula-like ids neutralized, text columns plain strings."""
     table = scores.select(list(SCORES_COLUMNS)).cast(SCORES_SCHEMA)
     return table.set_column(0, "candidate_id", _neutralize_column(table.column(0).combine_chunks()))
 
 
-def rejects_as_written(rejects: pa.Table) -> pa.Table:
+def _rejects_table(rejects: pa.Table) -> pa.Table:
     """The rejects as written: formula-like text neutralized."""
     for i, name in enumerate(REJECTS_SCHEMA.names[1:], start=1):
         rejects = rejects.set_column(i, name, _neutralize_column(rejects.column(name).combine_chunks()))
@@ -700,9 +700,9 @@ def score_file(
                     scores_writer = _Writer(unranked_path, SCORES_SCHEMA, unranked_fmt)
                 else:
                     scores_writer = _Writer(scores_tmp, SCORES_SCHEMA, fmt)
-            scores_writer.write(scores_as_written(scores))
+            scores_writer.write(_scores_table(scores))
             if rejects.num_rows:
-                rejects_writer.write(rejects_as_written(rejects))
+                rejects_writer.write(_rejects_table(rejects))
                 rejected_rows.update(rejects.column("row").to_pylist())
             if ranking:
                 person_ids.append(persons)

@@ -49,7 +49,11 @@ from stepdown_ml.core.schema import (
     ContractError,
 )
 from stepdown_ml.serving import Model
-from stepdown_ml.serving.batch import csv_blocks, rejects_as_written, score_block, scores_as_written
+
+# The single-process scorer's own neutralization, so that both engines write the same values.
+from stepdown_ml.serving.batch import _rejects_table as rejects_as_written
+from stepdown_ml.serving.batch import _scores_table as scores_as_written
+from stepdown_ml.serving.batch import csv_blocks, score_block
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
