@@ -139,6 +139,7 @@ def _score_on_spark(args: argparse.Namespace) -> int:
     spark = spark_session(args.remote or args.master)
     result = score_spark(spark, [str(p) for p in args.input_paths], args.model_uri or args.model_dir)
     write_outputs(result.scores, result.rejects, args.out, fmt=args.output_format)
+    result.unpersist()
     _say(
         f"{result.line()}, into {args.out}/scores and {args.out}/rejects, "
         f"{time.perf_counter() - started:.1f} s"

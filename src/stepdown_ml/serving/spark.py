@@ -30,6 +30,7 @@ import itertools
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,10 +286,11 @@ def _joined_lines(values: pa.Array) -> bytes:
     return ended.buffers()[2].to_pybytes()[first:last]
 
 
-def _score_csv_lines(model: ShippedModel, header_line: str) -> Any:
+def _score_csv_lines(model: ShippedModel, header_line: str, run_id: str) -> Any:
     header = _header_fields(header_line)
 
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        _ = run_id  # in the closure: no two runs have the same plan, so none reads another's cache
         scorer = model.load()
         splits: dict[tuple[str, int], _Split] = {}
         for record_batch in batches:
@@ -318,8 +320,9 @@ def _score_csv_lines(model: ShippedModel, header_line: str) -> Any:
     return score_partition
 
 
-def _score_columns(model: ShippedModel, columns: list[str]) -> Any:
+def _score_columns(model: ShippedModel, columns: list[str], run_id: str) -> Any:
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        _ = run_id  # in the closure: no two runs have the same plan, so none reads another's cache
         scorer = model.load()
         splits: dict[tuple[str, int], _Split] = {}
         for record_batch in batches:
@@ -365,9 +368,14 @@ class SparkScores:
     scored: int
     problems: int
     rejected_rows: int
+    cached: DataFrame
 
     def __iter__(self) -> Iterator[Any]:  # ``scores, rejects = score_spark(...)``
         return iter((self.scores, self.rejects))
+
+    def unpersist(self) -> None:
+        """Release the cached scoring pass (the tables cannot be read after)."""
+        self.cached.unpersist()
 
     def line(self) -> str:
         return f"scored {self.scored} rows, rejected {self.rejected_rows} ({self.problems} problems)"
@@ -400,6 +408,7 @@ def score_spark(
     paths = [input_path] if isinstance(input_path, str | Path) else list(input_path)
     paths = [str(p) for p in paths]
     shipped = ShippedModel.from_dir(_model_dir(model))
+    run_id = uuid.uuid4().hex
     meta = [F.col("_metadata.file_path").alias("_file")]
     if all(p.rstrip("/").endswith(".parquet") for p in paths):
         raw = spark.read.parquet(*paths)
@@ -411,7 +420,7 @@ def score_spark(
             F.col("_metadata.file_block_start").alias("_start"),
             F.col("_metadata.row_index").alias("_row"),
         )
-        out = numbered.mapInArrow(_score_columns(shipped, columns), OUTPUT_SCHEMA)
+        out = numbered.mapInArrow(_score_columns(shipped, columns, run_id), OUTPUT_SCHEMA)
         header_line = None
     else:
         text = spark.read.option("lineSep", "\n").text(paths)
@@ -422,8 +431,8 @@ def score_spark(
         header_line = first[0]["value"].removeprefix(_BOM).rstrip("\r")
         columns = _header_fields(header_line)
         _require(columns, [first[0]["_file"]])
-        out = numbered.mapInArrow(_score_csv_lines(shipped, header_line), OUTPUT_SCHEMA)
-    out = out.persist()
+        out = numbered.mapInArrow(_score_csv_lines(shipped, header_line, run_id), OUTPUT_SCHEMA)
+    out = out.persist()  # released by SparkScores.unpersist (the CLI calls it)
     splits = (
         out.where(F.col("kind") == "split")
         .select("file", "file_key", "start", "reason", "lines", "scored", "problems", "rejected")
@@ -456,6 +465,7 @@ def score_spark(
         scored=total["scored"],
         problems=total["problems"],
         rejected_rows=total["rejected"],
+        cached=out,
     )
 
 
