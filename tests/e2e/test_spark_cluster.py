@@ -41,13 +41,16 @@ def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     return done
 
 
-def test_cli_on_the_standalone_cluster(spark_cluster, messy_csv, tmp_path):
-    """`stepdown-ml score --engine spark --master spark://…`: CSV output equals the single process's."""
+@pytest.mark.parametrize("option", ["--master", "--remote"])
+def test_cli_on_the_cluster(spark_cluster, messy_csv, tmp_path, option):
+    """`stepdown-ml score --engine spark --master spark://…` (a driver JVM of its own) and
+    `--remote sc://…` (a thin client of the Connect server): CSV output equals the single process's."""
     local, local_rejects = single_process(messy_csv, tmp_path / "local.csv", DEFAULT)
+    url = spark_cluster.master_url if option == "--master" else spark_cluster.connect_url
     out = tmp_path / "cluster"
     done = _run(
         [str(BIN / "stepdown-ml"), "score", str(messy_csv), "--engine", "spark",
-         "--master", spark_cluster.master_url, "--output-format", "csv", "--out", str(out)],
+         option, url, "--output-format", "csv", "--out", str(out)],
         _driver_env(spark_cluster),
     )  # fmt: skip
     assert "scored 1197 rows, rejected 5 (5 problems)" in done.stderr
@@ -66,19 +69,6 @@ def test_spark_submit_on_the_standalone_cluster(spark_cluster, messy_csv, tmp_pa
     )  # fmt: skip
     assert_same(read_parquet_dir(out / "scores"), read_csv_dir(out / "rejects"), local, local_rejects)
     assert "'=cmd()" in set(local["candidate_id"])  # neutralized in Parquet too, by both engines
-
-
-def test_cli_through_spark_connect(spark_cluster, messy_csv, tmp_path):
-    """`stepdown-ml score --engine spark --remote sc://…`: a thin client, no JVM of its own."""
-    local, local_rejects = single_process(messy_csv, tmp_path / "local.csv", DEFAULT)
-    out = tmp_path / "connect-cli"
-    done = _run(
-        [str(BIN / "stepdown-ml"), "score", str(messy_csv), "--engine", "spark",
-         "--remote", spark_cluster.connect_url, "--output-format", "csv", "--out", str(out)],
-        _driver_env(spark_cluster),
-    )  # fmt: skip
-    assert "scored 1197 rows, rejected 5 (5 problems)" in done.stderr
-    assert_same(read_csv_dir(out / "scores"), read_csv_dir(out / "rejects"), local, local_rejects)
 
 
 @pytest.fixture(scope="module")
