@@ -8,7 +8,7 @@ PYCANON_VERSION := 1.3.6
 # `mlflow run --env-manager local` runs entry points with the `python` on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup run serve serve-mlflow test test-fast soak lint typecheck format default-model benchmark loadtest clean
+.PHONY: help setup run serve serve-mlflow test test-fast soak lint typecheck java format default-model benchmark loadtest clean
 
 CODE := src tests pipelines benchmarks
 
@@ -41,8 +41,13 @@ serve: setup  ## the HTTP scoring service on 127.0.0.1:8080 (POST /predict, GET 
 serve-mlflow: setup  ## mlflow models serve of models:/stepdown-advancement@champion on 127.0.0.1:5001
 	$(BIN)/mlflow models serve -m models:/stepdown-advancement@champion --env-manager local -h 127.0.0.1 -p 5001
 
-test: lint typecheck  ## what CI runs: lint, layering, types, then the whole suite
+test: lint typecheck java  ## what CI runs: lint, layering, types, then the whole suite
 	$(BIN)/pytest
+
+# The Spark tests (local[2], a standalone cluster, Spark Connect) need a Java 17+ runtime.
+java:  ## check that a Java 17+ runtime is on PATH (the Spark tests need one)
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	[ "$${v:-0}" -ge 17 ] || { echo "make test needs Java 17+ on PATH for the Spark tests: apt-get install openjdk-17-jre-headless"; exit 1; }
 
 test-fast: setup  ## the unit layer in under a minute: no training, no Spark, no servers
 	$(BIN)/pytest -m "not slow" -q

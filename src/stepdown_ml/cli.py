@@ -157,17 +157,15 @@ def _score_on_spark(args: argparse.Namespace) -> int:
     from stepdown_ml.serving.spark import score_spark, spark_session, write_outputs
 
     started = time.perf_counter()
-    model_dir = args.model_dir
-    if args.model_uri:
-        from stepdown_ml.serving.registry import local_model_dir
-
-        model_dir = local_model_dir(args.model_uri)
-    spark = spark_session(args.master)
-    scores, rejects = score_spark(spark, [str(p) for p in args.input_paths], model_dir)
-    write_outputs(scores, rejects, args.out, fmt=args.output_format)
+    if args.remote and not args.remote.startswith("sc://"):
+        raise ContractError(f"--remote {args.remote}: a Spark Connect URL starts with sc://")
+    spark = spark_session(args.remote or args.master)
+    result = score_spark(spark, [str(p) for p in args.input_paths], args.model_uri or args.model_dir)
+    write_outputs(result.scores, result.rejects, args.out, fmt=args.output_format)
+    result.unpersist()
     _say(
-        f"scored {scores.count()} rows, {rejects.count()} problems, into {args.out}/scores and "
-        f"{args.out}/rejects, {time.perf_counter() - started:.1f} s"
+        f"{result.line()}, into {args.out}/scores and {args.out}/rejects, "
+        f"{time.perf_counter() - started:.1f} s"
     )
     return EXIT_OK
 
@@ -284,7 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="local: one streaming process; spark: the same scoring on a Spark cluster",
     )
-    score.add_argument("--master", default=None, help="Spark master URL (default local[*] or spark-submit's)")
+    score.add_argument(
+        "--master",
+        default=None,
+        help="Spark master URL: local[N], spark://host:port, yarn, k8s://… or sc://host:port "
+        "(default: spark-submit's, else local[*])",
+    )
+    score.add_argument(
+        "--remote", default=None, help="a Spark Connect server, sc://host:port (as pyspark --remote)"
+    )
     score.add_argument(
         "--output-format",
         choices=("parquet", "csv"),

@@ -15,8 +15,8 @@ import pytest
 from stepdown_ml.cli import main
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS
-from stepdown_ml.core.tables import write_csv
 from stepdown_ml.mlops.tracking import input_example, log_model
+from tests.e2e.parity import read_csv_dir
 
 pyspark = pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
@@ -38,29 +38,6 @@ def spark():
     )
     yield session
     session.stop()
-
-
-@pytest.fixture(scope="module")
-def messy_csv(tmp_path_factory, candidates):
-    """Candidates with bad values, malformed lines, formula-like ids and persons across partitions."""
-    frame = candidates.head(1200).astype(object).copy()
-    frame["person_id"] = [f"p{i % 13}" for i in range(len(frame))]
-    frame.loc[5, "fit_score"] = 9
-    frame.loc[700, "region"] = "Mars"
-    frame.loc[900, "target_level"] = 10
-    frame.loc[11, "candidate_id"] = "=cmd()"
-    path = tmp_path_factory.mktemp("spark-in") / "candidates.csv"
-    write_csv(frame, path)
-    lines = path.read_text().splitlines()
-    lines.insert(400, '"short-row",1,2')
-    lines.insert(1000, "just one field")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def read_csv_dir(folder) -> pd.DataFrame:
-    parts = sorted(folder.glob("part-*.csv"))
-    return pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in parts], ignore_index=True)
 
 
 def test_spark_equals_the_single_process_scorer(spark, messy_csv, tmp_path):
@@ -155,37 +132,3 @@ def test_spark_udf_on_the_logged_pyfunc(spark, candidates, tmp_path, monkeypatch
     expected = predict(rows, model=DEFAULT)
     assert list(out["candidate_id"]) == list(expected["candidate_id"])
     np.testing.assert_allclose(out["p_advance"], expected["p_advance"], atol=1e-12)
-
-
-def test_cli_runs_unchanged_under_spark_submit(messy_csv, tmp_path):
-    """spark-submit chooses the master; the CLI module is the application."""
-    import subprocess
-    from pathlib import Path
-
-    from stepdown_ml import cli
-
-    submit = Path(sys.executable).with_name("spark-submit")
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    done = subprocess.run(
-        [
-            str(submit),
-            "--master",
-            "local[2]",
-            cli.__file__,
-            "score",
-            str(messy_csv),
-            "--engine",
-            "spark",
-            "--out",
-            str(tmp_path / "out"),
-            "--model-dir",
-            str(DEFAULT),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "scored 1197 rows, 5 problems" in done.stdout + done.stderr, done.stderr[-3000:]
-    assert pq.read_table(tmp_path / "out" / "scores").num_rows == 1197

@@ -2,34 +2,45 @@
 
 Each partition is scored by :func:`stepdown_ml.serving.batch.score_block` (validation,
 features, the ONNX model, recommendations, reasons) inside ``mapInArrow`` (Arrow batches
-both ways, no pandas conversion by Spark); CSV text is
-parsed by the same :func:`stepdown_ml.serving.batch.csv_blocks` as the CLI, so a malformed line
-is rejected with the same row number and reason. The model directory travels to the
-executors with ``SparkContext.addFile`` and each executor process builds its ONNX
-session once. Ranking by ``person_id`` runs as a Spark window over the whole input, so
-one person's rows may sit in any partitions.
+both ways, no pandas conversion by Spark); CSV text is parsed by the same
+:func:`stepdown_ml.serving.batch.csv_blocks` as the CLI, so a malformed line is rejected
+with the same row number and reason.
 
-Row numbers: for CSV, a row's number is its line number in its file, minus the header
-(as in the CLI); for Parquet, its position in its file. Lines are numbered from
-``monotonically_increasing_id`` and per-partition offsets (the file is read twice: once
-to count, once to score).
+Works the same on ``local[*]``, a standalone (or YARN, Kubernetes) cluster and a Spark
+Connect (``sc://``) session: only DataFrame operations are used, never ``sparkContext``.
+The model directory's bytes travel inside the scoring function (the serving model is a
+few hundred KB); each executor Python process writes them once to a private folder and
+loads them through :class:`stepdown_ml.serving.Model`, which checks them against the
+manifest's hashes. No path that exists only on the driver is ever read on an executor.
+
+The input is read once. Row numbers: for CSV, a row's number is its line number in its
+file, minus the header (as in the CLI); for Parquet, its position in its file
+(``_metadata.row_index``). A CSV split knows where it starts (``_metadata.file_block_start``)
+but not how many lines come before it, so every task also reports the line count of each
+of its splits; those few rows turn split-relative line numbers into file row numbers
+(a broadcast join), after the scoring pass, from the cached result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import itertools
 import os
 import sys
+import tempfile
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from stepdown_ml.core.modeldir import read_manifest
+from stepdown_ml.core.modeldir import MANIFEST_FILE, MODEL_DIR_ENTRIES, read_manifest
 from stepdown_ml.core.schema import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
@@ -38,97 +49,138 @@ from stepdown_ml.core.schema import (
     SCORES_SCHEMA,
     ContractError,
 )
-from stepdown_ml.core.tables import FORMULA_PATTERN
 from stepdown_ml.serving import Model
+
+# The single-process scorer's own neutralization, so that both engines write the same values.
+from stepdown_ml.serving.batch import _rejects_table as rejects_as_written
+from stepdown_ml.serving.batch import _scores_table as scores_as_written
 from stepdown_ml.serving.batch import csv_blocks, score_block
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-# One row per input row: a score (kind "score", the scores layout) or a reject.
+# One row per input row (a score, kind "score", or a problem, kind "reject"), plus one row
+# per split read (kind "split": its file's name, line count and tallies; for CSV its first
+# line). Rows carry a 64-bit key of their file instead of its name (narrower to cache).
+# ``start`` is the split's byte offset in its file; ``line`` a row's line within its split
+# (CSV) or its number in its file (Parquet).
 _ARROW_OUTPUT = pa.schema(
     [
         ("kind", pa.string()),
-        ("file", pa.string()),
-        ("row", pa.int64()),
+        ("file_key", pa.int64()),
+        ("start", pa.int64()),
+        ("line", pa.int64()),
         *SCORES_SCHEMA,
         ("column", pa.string()),
         ("reason", pa.string()),
         ("person_id", pa.string()),
+        ("file", pa.string()),
+        ("lines", pa.int64()),
+        ("scored", pa.int64()),
+        ("problems", pa.int64()),
+        ("rejected", pa.int64()),
     ]
 )
 _SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double"}
 OUTPUT_SCHEMA = ", ".join(f"{field.name} {_SPARK_TYPES[field.type]}" for field in _ARROW_OUTPUT)
-_PARTITION_BITS = 33  # monotonically_increasing_id: partition index << 33 | row in partition
+_BOM = "\ufeff"
+_NEWLINE = pa.scalar(b"\n", pa.binary())
+_NOTHING = pa.scalar(b"", pa.binary())
 _MODELS: dict[str, Model] = {}
 
 
-def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> SparkSession:
-    """A SparkSession (``local[*]`` unless ``master`` or spark-submit says otherwise).
+def is_remote(master: str | None) -> bool:
+    """Whether ``master`` names a Spark Connect server (``sc://host:port``)."""
+    return bool(master) and str(master).startswith("sc://")
 
-    Executors use this interpreter unless ``PYSPARK_PYTHON`` says otherwise: the
-    system Python lacks the project's packages.
+
+def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> SparkSession:
+    """A SparkSession: ``local[*]``, a cluster (``spark://…``, ``yarn``, ``k8s://…``) or Spark Connect (``sc://…``).
+
+    Without ``master``, spark-submit's choice (or ``SPARK_REMOTE``) holds, else ``local[*]``.
+    Executors use this interpreter unless ``PYSPARK_PYTHON`` says otherwise (the system
+    Python lacks the project's packages); a Spark Connect server uses its own setting.
     """
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
-    if master:
-        builder = builder.master(master)
-    elif not SparkConf().contains("spark.master"):  # spark-submit sets it; plain python does not
-        builder = builder.master("local[*]")
-    return (
-        builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    builder = SparkSession.builder
+    if is_remote(master) or (not master and os.environ.get("SPARK_REMOTE")):
+        builder = builder.remote(master or os.environ["SPARK_REMOTE"])
+    else:
+        from pyspark import SparkConf
+
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.appName(app_name)
+        if master:
+            builder = builder.master(master)
+        elif not SparkConf().contains("spark.master"):  # spark-submit sets it; plain python does not
+            builder = builder.master("local[*]")
+    session = builder.getOrCreate()
+    for key, value in _session_settings().items():
+        session.conf.set(key, value)
+    return session
+
+
+def _session_settings() -> dict[str, str]:
+    """Runtime SQL settings (valid in a classic and a Spark Connect session alike)."""
+    return {
         # Smaller splits than the 128 MB default: more tasks than cores, so none idles at the end.
-        .config("spark.sql.files.maxPartitionBytes", os.environ.get("STEPDOWN_SPARK_SPLIT_BYTES", "32m"))
-        .getOrCreate()
-    )
+        "spark.sql.files.maxPartitionBytes": os.environ.get("STEPDOWN_SPARK_SPLIT_BYTES", "32m"),
+        # Larger Arrow batches than the default 10,000 rows: the scorer's own blocks are ~12k rows
+        # of CSV, and validation, features and inference cost less per row in larger blocks.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": os.environ.get("STEPDOWN_SPARK_BATCH_ROWS", "20000"),
+    }
 
 
-def _executor_model(name: str) -> Model:
-    """The model shipped with addFile, loaded once per executor Python process."""
-    if name not in _MODELS:
-        from pyspark import SparkFiles
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model directory as bytes, to travel with the job: ``{file name: bytes}`` and its digest."""
 
-        _MODELS[name] = Model(SparkFiles.get(name))
-    return _MODELS[name]
+    files: dict[str, bytes]
+    digest: str
 
+    @classmethod
+    def from_dir(cls, model_dir: Path | str) -> ShippedModel:
+        """Read and verify a model directory on the driver (fails there, not in every task)."""
+        directory = Path(model_dir)
+        read_manifest(directory)
+        files = {
+            entry.name: entry.read_bytes()
+            for entry in sorted(directory.iterdir())
+            if entry.is_file() and entry.name in MODEL_DIR_ENTRIES
+        }
+        digest = hashlib.sha256()
+        for name, data in files.items():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        return cls(files=files, digest=digest.hexdigest())
 
-def _numbered(frame: DataFrame) -> tuple[DataFrame, dict[tuple[str, int], int], list[tuple[str, int, int]]]:
-    """Number the rows of a file source.
+    def load(self) -> Model:
+        """The model in this process: written once to a private folder, checked, then loaded."""
+        if self.digest not in _MODELS:
+            _MODELS[self.digest] = Model(self._materialize())
+        return _MODELS[self.digest]
 
-    Adds ``_file``, ``_pid`` and ``_within``; returns the offset that turns ``_within``
-    into the 0-based line index within the file for each (file, partition), and the
-    (file, partition, _within) of each file's first line.
-    """
-    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+    def _materialize(self) -> Path:
+        """A folder holding the shipped files (the manifest last, so a half-written one never verifies)."""
+        base = Path(tempfile.gettempdir()) / f"stepdown-model-{os.getuid()}"
+        base.mkdir(mode=0o700, exist_ok=True)
+        target = base / self.digest[:32]
+        if target.is_dir():
+            with contextlib.suppress(ValueError, OSError, KeyError):
+                read_manifest(target)  # the hashes, as Model checks them again
+                if all((target / n).read_bytes() == d for n, d in self.files.items()):
+                    return target
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+        for name in sorted(self.files, key=lambda n: n == MANIFEST_FILE):
+            (staging / name).write_bytes(self.files[name])
+        with contextlib.suppress(OSError):  # another worker process got there first
+            if target.exists():
+                import shutil
 
-    mask = (1 << _PARTITION_BITS) - 1
-    frame = (
-        frame.withColumn("_file", F.col("_metadata.file_path"))
-        .withColumn("_mid", F.monotonically_increasing_id())
-        .withColumn("_pid", F.shiftrightunsigned("_mid", _PARTITION_BITS).cast("int"))
-        .withColumn("_within", F.col("_mid").bitwiseAND(F.lit(mask)))
-        .drop("_mid")
-    )
-    counts = frame.groupBy("_file", "_pid").agg(F.count("*").alias("n"), F.min("_within").alias("first"))
-    offsets: dict[tuple[str, int], int] = {}
-    first_lines: list[tuple[str, int, int]] = []
-    next_line: dict[str, int] = {}
-    # A file's splits are read by partitions in increasing order.
-    for row in sorted(counts.collect(), key=lambda r: (r["_file"], r["_pid"])):
-        file, pid = row["_file"], row["_pid"]
-        start = next_line.get(file, 0)
-        if start == 0:
-            first_lines.append((file, pid, row["first"]))
-        offsets[(file, pid)] = start - row["first"]
-        next_line[file] = start + row["n"]
-    return frame, offsets, first_lines
-
-
-def _header_fields(line: str) -> list[str]:
-    return next(csv.reader([line]))
+                shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+            return target
+        return staging
 
 
 def _runs(*keys: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -141,150 +193,315 @@ def _runs(*keys: np.ndarray) -> Iterator[tuple[int, int]]:
     return itertools.pairwise(np.flatnonzero(np.r_[True, changes, True]).tolist())
 
 
-def _line_index(batch: pd.DataFrame, offsets: dict[tuple[str, int], int]) -> np.ndarray:
-    """0-based line index within its file of every row of a batch (vectorized per run)."""
-    files = batch["_file"].to_numpy()
-    pids = batch["_pid"].to_numpy()
-    lines = batch["_within"].to_numpy(dtype=np.int64).copy()
-    # A batch comes from one partition and holds few (file, partition) runs.
-    for start, stop in _runs(files, pids):
-        lines[start:stop] += offsets[(files[start], int(pids[start]))]
-    return lines
+@dataclass
+class _Split:
+    """What one task saw of one split of one file."""
+
+    file: str
+    start: int
+    key: int = 0
+    lines: int = 0
+    scored: int = 0
+    problems: int = 0
+    rejected: int = 0
+    first_line: str | None = None
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(self.file.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        self.key = int.from_bytes(digest, "little", signed=True)
 
 
-def _output(block: Any, file: str) -> pa.RecordBatch:
-    """One Arrow batch of scores and rejects in OUTPUT_SCHEMA (no pandas round trip)."""
-    scores, rejects = block.scores, block.rejects
+def _constant(value: Any, n: int, kind: pa.DataType) -> pa.Array:
+    return pa.array([value], kind).take(pa.array(np.zeros(n, dtype=np.int64)))
+
+
+def _output(block: Any, split: _Split, rows: np.ndarray) -> pa.RecordBatch:
+    """One Arrow batch of scores and rejects in the output layout (no pandas round trip).
+
+    Formula-like text is neutralized here, by the single-process scorer's own functions."""
+    scores, rejects = scores_as_written(block.scores), rejects_as_written(block.rejects)
     n_scores, n_rejects = scores.num_rows, rejects.num_rows
+    n = n_scores + n_rejects
 
-    def stack(top: pa.Array | pa.ChunkedArray | None, bottom: pa.Array | None, kind: pa.DataType) -> pa.Array:
+    def stack(top: Any, bottom: Any, kind: pa.DataType) -> pa.Array:
         top = pa.nulls(n_scores, kind) if top is None else top
         bottom = pa.nulls(n_rejects, kind) if bottom is None else bottom
         if isinstance(top, pa.ChunkedArray):
             top = top.combine_chunks()
+        if isinstance(bottom, pa.ChunkedArray):
+            bottom = bottom.combine_chunks()
         return pa.concat_arrays([top.cast(kind), bottom.cast(kind)])
 
-    persons = block.persons
+    split.scored += n_scores
+    split.problems += n_rejects
+    split.rejected += len(np.unique(rejects.column("row").to_numpy())) if n_rejects else 0
     arrays = [
-        pa.array(["score"] * n_scores + ["reject"] * n_rejects, pa.string()),
-        pa.array([file] * (n_scores + n_rejects), pa.string()),
-        stack(pa.array(block.rows, pa.int64()), rejects.column("row").combine_chunks(), pa.int64()),
-        stack(scores.column("candidate_id"), rejects.column("candidate_id").combine_chunks(), pa.string()),
+        stack(
+            _constant("score", n_scores, pa.string()),
+            _constant("reject", n_rejects, pa.string()),
+            pa.string(),
+        ),
+        _constant(split.key, n, pa.int64()),
+        _constant(split.start, n, pa.int64()),
+        stack(pa.array(rows, pa.int64()), rejects.column("row"), pa.int64()),
+        stack(scores.column("candidate_id"), rejects.column("candidate_id"), pa.string()),
         *(stack(scores.column(field.name), None, field.type) for field in list(SCORES_SCHEMA)[1:]),
-        stack(None, rejects.column("column").combine_chunks(), pa.string()),
-        stack(None, rejects.column("reason").combine_chunks(), pa.string()),
-        stack(persons, None, pa.string()),
+        stack(None, rejects.column("column"), pa.string()),
+        stack(None, rejects.column("reason"), pa.string()),
+        stack(block.persons, None, pa.string()),
+        pa.nulls(n, pa.string()),
+        *(pa.nulls(n, pa.int64()) for _ in range(4)),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
 
-def _score_csv_lines(model_name: str, headers: dict[str, tuple[str, list[str]]], offsets: dict) -> Any:
+def _split_rows(splits: list[_Split]) -> pa.RecordBatch:
+    """One ``split`` row per split: its line count, tallies and (CSV) first line."""
+    n = len(splits)
+    columns: dict[str, pa.Array] = {
+        "kind": _constant("split", n, pa.string()),
+        "file": pa.array([s.file for s in splits], pa.string()),
+        "file_key": pa.array([s.key for s in splits], pa.int64()),
+        "start": pa.array([s.start for s in splits], pa.int64()),
+        "reason": pa.array([s.first_line for s in splits], pa.string()),
+        **{
+            k: pa.array([getattr(s, k) for s in splits], pa.int64())
+            for k in ("lines", "scored", "problems", "rejected")
+        },
+    }
+    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in _ARROW_OUTPUT]
+    return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
+
+
+def _joined_lines(values: pa.Array) -> bytes:
+    """The lines of a text column as one buffer, each ended by a newline (no Python loop)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    binary = values.cast(pa.large_binary() if pa.types.is_large_string(values.type) else pa.binary())
+    ended = pc.binary_join_element_wise(binary, _NOTHING, _NEWLINE)
+    offsets = np.frombuffer(
+        ended.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(ended.type) else np.int32
+    )
+    first, last = int(offsets[ended.offset]), int(offsets[ended.offset + len(ended)])
+    return ended.buffers()[2].to_pybytes()[first:last]
+
+
+def _score_csv_lines(model: ShippedModel, header_line: str, run_id: str) -> Any:
+    header = _header_fields(header_line)
+
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = _executor_model(model_name)
+        _ = run_id  # in the closure: no two runs have the same plan, so none reads another's cache
+        scorer = model.load()
+        splits: dict[tuple[str, int], _Split] = {}
         for record_batch in batches:
-            batch = record_batch.to_pandas()
-            lines = _line_index(batch, offsets)
-            files = batch["_file"].to_numpy()
-            # Runs of one file within this batch, in order.
-            for start, stop in _runs(files):
-                file = files[start]
-                run_lines = lines[start:stop]
-                keep = run_lines > 0  # line 0 is the header
-                if not keep.any():
+            files = record_batch.column("_file").to_numpy(zero_copy_only=False)
+            starts = record_batch.column("_start").to_numpy()
+            values = record_batch.column("value")
+            for begin, end in _runs(files, starts):
+                key = (str(files[begin]), int(starts[begin]))
+                split = splits.setdefault(key, _Split(*key))
+                run = values.slice(begin, end - begin)
+                first = split.lines  # line of the split at the run's first value
+                split.lines += len(run)
+                if key[1] == 0 and first == 0:  # the file's header line
+                    split.first_line = run[0].as_py()
+                    run, first = run.slice(1), 1
+                if len(run) == 0:
                     continue
-                header_line, header = headers[file]
-                text = "\n".join([header_line, *batch["value"].to_numpy()[start:stop][keep]]) + "\n"
-                numbers_in_file = run_lines[keep]
-                for frame, numbers, malformed in csv_blocks(
-                    pa.BufferReader(text.encode("utf-8")), header, file
-                ):
-                    rows = numbers_in_file[numbers - 1] if len(numbers) else numbers
-                    bad = [(int(numbers_in_file[n - 1]), cid, why) for n, cid, why in malformed]
-                    block = score_block(model, frame, rows, bad)
-                    yield _output(block, file)
+                text = header_line.encode("utf-8") + b"\n" + _joined_lines(run)
+                for frame, numbers, malformed in csv_blocks(pa.BufferReader(text), header, key[0]):
+                    # numbers count the given lines from 1; lines of the split count from 0.
+                    bad = [(first + n - 1, cid, why) for n, cid, why in malformed]
+                    block = score_block(scorer, frame, first + numbers - 1, bad)
+                    yield _output(block, split, block.rows)
+        if splits:
+            yield _split_rows(list(splits.values()))
 
     return score_partition
 
 
-def _score_columns(model_name: str, offsets: dict) -> Any:
+def _score_columns(model: ShippedModel, columns: list[str], run_id: str) -> Any:
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = _executor_model(model_name)
+        _ = run_id  # in the closure: no two runs have the same plan, so none reads another's cache
+        scorer = model.load()
+        splits: dict[tuple[str, int], _Split] = {}
         for record_batch in batches:
-            batch = record_batch.to_pandas()
-            rows = _line_index(batch, offsets) + 1
-            files = batch["_file"].to_numpy()
-            for start, stop in _runs(files):
-                frame = (
-                    batch.iloc[start:stop].drop(columns=["_file", "_pid", "_within"]).reset_index(drop=True)
+            files = record_batch.column("_file").to_numpy(zero_copy_only=False)
+            starts = record_batch.column("_start").to_numpy()
+            rows = record_batch.column("_row").to_numpy() + 1
+            for begin, end in _runs(files, starts):
+                key = (str(files[begin]), int(starts[begin]))
+                split = splits.setdefault(key, _Split(*key))
+                split.lines += end - begin
+                part = record_batch.slice(begin, end - begin).select(columns)
+                frame = pa.RecordBatch.from_arrays(
+                    [_plain(part.column(i)) for i in range(part.num_columns)], names=columns
                 )
-                frame = frame.astype(object).where(frame.notna(), "")
-                yield _output(score_block(model, frame, rows[start:stop]), files[start])
+                block = score_block(scorer, frame, rows[begin:end])
+                yield _output(block, split, block.rows)
+        if splits:
+            yield _split_rows(list(splits.values()))
 
     return score_partition
+
+
+def _plain(array: pa.Array) -> pa.Array:
+    """Spark's large text arrays as the plain ones the single-process scorer reads from Parquet."""
+    if pa.types.is_large_string(array.type):
+        return array.cast(pa.string())
+    if pa.types.is_large_binary(array.type):
+        return array.cast(pa.binary())
+    return array
+
+
+def _header_fields(line: str) -> list[str]:
+    return next(csv.reader([line.removeprefix(_BOM)]))
+
+
+@dataclass
+class SparkScores:
+    """What :func:`score_spark` returns: the two tables and the tallies of the scoring pass."""
+
+    scores: DataFrame
+    rejects: DataFrame
+    rows: int
+    scored: int
+    problems: int
+    rejected_rows: int
+    cached: DataFrame
+
+    def __iter__(self) -> Iterator[Any]:  # ``scores, rejects = score_spark(...)``
+        return iter((self.scores, self.rejects))
+
+    def unpersist(self) -> None:
+        """Release the cached scoring pass (the tables cannot be read after)."""
+        self.cached.unpersist()
+
+    def line(self) -> str:
+        return f"scored {self.scored} rows, rejected {self.rejected_rows} ({self.problems} problems)"
 
 
 def score_spark(
-    spark: SparkSession, input_path: str | list[str], model_dir: Path | str
-) -> tuple[DataFrame, DataFrame]:
-    """Score candidate files (CSV or Parquet, files or folders) on Spark.
+    spark: SparkSession, input_path: str | Path | list[str], model: Path | str | None = None
+) -> SparkScores:
+    """Score candidate files (CSV or Parquet, files or folders) on Spark, reading them once.
 
     Args:
-        spark: the session.
-        input_path: file(s) or folder(s); ``.parquet`` inputs are read as Parquet.
-        model_dir: a model directory (shipped to the executors).
+        spark: the session: classic (local or a cluster) or Spark Connect.
+        input_path: file(s) or folder(s); ``.parquet`` inputs are read as Parquet. The
+            CSV files of one run share one header (the first file's).
+        model: a model directory or a ``models:/…`` URI (resolved on the driver); default
+            the packaged default model. Its bytes travel with the job.
 
     Returns:
-        ``(scores, rejects)``: the docs/CONTRACT.md layouts (``rank`` when the input has
-        ``person_id``), plus ``file`` and ``row`` columns that locate every row. Not
-        neutralized for spreadsheets: :func:`write_outputs` does that when writing CSV.
+        :class:`SparkScores`, which unpacks as ``(scores, rejects)``: the docs/CONTRACT.md
+        layouts (``rank`` when the input has ``person_id``), plus ``file`` and ``row``
+        columns that locate every row, and the tallies of the pass. Formula-like text is
+        neutralized, as the single-process scorer writes it in every format.
 
     Raises:
-        ContractError: a required column is missing from the input.
+        ContractError: a required column is missing, the input is empty, or two CSV files
+            of one run have different headers.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
 
     paths = [input_path] if isinstance(input_path, str | Path) else list(input_path)
     paths = [str(p) for p in paths]
-    model_dir = Path(model_dir).resolve()
-    read_manifest(model_dir)  # fail on the driver, not in every task
-    spark.sparkContext.addFile(str(model_dir), recursive=True)
-    name = model_dir.name
+    shipped = ShippedModel.from_dir(_model_dir(model))
+    run_id = uuid.uuid4().hex
+    meta = [F.col("_metadata.file_path").alias("_file")]
     if all(p.rstrip("/").endswith(".parquet") for p in paths):
         raw = spark.read.parquet(*paths)
         columns = raw.columns
         _require(columns, paths)
-        numbered, offsets, _ = _numbered(raw)
-        numbered = numbered.select(
-            *[F.col(c).cast("string").alias(c) for c in columns], "_file", "_pid", "_within"
+        numbered = raw.select(
+            *columns,
+            *meta,
+            F.col("_metadata.file_block_start").alias("_start"),
+            F.col("_metadata.row_index").alias("_row"),
         )
-        out = numbered.mapInArrow(_score_columns(name, offsets), OUTPUT_SCHEMA)
+        out = numbered.mapInArrow(_score_columns(shipped, columns, run_id), OUTPUT_SCHEMA)
+        header_line = None
     else:
-        numbered, offsets, first_lines = _numbered(spark.read.text(paths))
-        is_header = F.lit(False)
-        for file, pid, within in first_lines:
-            is_header = is_header | (
-                (F.col("_file") == file) & (F.col("_pid") == pid) & (F.col("_within") == within)
-            )
-        headers = {
-            r["_file"]: r["value"] for r in numbered.where(is_header).select("_file", "value").collect()
-        }
-        if not headers:
+        text = spark.read.option("lineSep", "\n").text(paths)
+        numbered = text.select("value", *meta, F.col("_metadata.file_block_start").alias("_start"))
+        first = numbered.where(F.col("_start") == 0).limit(1).collect()  # one split's first line
+        if not first:
             raise ContractError(f"{paths[0]}: the file is empty (expected a header row)")
-        headers = {file: (line, _header_fields(line)) for file, line in headers.items()}
-        for file, (_, fields) in headers.items():
-            _require(fields, [file])
-        columns = next(iter(headers.values()))[1]
-        numbered = numbered.select("value", "_file", "_pid", "_within")
-        out = numbered.mapInArrow(_score_csv_lines(name, headers, offsets), OUTPUT_SCHEMA)
-    out = out.persist()
-    scores = out.where(F.col("kind") == "score").select("file", "row", *SCORES_COLUMNS, "person_id")
+        header_line = first[0]["value"].removeprefix(_BOM).rstrip("\r")
+        columns = _header_fields(header_line)
+        _require(columns, [first[0]["_file"]])
+        out = numbered.mapInArrow(_score_csv_lines(shipped, header_line, run_id), OUTPUT_SCHEMA)
+    out = out.persist()  # released by SparkScores.unpersist (the CLI calls it)
+    splits = (
+        out.where(F.col("kind") == "split")
+        .select("file", "file_key", "start", "reason", "lines", "scored", "problems", "rejected")
+        .collect()
+    )  # the one pass over the input: scores and rejects stay cached
+    first_file = None if header_line is None else first[0]["_file"]
+    offsets = _offsets(splits, header_line, first_file)
+    # line in split -> row in file (CSV; Parquet lines are rows already), key -> file name
+    table = spark.createDataFrame(offsets, "file_key long, start long, offset long, file string")
+    rows = (
+        out.where(F.col("kind") != "split")
+        .drop("file")
+        .join(F.broadcast(table), ["file_key", "start"])
+        .withColumn("row", F.col("line") + F.col("offset"))
+    )
+    scores = rows.where(F.col("kind") == "score").select("file", "row", *SCORES_COLUMNS, "person_id")
     if PERSON_ID.name in columns:
+        from pyspark.sql import Window
+
         by_person = Window.partitionBy("person_id").orderBy(F.desc("p_advance"), "file", "row")
         scores = scores.withColumn(RANK_COLUMN, F.row_number().over(by_person).cast("long"))
     scores = scores.drop("person_id")
-    rejects = out.where(F.col("kind") == "reject").select("file", "row", "candidate_id", "column", "reason")
-    return scores, rejects
+    rejects = rows.where(F.col("kind") == "reject").select("file", "row", "candidate_id", "column", "reason")
+    total = {k: sum(int(s[k] or 0) for s in splits) for k in ("lines", "scored", "problems", "rejected")}
+    headers = sum(1 for s in splits if header_line is not None and s["start"] == 0)
+    return SparkScores(
+        scores=scores,
+        rejects=rejects,
+        rows=total["lines"] - headers,
+        scored=total["scored"],
+        problems=total["problems"],
+        rejected_rows=total["rejected"],
+        cached=out,
+    )
+
+
+def _model_dir(model: Path | str | None) -> Path:
+    """A model directory, or a ``models:/`` URI resolved through the registry (on the driver)."""
+    from stepdown_ml.core import config
+    from stepdown_ml.serving.registry import local_model_dir
+
+    return local_model_dir(config.DEFAULT_MODEL_DIR if model is None else model)
+
+
+def _offsets(
+    splits: list[Any], header_line: str | None, first_file: str | None
+) -> list[tuple[int, int, int, str]]:
+    """``(file key, split start, lines of the file before the split, file)``; checks CSV headers.
+
+    Parquet rows are numbered in their file already: their offsets are 0.
+    """
+    by_file: dict[str, list[Any]] = {}
+    for split in splits:
+        by_file.setdefault(split["file"], []).append(split)
+    offsets = []
+    for file, parts in by_file.items():
+        before = 0
+        for split in sorted(parts, key=lambda s: s["start"]):
+            if header_line is not None and split["start"] == 0:
+                seen = (split["reason"] or "").removeprefix(_BOM).rstrip("\r")
+                if seen != header_line:
+                    raise ContractError(
+                        f"{file}: its header differs from the one of {first_file}: score files with "
+                        "different headers in separate runs"
+                    )
+            offsets.append((int(split["file_key"]), int(split["start"]), before, file))
+            if header_line is not None:
+                before += int(split["lines"])
+    return offsets
 
 
 def _require(columns: Any, paths: list[str]) -> None:
@@ -293,30 +510,21 @@ def _require(columns: Any, paths: list[str]) -> None:
         raise ContractError(f"{paths[0]}: missing required column(s): {', '.join(missing)}")
 
 
-def _neutralized(column: str) -> Any:
-    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
-
-    return F.when(F.col(column).rlike(FORMULA_PATTERN), F.concat(F.lit("'"), F.col(column))).otherwise(
-        F.col(column)
-    )
-
-
 def write_outputs(scores: DataFrame, rejects: DataFrame, out_dir: Path | str, fmt: str = "parquet") -> None:
     """Write ``scores/`` (Parquet or CSV partitions, input order) and ``rejects/`` (CSV).
 
-    Formula-like text is neutralized in CSV output. Spark's output committer makes each
-    folder appear only when its job succeeded.
+    The tables of :func:`score_spark` are neutralized already, in every format, as the
+    single-process scorer's are: a Parquet file is often opened in, or converted for, a
+    spreadsheet, and so both formats and both engines hold the same values. Spark's output
+    committer makes each folder appear only when its job succeeded.
     """
     out = str(out_dir).rstrip("/")
-    # mapInArrow keeps each partition's order and partitions follow the files, so only the
-    # ranking window (a shuffle) calls for a sort to restore input order.
+    # mapInArrow keeps each partition's order and a file's splits follow each other, so only
+    # the ranking window (a shuffle) calls for a sort to restore input order.
     ordered = scores.orderBy("file", "row") if RANK_COLUMN in scores.columns else scores
+    ordered = ordered.drop("file", "row")
     if fmt == "csv":
-        ordered = ordered.withColumn("candidate_id", _neutralized("candidate_id"))
-        ordered.drop("file", "row").write.option("header", True).csv(f"{out}/scores")
+        ordered.write.option("header", True).csv(f"{out}/scores")
     else:
-        ordered.drop("file", "row").write.parquet(f"{out}/scores")
-    safe = rejects.orderBy("file", "row")
-    for column in ("candidate_id", "column", "reason"):
-        safe = safe.withColumn(column, _neutralized(column))
-    safe.drop("file").write.option("header", True).csv(f"{out}/rejects")
+        ordered.write.parquet(f"{out}/scores")
+    rejects.orderBy("file", "row").drop("file").write.option("header", True).csv(f"{out}/rejects")
