@@ -94,6 +94,13 @@ FEATURE_GROUP_INDEX = np.array(
     [next(g for g, members in enumerate(FEATURE_GROUPS.values()) if n in members) for n in FEATURE_NAMES]
 )
 
+# The features derived from each contract column that training can hold out of the model
+# (pipelines/train_params.yaml, fairness.protected): validated and audited, never read.
+ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
+    "age_band": ("age_band_index",),
+    "region": tuple(f"region_{r}" for r in REGIONS),
+}
+
 # Features whose direction the domain fixes: +1 never lowers p_advance, -1 never raises it.
 MONOTONIC = {
     "transferable_skill_coverage": 1,

@@ -48,7 +48,7 @@ REASON_CODES: dict[str, tuple[str, str]] = {
     "promotion_path": ("no_promotion_path", "defined_promotion_path"),
     "fit": ("weak_fit", "strong_fit"),
     "performance": ("weak_performance", "strong_performance"),
-    "experience": ("late_career_move", "experience_helps"),
+    "experience": ("experience_weighs_less", "experience_helps"),
     "region": ("regional_headwinds", "regional_tailwinds"),
 }
 NO_DOMINANT_FACTOR = "no_dominant_factor"
