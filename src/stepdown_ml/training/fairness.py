@@ -3,8 +3,9 @@
 The attributes listed under ``fairness.protected`` in ``pipelines/train_params.yaml`` are
 validated and kept with every row (for this audit) but no tree may read them: the features
 derived from them are held at 0 while the classifier learns, so it cannot split on them, and
-:func:`protected_inputs` checks the fitted trees. ``fairness.audit`` lists the attributes the
-audit reports on, group by group, on the held-out test split (fairlearn ``MetricFrame``):
+:func:`attribute_inputs` lists what the fitted trees read, for the gate. ``fairness.audit``
+lists the attributes the audit reports on, group by group, on the held-out test split
+(fairlearn ``MetricFrame``):
 
 - ``rows``; ``selection_rate``: the share recommended ``take_step_down``;
 - ``true_positive_rate`` / ``false_positive_rate`` of ``take_step_down`` against the outcome;
@@ -84,10 +85,10 @@ def features_read(predictors: list[np.ndarray]) -> set[str]:
     return used
 
 
-def protected_inputs(predictors: list[np.ndarray], protected: list[str]) -> dict[str, list[str]]:
-    """Per protected attribute, the features derived from it that the model reads (should be [])."""
+def attribute_inputs(predictors: list[np.ndarray]) -> dict[str, list[str]]:
+    """Per attribute of ATTRIBUTE_FEATURES, the features derived from it that the model reads."""
     used = features_read(predictors)
-    return {a: sorted(used.intersection(ATTRIBUTE_FEATURES.get(a, ()))) for a in protected}
+    return {a: sorted(used.intersection(features)) for a, features in ATTRIBUTE_FEATURES.items()}
 
 
 def _auc(y_true: Any, p: Any) -> float:
@@ -228,10 +229,13 @@ def audit(
     }
 
 
-def fairness_checks(fairness: dict[str, Any], max_gap: float) -> dict[str, dict[str, Any]]:
-    """The fairness gates: no protected attribute read by the model, and within every group
-    with enough rows, mean ``p_advance`` within ``max_gap`` of the observed rate."""
-    read = {a: f for a, f in fairness["protected_inputs"].items() if f}
+def fairness_checks(
+    fairness: dict[str, Any], max_gap: float, protected: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The fairness gates: the model reads no feature derived from a ``protected`` attribute,
+    and within every group with enough rows, mean ``p_advance`` is within ``max_gap`` of the
+    observed rate."""
+    read = {a: f for a, f in fairness["attribute_inputs"].items() if f and a in protected}
     checks: dict[str, dict[str, Any]] = {
         "no_protected_inputs": {"value": read, "passed": not read},
     }

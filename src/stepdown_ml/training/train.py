@@ -301,7 +301,7 @@ every file's SHA-256, and the skills vocabulary the features were built with.
 def fairness_section(audit: dict[str, Any]) -> str:
     """The model card's Fairness section, for a reader who is not a data scientist."""
     protected = ", ".join(f"`{a}`" for a in audit["protected"]) or "none"
-    read = [f for features in audit["protected_inputs"].values() for f in features]
+    read = [f for a in audit["protected"] for f in audit["attribute_inputs"][a]]
     lines = [
         "## Fairness",
         "",
@@ -480,9 +480,7 @@ def run_training(
         "data": "test split",
         "rows": len(y_test),
         "protected": list(params["fairness"]["protected"]),
-        "protected_inputs": fairness.protected_inputs(
-            [p[0].nodes for p in classifier._predictors], params["fairness"]["protected"]
-        ),
+        "attribute_inputs": fairness.attribute_inputs([p[0].nodes for p in classifier._predictors]),
         "min_group_rows": params["fairness"]["min_group_rows"],
         "min_group_outcomes": params["fairness"]["min_group_outcomes"],
         "attributes": fairness.audit(
