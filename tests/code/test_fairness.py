@@ -76,13 +76,21 @@ def test_impact_ratios_differences_and_flags_use_only_the_judged_groups(small):
     assert ratios["roc_auc"] == pytest.approx(0.75)
     # C's gap (0.0) is not judged; A's is the largest of the judged groups.
     assert small["max_calibration_gap"] == pytest.approx(0.05)
+    # Beyond noise: |gap| - 1.96 * sqrt(rate * (1 - rate) / rows), rate 0.5 in both groups.
+    assert a["calibration_gap_se"] == pytest.approx(np.sqrt(0.25 / 6))
+    assert b["calibration_gap_se"] == pytest.approx(np.sqrt(0.25 / 4))
+    beyond_a, beyond_b = 0.05 - 1.96 * np.sqrt(0.25 / 6), 0.025 - 1.96 * np.sqrt(0.25 / 4)
+    assert small["max_calibration_gap_beyond_noise"] == pytest.approx(max(beyond_a, beyond_b))
     assert small["worst_calibrated_group"] == "A"
+    assert "calibration_gap_se" not in c
 
 
 def _report(gap: float, reads_age: bool) -> dict:
     return {
         "attribute_inputs": {"age_band": ["age_band_index"] if reads_age else [], "region": ["region_EU"]},
-        "attributes": {"age_band": {"max_calibration_gap": gap, "worst_calibrated_group": "55-64"}},
+        "attributes": {
+            "age_band": {"max_calibration_gap_beyond_noise": gap, "worst_calibrated_group": "55-64"}
+        },
     }
 
 

@@ -78,6 +78,31 @@ def recommend_codes(features: np.ndarray, p_advance: np.ndarray, threshold: floa
     return np.where(lateral, _LATERAL, np.where(higher, _HIGHER, codes)).astype(np.int8)
 
 
+# Confidence bands: |p_advance - threshold| below CLOSE_CALL_MARGIN is a close call (a human
+# should look before acting on it), at least CLEAR_MARGIN is clear, in between moderate.
+CLOSE_CALL_MARGIN = 0.05
+CLEAR_MARGIN = 0.15
+CONFIDENCE_NAMES = np.array(["close_call", "moderate", "clear"], dtype=object)
+_MARGINS = np.array([CLOSE_CALL_MARGIN, CLEAR_MARGIN])
+
+
+def confidence_codes(p_advance: np.ndarray, threshold: float) -> np.ndarray:
+    """Each row's confidence band as an index into :data:`CONFIDENCE_NAMES`."""
+    margin = np.abs(np.asarray(p_advance, dtype=np.float64) - threshold)
+    return np.searchsorted(_MARGINS, margin, side="right").astype(np.int8)
+
+
+def confidence(p_advance: np.ndarray, threshold: float) -> np.ndarray:
+    """Each row's confidence band (object array of strings)."""
+    return CONFIDENCE_NAMES[confidence_codes(p_advance, threshold)]
+
+
+def confidence_one(p_advance: float, threshold: float) -> str:
+    """:func:`confidence` for one row, in plain Python (the ``predict()`` hot path)."""
+    margin = abs(p_advance - threshold)
+    return "close_call" if margin < CLOSE_CALL_MARGIN else "moderate" if margin < CLEAR_MARGIN else "clear"
+
+
 def recommend_one(features: Sequence[float], p_advance: float, threshold: float) -> str:
     """:func:`recommend` for one row, in plain Python (the ``predict()`` hot path)."""
     down = features[_COL["levels_down"]]

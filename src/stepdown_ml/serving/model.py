@@ -28,7 +28,11 @@ from stepdown_ml.core.modeldir import (
 )
 from stepdown_ml.core.parsing import is_pandas
 from stepdown_ml.core.recommend import (
+    CONFIDENCE_NAMES,
     RECOMMENDATION_NAMES,
+    confidence,
+    confidence_codes,
+    confidence_one,
     rank_within,
     reason_codes,
     reasons,
@@ -119,6 +123,7 @@ class Model:
                 "recommendation": recommend(features, p, self.threshold),
                 "reasons": reasons(contributions),
                 "model_version": self.version,
+                "confidence": confidence(p, self.threshold),
             }
         )
 
@@ -142,6 +147,9 @@ class Model:
                 ),
                 pa.DictionaryArray.from_arrays(
                     from_numpy(np.zeros(len(p), dtype=np.int8)), strings([self.version])
+                ),
+                pa.DictionaryArray.from_arrays(
+                    from_numpy(confidence_codes(p, self.threshold)), strings(CONFIDENCE_NAMES)
                 ),
             ],
             names=list(SCORES_COLUMNS),
@@ -183,6 +191,7 @@ class Model:
             "recommendation": recommend_one(feature_row, p_advance, self.threshold),
             "reasons": reasons_one(row),
             "model_version": self.version,
+            "confidence": confidence_one(p_advance, self.threshold),
         }
         if values.get(PERSON_ID.name) is not None:
             result[RANK_COLUMN] = 1
@@ -258,7 +267,8 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
     Returns:
         For one record, a dict; for many, a DataFrame in input order. Keys/columns:
         ``candidate_id``, ``p_advance``, ``recommendation``, ``reasons``,
-        ``model_version``, and ``rank`` (1 = best option of that person) when
+        ``model_version``, ``confidence`` (``close_call``, ``moderate`` or ``clear``: how
+        close ``p_advance`` is to the threshold), and ``rank`` (1 = best option of that person) when
         ``person_id`` is given.
 
     Raises:

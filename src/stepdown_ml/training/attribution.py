@@ -164,8 +164,24 @@ def _goes_left(x: np.ndarray, feature: int, threshold: float, missing_left: bool
     return np.where(np.isnan(column), missing_left, column <= threshold)
 
 
+def _sparse(weights: np.ndarray, min_weight: float) -> np.ndarray:
+    """``weights`` with those below ``min_weight`` in size moved onto the largest one: the
+    same sum, fewer weights for onnxruntime to add up at the leaf."""
+    small = np.abs(weights) < min_weight
+    if not small.any() or small.all():
+        return weights
+    out = np.where(small, 0.0, weights)
+    out[np.argmax(np.abs(out))] += weights[small].sum()
+    return out
+
+
 def served_tree(
-    nodes: np.ndarray, saabas: np.ndarray, x: np.ndarray | None, depth: int, min_rows: int
+    nodes: np.ndarray,
+    saabas: np.ndarray,
+    x: np.ndarray | None,
+    depth: int,
+    min_rows: int,
+    min_weight: float = 0.0,
 ) -> list[Node]:
     """One tree of the served attribution ensemble.
 
@@ -174,8 +190,9 @@ def served_tree(
     TreeSHAP values (per group) of the rows of ``x`` that reach it, and is split further, up
     to ``depth`` levels, on the tree's own other conditions (the bits its TreeSHAP values
     depend on), chosen greedily to fit those values; a new leaf keeps at least ``min_rows``
-    rows. A leaf no row reaches keeps the path attribution. Node i < len(nodes) keeps its
-    index; new nodes are appended.
+    rows. Group values smaller than ``min_weight`` (log-odds) are folded into the leaf's
+    largest one (:func:`_sparse`). A leaf no row reaches keeps the path attribution. Node
+    i < len(nodes) keeps its index; new nodes are appended.
     """
     out = [
         Node(weights=saabas[i].copy())
@@ -203,7 +220,7 @@ def served_tree(
 
     def grow(index: int, rows: np.ndarray, levels: int) -> None:
         values = per_group[rows]
-        out[index].weights = values.mean(axis=0)
+        out[index].weights = _sparse(values.mean(axis=0), min_weight)
         if levels == 0 or len(rows) < 2 * min_rows:
             return
         total = values.sum(axis=0)

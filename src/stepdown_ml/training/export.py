@@ -77,7 +77,11 @@ def tree_contributions(model: HistGradientBoostingClassifier) -> tuple[list[np.n
 
 
 def _contribution_node(
-    model: HistGradientBoostingClassifier, reference: np.ndarray | None, depth: int, min_rows: int
+    model: HistGradientBoostingClassifier,
+    reference: np.ndarray | None,
+    depth: int,
+    min_rows: int,
+    min_weight: float,
 ) -> tuple[onnx.NodeProto, float]:
     per_tree, bias = tree_contributions(model)
     attrs: dict[str, Any] = {  # TreeEnsembleRegressor attributes (lists), passed to make_node as **kwargs
@@ -98,7 +102,7 @@ def _contribution_node(
         )
     }
     for tree_id, (predictors, saabas) in enumerate(zip(model._predictors, per_tree, strict=True)):
-        tree = attribution.served_tree(predictors[0].nodes, saabas, reference, depth, min_rows)
+        tree = attribution.served_tree(predictors[0].nodes, saabas, reference, depth, min_rows, min_weight)
         for i, node in enumerate(tree):
             leaf = node.feature < 0
             attrs["nodes_treeids"].append(tree_id)
@@ -138,11 +142,13 @@ def to_onnx(
     reference: np.ndarray | None = None,
     refine_depth: int = 0,
     min_rows: int = 20,
+    min_weight: float = 0.0,
 ) -> onnx.ModelProto:
     """Convert the fitted classifier to the served ONNX graph (see module docstring).
 
     With ``reference`` rows (the training features), the contributions are exact TreeSHAP
-    values averaged in leaves refined ``refine_depth`` levels deeper
+    values averaged in leaves refined ``refine_depth`` levels deeper, values under
+    ``min_weight`` folded into each leaf's largest
     (:func:`stepdown_ml.training.attribution.served_tree`); without, the path attribution.
     """
     from skl2onnx import convert_sklearn
@@ -168,7 +174,7 @@ def to_onnx(
     # skl2onnx picks the lowest opsets that suffice; pin both so every export is the same.
     for opset in onnx_model.opset_import:
         opset.version = {"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET}.get(opset.domain, opset.version)
-    node, bias = _contribution_node(model, reference, refine_depth, min_rows)
+    node, bias = _contribution_node(model, reference, refine_depth, min_rows, min_weight)
     onnx_model.graph.node.append(node)
     onnx_model.graph.output.append(
         helper.make_tensor_value_info(CONTRIBUTIONS, TensorProto.FLOAT, [None, len(GROUP_NAMES)])

@@ -9,7 +9,8 @@ lists the attributes the audit reports on, group by group, on the held-out test 
 
 - ``rows``; ``selection_rate``: the share recommended ``take_step_down``;
 - ``true_positive_rate`` / ``false_positive_rate`` of ``take_step_down`` against the outcome;
-- ``mean_p_advance`` against ``observed_rate``: their difference is ``calibration_gap``;
+- ``mean_p_advance`` against ``observed_rate``: their difference is ``calibration_gap``, and
+  ``calibration_gap_se`` the standard error of the observed rate (the gate allows 1.96 of it);
 - ``roc_auc`` within the group;
 - ``recommendation_rates`` and ``impact_ratio`` of each recommendation: the group's rate over
   the highest group's rate, flagged below 0.8 (the four-fifths rule).
@@ -41,6 +42,7 @@ from stepdown_ml.core.schema import ContractError
 from stepdown_ml.training.evaluate import _save
 
 FOUR_FIFTHS = 0.8
+Z95 = 1.96
 # The per-group numbers compared across groups (differences and ratios).
 COMPARED = (
     "selection_rate",
@@ -199,10 +201,18 @@ def _attribute_audit(
                 for k, v in getattr(frame, method)().items()
                 if k in COMPARED
             }
-    gaps = {g: abs(result["groups"][g]["calibration_gap"]) for g in judged}
-    if gaps:
-        worst = max(gaps, key=gaps.__getitem__)
-        result["max_calibration_gap"] = gaps[worst]
+    # |gap| less its sampling noise (Z95 standard errors of the observed rate): what the gate
+    # compares with its limit, so that a well-calibrated model is not refused for noise.
+    beyond = {}
+    for g in judged:
+        entry = result["groups"][g]
+        observed, rows = entry["observed_rate"], entry["rows"]
+        entry["calibration_gap_se"] = float(np.sqrt(observed * (1 - observed) / rows))
+        beyond[g] = abs(entry["calibration_gap"]) - Z95 * entry["calibration_gap_se"]
+    if beyond:
+        worst = max(beyond, key=beyond.__getitem__)
+        result["max_calibration_gap"] = max(abs(result["groups"][g]["calibration_gap"]) for g in judged)
+        result["max_calibration_gap_beyond_noise"] = beyond[worst]
         result["worst_calibrated_group"] = worst
     return result
 
@@ -234,15 +244,16 @@ def fairness_checks(
 ) -> dict[str, dict[str, Any]]:
     """The fairness gates: the model reads no feature derived from a ``protected`` attribute,
     and within every group with enough rows, mean ``p_advance`` is within ``max_gap`` of the
-    observed rate."""
+    observed rate, beyond sampling noise (|gap| less 1.96 standard errors of the observed
+    rate: a group of 1,000 rows at a rate of 0.4 has 0.015 of it)."""
     read = {a: f for a, f in fairness["attribute_inputs"].items() if f and a in protected}
     checks: dict[str, dict[str, Any]] = {
         "no_protected_inputs": {"value": read, "passed": not read},
     }
     worst = {
-        a: (audit["max_calibration_gap"], audit["worst_calibrated_group"])
+        a: (audit["max_calibration_gap_beyond_noise"], audit["worst_calibrated_group"])
         for a, audit in fairness["attributes"].items()
-        if "max_calibration_gap" in audit
+        if "max_calibration_gap_beyond_noise" in audit
     }
     gap, where = max(((g, f"{a}={group}") for a, (g, group) in worst.items()), default=(0.0, ""))
     checks["group_calibration"] = {"value": gap, "group": where, "limit": max_gap, "passed": gap <= max_gap}

@@ -349,7 +349,10 @@ def fairness_section(audit: dict[str, Any]) -> str:
         lines += [
             "",
             (
-                f"Largest calibration gap: {gap:.3f} ({result['worst_calibrated_group']}). "
+                f"Largest calibration gap: {gap:.3f}; beyond sampling noise, the worst group is "
+                f"{result['worst_calibrated_group']} "
+                f"({result['max_calibration_gap_beyond_noise']:+.3f}; above 0 means it is off by more "
+                "than noise explains). "
                 if gap is not None
                 else "No group is large enough to judge calibration. "
             )
@@ -526,6 +529,7 @@ def run_training(
         reference=x_fit,
         refine_depth=params["attribution"]["refine_depth"],
         min_rows=params["attribution"]["min_rows"],
+        min_weight=params["attribution"]["min_weight"],
     )
     # Parity is about the export: compare raw probabilities at the raw-scale threshold.
     parity = export.check_parity(onnx_model, classifier, x_test, uncalibrate(threshold, calibration))
