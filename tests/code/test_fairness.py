@@ -136,7 +136,8 @@ def test_default_model_holds_the_audit_and_reads_no_protected_attribute():
     assert fairness["attributes"]["age_band"]["max_calibration_gap"] <= 0.03
     card = (config.MODELS_DIR / "default" / "MODEL_CARD.md").read_text()
     assert "## Fairness" in card and "must not be used for" in card
-    assert not any("age" in code or "career" in code for pair in REASON_CODES.values() for code in pair)
+    words = {word for pair in REASON_CODES.values() for code in pair for word in code.split("_")}
+    assert not words & {"age", "career", "late", "old", "older", "young", "younger"}
 
 
 def test_changing_only_the_age_band_changes_nothing_in_the_default_model(served_model, candidates):
