@@ -113,6 +113,14 @@ MONOTONIC = {
     "same_employer": 1,
     "necessity_avoidable": -1,
     "months_unemployed": -1,
+    # Holding or sharing more skills never lowers p_advance (without these, a model that does
+    # not see age learned a dip in shared skills from noise: tests/model/test_behaviour.py).
+    "n_current_skills": 1,
+    "shared_skills": 1,
+    "skill_jaccard": 1,
+    "missing_target_skills": -1,
+    "shared_general_skills": 1,
+    "shared_specialized_skills": 1,
 }
 
 _AGE_INDEX = {band: i for i, band in enumerate(AGE_BANDS)}
