@@ -26,7 +26,9 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 # What the [train] extra adds (pyproject.toml); the base install serves only.
-_TRAINING_MODULES = frozenset({"sklearn", "scipy", "skl2onnx", "onnx", "mlflow", "matplotlib", "yaml"})
+_TRAINING_MODULES = frozenset(
+    {"sklearn", "scipy", "skl2onnx", "onnx", "mlflow", "matplotlib", "yaml", "fairlearn"}
+)
 
 
 def _int_at_least(minimum: int, label: str) -> Callable[[str], int]:

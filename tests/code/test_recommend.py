@@ -148,3 +148,27 @@ def test_batch_reasons_equal_record_reasons_with_ties_and_thresholds(rows):
     """The batch sort key and reasons_one agree on order, ties, signs and the weight cut-off."""
     contributions = np.array(rows, dtype=np.float32)
     assert list(reasons(contributions)) == [reasons_one(row) for row in contributions.tolist()]
+
+
+def test_confidence_band_is_the_same_for_a_batch_and_one_row():
+    from stepdown_ml.core.recommend import confidence, confidence_one
+
+    threshold = 0.32446
+    p = np.concatenate(
+        [np.linspace(0, 1, 1001), threshold + np.array([-0.15, -0.05, 0.0, 0.05, 0.15, 0.0499, -0.1501])]
+    )
+    batch = confidence(p, threshold)
+    assert list(batch) == [confidence_one(float(v), threshold) for v in p]
+    margin = np.abs(p - threshold)
+    assert (batch[margin < 0.05] == "close_call").all()
+    assert (batch[(margin >= 0.05) & (margin < 0.15)] == "moderate").all()
+    assert (batch[margin >= 0.15] == "clear").all()
+
+
+def test_served_scores_carry_the_confidence_band(served_model, candidates):
+    scores, _ = served_model.score_frame(candidates.head(500))
+    margin = (scores["p_advance"] - served_model.threshold).abs()
+    assert set(scores["confidence"]) <= {"close_call", "moderate", "clear"}
+    assert ((scores["confidence"] == "close_call") == (margin < 0.05)).all()
+    one = served_model.score_record(candidates.head(1).astype(object).iloc[0].to_dict())
+    assert one["confidence"] == scores["confidence"].iloc[0]

@@ -35,6 +35,7 @@ TRAINING_DISTRIBUTIONS = {
     "mlflow-skinny",
     "mlflow-tracing",
     "matplotlib",
+    "fairlearn",
 }
 
 

@@ -12,6 +12,12 @@ from tests.conftest import candidate_record
 pytestmark = pytest.mark.slow  # on the model trained for this session
 
 
+# Served p_advance adds float32 group contributions; two rows the classifier scores alike
+# can differ by float32 rounding (about 1e-8) when they reach different refined leaves of
+# the attribution (stepdown_ml.training.attribution), so "never lower" allows that much.
+ROUNDING = 1e-6
+
+
 def p(model: Model, **changes) -> float:
     return model.score_record(candidate_record(**changes))["p_advance"]
 
@@ -35,26 +41,29 @@ def test_more_transferable_skills_never_lower_p_advance(model, base):
         "sql;statistics;machine_learning;python;communication",
     ]
     scores = [p(model, **base, current_skills=s, target_skills=target) for s in steps]
-    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(scores))
+    assert all(b >= a - ROUNDING for a, b in itertools.pairwise(scores))
 
 
 @pytest.mark.parametrize("motive", ["career_change", "broaden_horizons", "alternate_route"])
 def test_better_fit_never_lowers_p_advance(model, motive):
     """Directional: a better fit score does not lower p_advance."""
     scores = [p(model, motive=motive, fit_score=str(f)) for f in range(1, 6)]
-    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(scores))
+    assert all(b >= a - ROUNDING for a, b in itertools.pairwise(scores))
 
 
 def test_promotion_path_never_lowers_p_advance(model):
     """Directional: a defined promotion path does not lower p_advance."""
     for motive in ("career_change", "alternate_route", "broaden_horizons"):
-        assert p(model, motive=motive, promotion_path="1") >= p(model, motive=motive, promotion_path="0")
+        assert (
+            p(model, motive=motive, promotion_path="1")
+            >= p(model, motive=motive, promotion_path="0") - ROUNDING
+        )
 
 
 def test_deeper_step_down_never_raises_p_advance(model):
     """Directional: going further down does not raise p_advance."""
     scores = [p(model, current_level="8", target_level=str(t)) for t in (8, 7, 6, 5, 4)]
-    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(scores))
+    assert all(b <= a + ROUNDING for a, b in itertools.pairwise(scores))
 
 
 def test_candidate_id_never_changes_the_score(model):

@@ -94,6 +94,13 @@ FEATURE_GROUP_INDEX = np.array(
     [next(g for g, members in enumerate(FEATURE_GROUPS.values()) if n in members) for n in FEATURE_NAMES]
 )
 
+# The features derived from each contract column that training can hold out of the model
+# (pipelines/train_params.yaml, fairness.protected): validated and audited, never read.
+ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
+    "age_band": ("age_band_index",),
+    "region": tuple(f"region_{r}" for r in REGIONS),
+}
+
 # Features whose direction the domain fixes: +1 never lowers p_advance, -1 never raises it.
 MONOTONIC = {
     "transferable_skill_coverage": 1,
@@ -106,6 +113,14 @@ MONOTONIC = {
     "same_employer": 1,
     "necessity_avoidable": -1,
     "months_unemployed": -1,
+    # Holding or sharing more skills never lowers p_advance (without these, a model that does
+    # not see age learned a dip in shared skills from noise: tests/model/test_behaviour.py).
+    "n_current_skills": 1,
+    "shared_skills": 1,
+    "skill_jaccard": 1,
+    "missing_target_skills": -1,
+    "shared_general_skills": 1,
+    "shared_specialized_skills": 1,
 }
 
 _AGE_INDEX = {band: i for i, band in enumerate(AGE_BANDS)}

@@ -48,7 +48,7 @@ REASON_CODES: dict[str, tuple[str, str]] = {
     "promotion_path": ("no_promotion_path", "defined_promotion_path"),
     "fit": ("weak_fit", "strong_fit"),
     "performance": ("weak_performance", "strong_performance"),
-    "experience": ("late_career_move", "experience_helps"),
+    "experience": ("experience_weighs_less", "experience_helps"),
     "region": ("regional_headwinds", "regional_tailwinds"),
 }
 NO_DOMINANT_FACTOR = "no_dominant_factor"
@@ -76,6 +76,31 @@ def recommend_codes(features: np.ndarray, p_advance: np.ndarray, threshold: floa
     higher = function_change & (down >= AIM_HIGHER_MIN_LEVELS) & (coverage >= AIM_HIGHER_COVERAGE)
     codes = np.where(p_advance >= threshold, _TAKE, _RECONSIDER)
     return np.where(lateral, _LATERAL, np.where(higher, _HIGHER, codes)).astype(np.int8)
+
+
+# Confidence bands: |p_advance - threshold| below CLOSE_CALL_MARGIN is a close call (a human
+# should look before acting on it), at least CLEAR_MARGIN is clear, in between moderate.
+CLOSE_CALL_MARGIN = 0.05
+CLEAR_MARGIN = 0.15
+CONFIDENCE_NAMES = np.array(["close_call", "moderate", "clear"], dtype=object)
+_MARGINS = np.array([CLOSE_CALL_MARGIN, CLEAR_MARGIN])
+
+
+def confidence_codes(p_advance: np.ndarray, threshold: float) -> np.ndarray:
+    """Each row's confidence band as an index into :data:`CONFIDENCE_NAMES`."""
+    margin = np.abs(np.asarray(p_advance, dtype=np.float64) - threshold)
+    return np.searchsorted(_MARGINS, margin, side="right").astype(np.int8)
+
+
+def confidence(p_advance: np.ndarray, threshold: float) -> np.ndarray:
+    """Each row's confidence band (object array of strings)."""
+    return CONFIDENCE_NAMES[confidence_codes(p_advance, threshold)]
+
+
+def confidence_one(p_advance: float, threshold: float) -> str:
+    """:func:`confidence` for one row, in plain Python (the ``predict()`` hot path)."""
+    margin = abs(p_advance - threshold)
+    return "close_call" if margin < CLOSE_CALL_MARGIN else "moderate" if margin < CLEAR_MARGIN else "clear"
 
 
 def recommend_one(features: Sequence[float], p_advance: float, threshold: float) -> str:

@@ -173,6 +173,9 @@ SCORES_SCHEMA = pa.schema(
         ("recommendation", pa.string()),
         ("reasons", pa.string()),
         ("model_version", pa.string()),
+        # How close p_advance is to the threshold (core.recommend.confidence): close_call rows
+        # want a human look.
+        ("confidence", pa.string()),
     ]
 )
 SCORES_COLUMNS: tuple[str, ...] = tuple(SCORES_SCHEMA.names)

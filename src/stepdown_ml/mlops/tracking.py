@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from stepdown_ml.core import config
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, SCORES_SCHEMA
 from stepdown_ml.core.skills import SkillVocabulary
 from stepdown_ml.serving.registry import MODEL_DIR_ARTIFACT, download_model_dir
+from stepdown_ml.training.fairness import fairness_checks
 from stepdown_ml.training.train import TrainingResult, run_training
 
 EXPERIMENT = "stepdown-ml"
@@ -63,11 +65,13 @@ class GateOutcome:
 
 
 def quality_checks(
-    report: dict[str, Any], champion_auc: float | None, gates: dict[str, float]
+    report: dict[str, Any], champion_auc: float | None, gates: dict[str, float], protected: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """The champion gates on a training report.
+    """The champion gates on a training report: quality, then fairness
+    (:func:`stepdown_ml.training.fairness.fairness_checks`).
 
-    ``champion_auc`` is the current champion's AUC on the same test rows (None: no champion).
+    ``champion_auc`` is the current champion's AUC on the same test rows (None: no champion);
+    ``protected``: the attributes no model input may derive from.
     """
     auc = report["test"]["roc_auc"]
     checks: dict[str, dict[str, Any]] = {}
@@ -87,6 +91,7 @@ def quality_checks(
             "tolerance": gates["champion_auc_tolerance"],
             "passed": auc >= champion_auc - gates["champion_auc_tolerance"],
         }
+    checks.update(fairness_checks(report["fairness"], gates["max_group_calibration_gap"], protected))
     return checks
 
 
@@ -162,9 +167,9 @@ def tracked_training(
         result = run_training(data_path, model_dir, params, vocab, plots_dir=plots)
         manifest = result.manifest
         mlflow.log_params(_flat("", {"model": params["model"], "split": params["split"]}))
-        mlflow.log_metrics(
-            {k.replace("[", "_").replace("]", ""): v for k, v in _flat("", result.metrics).items()}
-        )
+        # MLflow metric names allow letters, digits and _ - . / : and spaces ("65+" is a group).
+        flat = _flat("", result.metrics)
+        mlflow.log_metrics({re.sub(r"[^\w\-./: ]", "_", k.replace("]", "")): v for k, v in flat.items()})
         mlflow.set_tags(
             {
                 "data_sha256": manifest["data_sha256"],
@@ -182,7 +187,8 @@ def tracked_training(
         champion_auc = _champion_auc(client, result.splits.test)
         info = log_model(model_dir, input_example(result.splits.test), config.REGISTERED_MODEL_NAME)
         version = str(info.registered_model_version)
-        checks = quality_checks(result.metrics, champion_auc, params["gates"])
+        protected = params["fairness"]["protected"]
+        checks = quality_checks(result.metrics, champion_auc, params["gates"], protected)
         promoted = all(check["passed"] for check in checks.values())
         if promoted:
             client.set_registered_model_alias(config.REGISTERED_MODEL_NAME, config.CHAMPION_ALIAS, version)

@@ -6,7 +6,6 @@ and nothing loads a pickle: the served artifact is ``model.onnx`` plus its manif
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +27,11 @@ from stepdown_ml.core.modeldir import (
 )
 from stepdown_ml.core.parsing import is_pandas
 from stepdown_ml.core.recommend import (
+    CONFIDENCE_NAMES,
     RECOMMENDATION_NAMES,
+    confidence,
+    confidence_codes,
+    confidence_one,
     rank_within,
     reason_codes,
     reasons,
@@ -111,16 +114,19 @@ class Model:
         """The scores layout (without rank) for already validated, featurized rows."""
         import pandas as pd
 
+        return pd.DataFrame(self._score_columns(features, candidate_ids))
+
+    def _score_columns(self, features: np.ndarray, candidate_ids: Any) -> dict[str, Any]:
+        """The scores layout's columns (without rank), by name, in order."""
         p, contributions = self.infer(features)
-        return pd.DataFrame(
-            {
-                "candidate_id": candidate_ids,
-                "p_advance": p,
-                "recommendation": recommend(features, p, self.threshold),
-                "reasons": reasons(contributions),
-                "model_version": self.version,
-            }
-        )
+        return {
+            "candidate_id": candidate_ids,
+            "p_advance": p,
+            "recommendation": recommend(features, p, self.threshold),
+            "reasons": reasons(contributions),
+            "model_version": self.version,
+            "confidence": confidence(p, self.threshold),
+        }
 
     def score_features_arrow(self, features: np.ndarray, candidate_ids: pa.Array) -> pa.Table:
         """:meth:`score_features` as an Arrow table with dictionary-encoded text columns.
@@ -142,6 +148,9 @@ class Model:
                 ),
                 pa.DictionaryArray.from_arrays(
                     from_numpy(np.zeros(len(p), dtype=np.int8)), strings([self.version])
+                ),
+                pa.DictionaryArray.from_arrays(
+                    from_numpy(confidence_codes(p, self.threshold)), strings(CONFIDENCE_NAMES)
                 ),
             ],
             names=list(SCORES_COLUMNS),
@@ -180,13 +189,16 @@ class Model:
         self.session.run_with_iobinding(binding)
         row = contribution_row.tolist()
         log_odds = sum(row, self.bias)  # bias first, then group order: infer()'s additions
-        p_advance = 1.0 / (1.0 + math.exp(-(self.slope * log_odds + self.intercept)))
+        # numpy's exp, as infer() uses: math.exp differs from it in the last bit for ~5 % of
+        # inputs, and one record must score the same bits as in a batch.
+        p_advance = float(1.0 / (1.0 + np.exp(-(self.slope * log_odds + self.intercept))))
         result = {
             "candidate_id": values["candidate_id"],
             "p_advance": p_advance,
             "recommendation": recommend_one(feature_row, p_advance, self.threshold),
             "reasons": reasons_one(row),
             "model_version": self.version,
+            "confidence": confidence_one(p_advance, self.threshold),
         }
         if values.get(PERSON_ID.name) is not None:
             result[RANK_COLUMN] = 1
@@ -229,18 +241,16 @@ class Model:
             raise InvalidCandidateError(problems)
         if not ids:
             raise InvalidCandidateError([{"column": "", "reason": "no records given"}])
-        p, contributions = self.infer(features)
-        columns = {
-            "candidate_id": ids,
-            "p_advance": p.tolist(),
-            "recommendation": recommend(features, p, self.threshold).tolist(),
-            "reasons": reasons(contributions).tolist(),
-            "model_version": [self.version] * len(ids),
-        }
+        columns = self._score_columns(features, ids)
         if with_person:
-            columns[RANK_COLUMN] = rank_within(person_ids, p).tolist()
+            columns[RANK_COLUMN] = rank_within(person_ids, columns["p_advance"])
+        # Plain Python values (lists of str, float and int) for JSON encoders.
+        lists = [
+            [values] * len(ids) if isinstance(values, str) else np.asarray(values).tolist()
+            for values in columns.values()
+        ]
         names = list(columns)
-        return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
 
     def _bound_buffers(self) -> tuple[ort.IOBinding, np.ndarray, memoryview[float], memoryview[float]]:
         """This thread's one-row input and output buffers, bound to the session once.
@@ -306,7 +316,8 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
     Returns:
         For one record, a dict; for many, a DataFrame in input order. Keys/columns:
         ``candidate_id``, ``p_advance``, ``recommendation``, ``reasons``,
-        ``model_version``, and ``rank`` (1 = best option of that person) when
+        ``model_version``, ``confidence`` (``close_call``, ``moderate`` or ``clear``: how
+        close ``p_advance`` is to the threshold), and ``rank`` (1 = best option of that person) when
         ``person_id`` is given.
 
     Raises:

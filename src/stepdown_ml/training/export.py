@@ -6,11 +6,13 @@
 - ``probabilities`` (n, 2) and ``label`` (n,): skl2onnx's conversion of the
   HistGradientBoostingClassifier, ZipMap off;
 - ``contributions`` (n, groups): for each feature group, its share of the raw score
-  (log-odds) by the path decomposition of each tree (Saabas): walking from the root to
-  the leaf, each split moves the expected value from the parent's to the child's, and
-  the move is credited to the split feature's group. Node expectations are the
-  training-count-weighted means of the leaves below, so for every row
-  ``bias + contributions.sum() == log-odds`` exactly (up to float32 rounding).
+  (log-odds). Trained models store exact path-dependent TreeSHAP values averaged within
+  refined leaves (:mod:`stepdown_ml.training.attribution`); without reference rows, the
+  path decomposition of each tree (Saabas): walking from the root to the leaf, each split
+  moves the expected value from the parent's to the child's, and the move is credited to
+  the split feature's group. Node expectations are the training-count-weighted means of
+  the leaves below, so for every row ``bias + contributions.sum() == log-odds`` exactly
+  (up to float32 rounding), with either attribution.
 
 ``serving.onnx`` (:func:`serving_graph`) keeps only the contributions ensemble: one
 traversal gives both the probability and its reasons, so reasons are as cheap as scoring
@@ -30,6 +32,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from stepdown_ml.core.features import FEATURE_GROUP_INDEX, GROUP_NAMES, N_FEATURES
 from stepdown_ml.core.modeldir import CONTRIBUTIONS, INPUT_NAME, PROBABILITIES
 from stepdown_ml.core.modeldir import LABEL_OUTPUT as LABEL
+from stepdown_ml.training import attribution
 
 ONNX_OPSET = 17
 ONNX_ML_OPSET = 3
@@ -73,7 +76,13 @@ def tree_contributions(model: HistGradientBoostingClassifier) -> tuple[list[np.n
     return per_tree, bias
 
 
-def _contribution_node(model: HistGradientBoostingClassifier) -> tuple[onnx.NodeProto, float]:
+def _contribution_node(
+    model: HistGradientBoostingClassifier,
+    reference: np.ndarray | None,
+    depth: int,
+    min_rows: int,
+    min_weight: float,
+) -> tuple[onnx.NodeProto, float]:
     per_tree, bias = tree_contributions(model)
     attrs: dict[str, Any] = {  # TreeEnsembleRegressor attributes (lists), passed to make_node as **kwargs
         key: []
@@ -92,21 +101,22 @@ def _contribution_node(model: HistGradientBoostingClassifier) -> tuple[onnx.Node
             "target_weights",
         )
     }
-    for tree_id, predictors in enumerate(model._predictors):
-        nodes = predictors[0].nodes
-        for i, node in enumerate(nodes):
-            leaf = bool(node["is_leaf"])
+    for tree_id, (predictors, saabas) in enumerate(zip(model._predictors, per_tree, strict=True)):
+        tree = attribution.served_tree(predictors[0].nodes, saabas, reference, depth, min_rows, min_weight)
+        for i, node in enumerate(tree):
+            leaf = node.feature < 0
             attrs["nodes_treeids"].append(tree_id)
             attrs["nodes_nodeids"].append(i)
-            attrs["nodes_featureids"].append(0 if leaf else int(node["feature_idx"]))
+            attrs["nodes_featureids"].append(0 if leaf else node.feature)
             # Same float32 threshold as skl2onnx writes, so both ensembles take the same branch.
-            attrs["nodes_values"].append(0.0 if leaf else float(np.float32(node["num_threshold"])))
+            attrs["nodes_values"].append(0.0 if leaf else float(node.threshold))
             attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
-            attrs["nodes_truenodeids"].append(0 if leaf else int(node["left"]))
-            attrs["nodes_falsenodeids"].append(0 if leaf else int(node["right"]))
-            attrs["nodes_missing_value_tracks_true"].append(0 if leaf else int(node["missing_go_to_left"]))
+            attrs["nodes_truenodeids"].append(0 if leaf else node.left)
+            attrs["nodes_falsenodeids"].append(0 if leaf else node.right)
+            attrs["nodes_missing_value_tracks_true"].append(0 if leaf else int(node.missing_left))
             if leaf:
-                for group, weight in enumerate(per_tree[tree_id][i]):
+                assert node.weights is not None
+                for group, weight in enumerate(node.weights):
                     if weight != 0.0:
                         attrs["target_treeids"].append(tree_id)
                         attrs["target_nodeids"].append(i)
@@ -127,9 +137,20 @@ def _contribution_node(model: HistGradientBoostingClassifier) -> tuple[onnx.Node
 
 
 def to_onnx(
-    model: HistGradientBoostingClassifier, model_name: str = "stepdown-advancement"
+    model: HistGradientBoostingClassifier,
+    model_name: str = "stepdown-advancement",
+    reference: np.ndarray | None = None,
+    refine_depth: int = 0,
+    min_rows: int = 20,
+    min_weight: float = 0.0,
 ) -> onnx.ModelProto:
-    """Convert the fitted classifier to the served ONNX graph (see module docstring)."""
+    """Convert the fitted classifier to the served ONNX graph (see module docstring).
+
+    With ``reference`` rows (the training features), the contributions are exact TreeSHAP
+    values averaged in leaves refined ``refine_depth`` levels deeper, values under
+    ``min_weight`` folded into each leaf's largest
+    (:func:`stepdown_ml.training.attribution.served_tree`); without, the path attribution.
+    """
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -153,7 +174,7 @@ def to_onnx(
     # skl2onnx picks the lowest opsets that suffice; pin both so every export is the same.
     for opset in onnx_model.opset_import:
         opset.version = {"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET}.get(opset.domain, opset.version)
-    node, bias = _contribution_node(model)
+    node, bias = _contribution_node(model, reference, refine_depth, min_rows, min_weight)
     onnx_model.graph.node.append(node)
     onnx_model.graph.output.append(
         helper.make_tensor_value_info(CONTRIBUTIONS, TensorProto.FLOAT, [None, len(GROUP_NAMES)])

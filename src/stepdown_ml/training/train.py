@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from stepdown_ml.core import config
 from stepdown_ml.core.features import FEATURE_GROUPS, FEATURE_NAMES, MONOTONIC, FeatureSpace
+from stepdown_ml.core.recommend import TAKE_STEP_DOWN
 from stepdown_ml.core.schema import (
     CANDIDATE_COLUMNS,
     LABEL,
@@ -291,9 +292,90 @@ AUC {motive_auc:.4f}.
 synthetic generator (`stepdown_ml.datasets.generate`), not observed outcomes. It ranks options
 and explains them; it does not decide for a person. Do not use it to screen people out of jobs.
 
+{fairness_section}
 **Files.** {files}: the complete export, the graph that serving runs, the manifest with
 every file's SHA-256, and the skills vocabulary the features were built with.
 """
+
+
+def fairness_section(audit: dict[str, Any]) -> str:
+    """The model card's Fairness section, for a reader who is not a data scientist."""
+    protected = ", ".join(f"`{a}`" for a in audit["protected"]) or "none"
+    read = [f for a in audit["protected"] for f in audit["attribute_inputs"][a]]
+    lines = [
+        "## Fairness",
+        "",
+        f"**Protected attributes kept out of the model:** {protected}. They are checked and kept "
+        "with each record for this audit, but the model does not read them"
+        + (
+            f" (yet this model reads {', '.join(read)}: it must not be promoted)."
+            if read
+            else ": changing only one of them changes nothing in a prediction, and no reason mentions them."
+        ),
+        "",
+        f"**What was measured, on which data.** On the {audit['rows']} held-out test records (never "
+        "used to train or tune the model), group by group: how often the model recommends "
+        "`take_step_down` (selection rate), how often it does so for people who did advance (true "
+        "positive rate) and who did not (false positive rate), the mean predicted `p_advance` against "
+        "the share who actually advanced (calibration within the group), and how well it ranks people "
+        "within the group (AUC). The impact ratio of a recommendation is a group's rate over the "
+        "highest group's rate; below 0.8 it is flagged, as the four-fifths rule does. Groups with "
+        f"fewer than {audit['min_group_rows']} records, or fewer than {audit['min_group_outcomes']} "
+        "of either outcome, are too small to judge and are marked so.",
+        "",
+    ]
+    for name, result in audit["attributes"].items():
+        lines += [
+            f"**By {name}.**",
+            "",
+            "| group | records | take_step_down rate | impact ratio | true pos. rate | false pos. rate "
+            "| mean p_advance | observed rate | AUC |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+
+        def cell(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        for group, row in result["groups"].items():
+            impact = row.get("impact_ratio", {}).get(TAKE_STEP_DOWN)
+            lines.append(
+                f"| {group} | {row['rows']}{'' if row['enough_rows'] else ' (too few to judge)'} "
+                f"| {cell(row['selection_rate'])} | {cell(impact)} | {cell(row['true_positive_rate'])} "
+                f"| {cell(row['false_positive_rate'])} | {cell(row['mean_p_advance'])} "
+                f"| {cell(row['observed_rate'])} | {cell(row['roc_auc'])} |"
+            )
+        gap = result.get("max_calibration_gap")
+        flags = result["four_fifths_flags"]
+        lines += [
+            "",
+            (
+                f"Largest calibration gap: {gap:.3f}; beyond sampling noise, the worst group is "
+                f"{result['worst_calibrated_group']} "
+                f"({result['max_calibration_gap_beyond_noise']:+.3f}; above 0 means it is off by more "
+                "than noise explains). "
+                if gap is not None
+                else "No group is large enough to judge calibration. "
+            )
+            + (
+                "Impact ratios below 0.8: " + "; ".join(flags) + "."
+                if flags
+                else "No impact ratio is below 0.8."
+            ),
+            "",
+        ]
+    lines += [
+        "**What it means.** Equal calibration means that a given `p_advance` means the same chance in "
+        "every group. Different selection rates can still follow from different situations (levels, "
+        "skills, motives) in the data; they are reported so that a person can look at them, and a "
+        "flagged impact ratio calls for that look before the model is used. The data is synthetic "
+        "unless stated otherwise, so these figures describe the generator's population.",
+        "",
+        "**What the model must not be used for.** Deciding on hiring, promotion or dismissal without a "
+        "human decision; screening people out of jobs; ranking people against each other (it ranks one "
+        "person's options); or any use where age or region would be a reason for a decision.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def run_training(
@@ -325,8 +407,9 @@ def run_training(
         sha256_file,
         write_model_dir,
     )
+    from stepdown_ml.core.recommend import recommend
     from stepdown_ml.core.tables import read_csv_text
-    from stepdown_ml.training import evaluate, export
+    from stepdown_ml.training import evaluate, export, fairness
 
     data_path, model_dir = Path(data_path), Path(model_dir)
     check_model_dir_target(model_dir)
@@ -347,8 +430,11 @@ def run_training(
     y_train, y_val, y_test = (
         s[LABEL].to_numpy(dtype=int) for s in (splits.train, splits.validation, splits.test)
     )
+    # Protected attributes: held at a constant while the classifier learns, so no tree reads them.
+    held_out = fairness.held_out_features(params["fairness"]["protected"])
+    x_fit = fairness.hold_out(x_train, held_out)
     distinct, weight = collapse_copies(splits.train)
-    pipeline = fit(x_train[distinct], y_train[distinct], vocab, params["model"], weight)
+    pipeline = fit(x_fit[distinct], y_train[distinct], vocab, params["model"], weight)
     classifier: HistGradientBoostingClassifier = pipeline.named_steps["classifier"]
     size = export.ensemble_size(classifier)
     if size["leaves"] == size["trees"]:
@@ -373,7 +459,7 @@ def run_training(
         "calibrated": calibration != IDENTITY_CALIBRATION,
         "validation_ece_before_calibration": raw_ece,
     }
-    p_logit = evaluate.logistic_baseline(x_train, y_train, x_test)
+    p_logit = evaluate.logistic_baseline(x_fit, y_train, fairness.hold_out(x_test, held_out))
     p_motive = evaluate.motive_rate_baseline(splits.train, splits.test)
     report["baselines"] = {
         "logistic_regression": evaluate.metrics(y_test, p_logit, bins),
@@ -393,17 +479,37 @@ def run_training(
         params["evaluation"]["permutation_repeats"],
     )
     report["group_importance"] = importance
+    report["fairness"] = {
+        "data": "test split",
+        "rows": len(y_test),
+        "protected": list(params["fairness"]["protected"]),
+        "attribute_inputs": fairness.attribute_inputs([p[0].nodes for p in classifier._predictors]),
+        "min_group_rows": params["fairness"]["min_group_rows"],
+        "min_group_outcomes": params["fairness"]["min_group_outcomes"],
+        "attributes": fairness.audit(
+            splits.test,
+            y_test,
+            p_test,
+            recommend(x_test, p_test, threshold),
+            params["fairness"]["audit"],
+            params["fairness"]["min_group_rows"],
+            params["fairness"]["min_group_outcomes"],
+        ),
+    }
     plots: list[Path] = []
 
     def draw_plots(out_dir: Path) -> list[Path]:
-        return evaluate.save_plots(
-            y_test,
-            {"model": p_test, "logistic": p_logit, "motive rate": p_motive}
-            | ({"oracle": splits.test["true_probability"].astype(float).to_numpy()} if oracle else {}),
-            importance,
-            out_dir,
-            bins,
-        )
+        return [
+            *evaluate.save_plots(
+                y_test,
+                {"model": p_test, "logistic": p_logit, "motive rate": p_motive}
+                | ({"oracle": splits.test["true_probability"].astype(float).to_numpy()} if oracle else {}),
+                importance,
+                out_dir,
+                bins,
+            ),
+            fairness.save_plot(report["fairness"], out_dir),
+        ]
 
     if plots_dir is not None and plots_inside is None:
         plots = draw_plots(Path(plots_dir))
@@ -418,7 +524,13 @@ def run_training(
         # Only a directory that serving loads replaces the old one.
         Model(staging)
 
-    onnx_model = export.to_onnx(classifier)
+    onnx_model = export.to_onnx(
+        classifier,
+        reference=x_fit,
+        refine_depth=params["attribution"]["refine_depth"],
+        min_rows=params["attribution"]["min_rows"],
+        min_weight=params["attribution"]["min_weight"],
+    )
     # Parity is about the export: compare raw probabilities at the raw-scale threshold.
     parity = export.check_parity(onnx_model, classifier, x_test, uncalibrate(threshold, calibration))
     report["onnx_parity"] = parity
@@ -463,6 +575,7 @@ def run_training(
         logit_auc=report["baselines"]["logistic_regression"]["roc_auc"],
         motive_auc=report["baselines"]["motive_rate"]["roc_auc"],
         threshold=threshold,
+        fairness_section=fairness_section(report["fairness"]),
         **size,
     )
     manifest = write_model_dir(

@@ -1,0 +1,252 @@
+"""Reasons close to exact Shapley values: path-dependent TreeSHAP, folded into the leaves.
+
+Exact TreeSHAP (path-dependent, Lundberg et al. 2020) of a tree gives feature ``i`` of row
+``x`` the Shapley value of the game ``v(S) = E[f(x) | x_S]``, where the expectation follows
+``x`` at splits on features in ``S`` and the training counts elsewhere. For one leaf ``l``
+whose path reads the features ``U`` (each once, conditions on one feature merged):
+
+    v_l(S) = value_l * prod_{j in S} o_j(x) * prod_{j in U \\ S} z_j
+
+``o_j(x)`` is 1 when ``x`` meets every condition on ``j`` along the path, ``z_j`` the share
+of the training rows that the path's splits on ``j`` keep. The tree's Shapley values are the
+sum over its leaves, and they depend on ``x`` only through the bits ``o(x)`` of every leaf:
+:func:`leaf_tables` lists each leaf's values for all ``2 ** |U|`` bit patterns, so
+:func:`tree_shap` is a lookup per leaf (exact, checked against the ``shap`` package in the
+tests and the benchmark).
+
+Serving runs one traversal of each tree, which reaches one leaf, not the bits of the others.
+:func:`served_tree` therefore stores, at each leaf, the mean exact TreeSHAP value (per
+reason group) of the training rows that reach it, after splitting the leaf a few levels
+further on the tree's other conditions (the bits that matter most for those rows). Within a
+leaf the Shapley values of every row sum to ``value_l - E[f]``, so the means do too:
+``bias + sum`` still equals the model's log-odds exactly, and the extra levels cost a few
+comparisons per tree (docs/BENCHMARKS.md, "Reasons against exact TreeSHAP").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from math import factorial
+
+import numpy as np
+
+from stepdown_ml.core.features import FEATURE_GROUP_INDEX, GROUP_NAMES
+
+
+@dataclass
+class Leaf:
+    """One leaf's path: its features, their conditions, and its Shapley table."""
+
+    node: int
+    value: float
+    features: np.ndarray  # (m,) feature indices read on the path, each once
+    # Per path split: (position in ``features``, float32 threshold, goes left, missing goes left).
+    splits: list[tuple[int, np.float32, bool, bool]]
+    # (2 ** m, m): the Shapley value of features[k] for the bit pattern p (bit k: o_k).
+    table: np.ndarray
+
+
+def _walk(nodes: np.ndarray) -> Iterator[tuple[int, list[tuple[int, int, bool]]]]:
+    """Every leaf with its path: (parent node, child node, went left) from the root."""
+    stack: list[tuple[int, list[tuple[int, int, bool]]]] = [(0, [])]
+    while stack:
+        i, path = stack.pop()
+        node = nodes[i]
+        if node["is_leaf"]:
+            yield i, path
+            continue
+        stack.append((int(node["right"]), [*path, (i, int(node["right"]), False)]))
+        stack.append((int(node["left"]), [*path, (i, int(node["left"]), True)]))
+
+
+def _shapley_table(value: float, zero: np.ndarray) -> np.ndarray:
+    """(2 ** m, m) Shapley values of the leaf game for every pattern of the bits o."""
+    m = len(zero)
+    # w[s]: the Shapley weight of a coalition of s of the other m - 1 players.
+    weights = np.array([factorial(s) * factorial(m - s - 1) / factorial(m) for s in range(m)])
+    patterns = (np.arange(2**m)[:, None] >> np.arange(m)) & 1  # (P, m) bits o
+    table = np.zeros((2**m, m), dtype=np.float64)
+    for k in range(m):
+        # Coefficients of prod_{j != k} (z_j + o_j t): entry s sums the coalitions of size s.
+        poly = np.zeros((2**m, m), dtype=np.float64)
+        poly[:, 0] = 1.0
+        for j in range(m):
+            if j == k:
+                continue
+            shifted = np.zeros_like(poly)
+            shifted[:, 1:] = poly[:, :-1]
+            poly = poly * zero[j] + shifted * patterns[:, j : j + 1]
+        table[:, k] = value * (patterns[:, k] - zero[k]) * (poly @ weights)
+    return table
+
+
+def leaf_tables(nodes: np.ndarray) -> list[Leaf]:
+    """The leaves of one tree (scikit-learn predictor nodes) with their Shapley tables."""
+    leaves = []
+    for leaf, path in _walk(nodes):
+        features: list[int] = []
+        zero: list[float] = []
+        splits = []
+        for parent, child, left in path:
+            feature = int(nodes[parent]["feature_idx"])
+            if feature not in features:
+                features.append(feature)
+                zero.append(1.0)
+            k = features.index(feature)
+            zero[k] *= float(nodes[child]["count"]) / float(nodes[parent]["count"])
+            threshold = np.float32(nodes[parent]["num_threshold"])
+            splits.append((k, threshold, left, bool(nodes[parent]["missing_go_to_left"])))
+        leaves.append(
+            Leaf(
+                node=leaf,
+                value=float(nodes[leaf]["value"]),
+                features=np.array(features, dtype=np.int64),
+                splits=splits,
+                table=_shapley_table(float(nodes[leaf]["value"]), np.array(zero)),
+            )
+        )
+    return leaves
+
+
+def _patterns(leaf: Leaf, x: np.ndarray) -> np.ndarray:
+    """Each row's bit pattern o(x) for this leaf's path (float32 comparisons, as ONNX)."""
+    meets = np.ones((len(x), len(leaf.features)), dtype=bool)
+    for k, threshold, left, missing_left in leaf.splits:
+        column = x[:, leaf.features[k]]
+        below = column <= threshold
+        goes_left = np.where(np.isnan(column), missing_left, below)
+        meets[:, k] &= goes_left if left else ~goes_left
+    return (meets.astype(np.int64) << np.arange(len(leaf.features))).sum(axis=1)
+
+
+def tree_shap(leaves: list[Leaf], x: np.ndarray, n_features: int) -> np.ndarray:
+    """Exact path-dependent TreeSHAP of one tree for float32 rows ``x``: (rows, features)."""
+    out = np.zeros((len(x), n_features), dtype=np.float64)
+    for leaf in leaves:
+        if len(leaf.features) == 0:
+            continue
+        values = leaf.table[_patterns(leaf, x)]
+        out[:, leaf.features] += values
+    return out
+
+
+def ensemble_shap(predictors: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Exact TreeSHAP of a whole ensemble (list of node arrays): (rows, features), log-odds."""
+    out = np.zeros((len(x), x.shape[1]), dtype=np.float64)
+    for nodes in predictors:
+        out += tree_shap(leaf_tables(nodes), x, x.shape[1])
+    return out
+
+
+def by_group(per_feature: np.ndarray) -> np.ndarray:
+    """Feature attributions summed per reason group: (rows, groups)."""
+    out = np.zeros((len(per_feature), len(GROUP_NAMES)), dtype=np.float64)
+    for group in range(len(GROUP_NAMES)):
+        out[:, group] = per_feature[:, np.equal(FEATURE_GROUP_INDEX, group)].sum(axis=1)
+    return out
+
+
+@dataclass
+class Node:
+    """A node of a served attribution tree: a split (feature >= 0) or a leaf (weights)."""
+
+    feature: int = -1
+    threshold: float = 0.0  # a float32 value
+    missing_left: bool = False
+    left: int = -1
+    right: int = -1
+    weights: np.ndarray | None = None
+
+
+def _goes_left(x: np.ndarray, feature: int, threshold: float, missing_left: bool) -> np.ndarray:
+    column = x[:, feature]
+    return np.where(np.isnan(column), missing_left, column <= threshold)
+
+
+def _sparse(weights: np.ndarray, min_weight: float) -> np.ndarray:
+    """``weights`` with those below ``min_weight`` in size moved onto the largest one: the
+    same sum, fewer weights for onnxruntime to add up at the leaf."""
+    small = np.abs(weights) < min_weight
+    if not small.any() or small.all():
+        return weights
+    out = np.where(small, 0.0, weights)
+    out[np.argmax(np.abs(out))] += weights[small].sum()
+    return out
+
+
+def served_tree(
+    nodes: np.ndarray,
+    saabas: np.ndarray,
+    x: np.ndarray | None,
+    depth: int,
+    min_rows: int,
+    min_weight: float = 0.0,
+) -> list[Node]:
+    """One tree of the served attribution ensemble.
+
+    Without reference rows ``x``: the tree as it is, with the path (Saabas) attribution
+    ``saabas`` (nodes, groups) at its leaves. With them: each leaf holds the mean exact
+    TreeSHAP values (per group) of the rows of ``x`` that reach it, and is split further, up
+    to ``depth`` levels, on the tree's own other conditions (the bits its TreeSHAP values
+    depend on), chosen greedily to fit those values; a new leaf keeps at least ``min_rows``
+    rows. Group values smaller than ``min_weight`` (log-odds) are folded into the leaf's
+    largest one (:func:`_sparse`). A leaf no row reaches keeps the path attribution. Node
+    i < len(nodes) keeps its index; new nodes are appended.
+    """
+    out = [
+        Node(weights=saabas[i].copy())
+        if n["is_leaf"]
+        else Node(
+            int(n["feature_idx"]),
+            float(np.float32(n["num_threshold"])),
+            bool(n["missing_go_to_left"]),
+            int(n["left"]),
+            int(n["right"]),
+        )
+        for i, n in enumerate(nodes)
+    ]
+    if x is None:
+        return out
+    leaves = leaf_tables(nodes)
+    per_group = by_group(tree_shap(leaves, x, x.shape[1]))
+    conditions = sorted(
+        {
+            (int(n["feature_idx"]), float(np.float32(n["num_threshold"])), bool(n["missing_go_to_left"]))
+            for n in nodes
+            if not n["is_leaf"]
+        }
+    )
+
+    def grow(index: int, rows: np.ndarray, levels: int) -> None:
+        values = per_group[rows]
+        out[index].weights = _sparse(values.mean(axis=0), min_weight)
+        if levels == 0 or len(rows) < 2 * min_rows:
+            return
+        total = values.sum(axis=0)
+        best, best_gain, best_mask = None, 1e-12, None
+        base = (total @ total) / len(rows)
+        for condition in conditions:
+            mask = _goes_left(x[rows], *condition)
+            n_left = int(mask.sum())
+            if n_left < min_rows or len(rows) - n_left < min_rows:
+                continue
+            left = values[mask].sum(axis=0)
+            right = total - left
+            gain = (left @ left) / n_left + (right @ right) / (len(rows) - n_left) - base
+            if gain > best_gain:
+                best, best_gain, best_mask = condition, gain, mask
+        if best is None or best_mask is None:
+            return
+        feature, threshold, missing_left = best
+        left_index, right_index = len(out), len(out) + 1
+        out.extend([Node(), Node()])
+        out[index] = Node(feature, threshold, missing_left, left_index, right_index)
+        grow(left_index, rows[best_mask], levels - 1)
+        grow(right_index, rows[~best_mask], levels - 1)
+
+    for leaf in leaves:
+        here = np.flatnonzero(_patterns(leaf, x) == (1 << len(leaf.features)) - 1)
+        if len(leaf.features) and len(here):
+            grow(leaf.node, here, depth)
+    return out
