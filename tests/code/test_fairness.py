@@ -128,13 +128,13 @@ def test_held_out_features_are_constant_and_unknown_attributes_are_refused():
 
 
 def test_default_model_holds_the_audit_and_reads_no_protected_attribute():
-    manifest = read_manifest(config.MODELS_DIR / "default")
+    manifest = read_manifest(config.PACKAGED_MODEL_DIR)
     fairness = manifest["metrics"]["fairness"]
     assert fairness["protected"] == ["age_band"]
     assert fairness["attribute_inputs"]["age_band"] == []
     assert set(fairness["attributes"]) == {"age_band", "region"}
     assert fairness["attributes"]["age_band"]["max_calibration_gap"] <= 0.03
-    card = (config.MODELS_DIR / "default" / "MODEL_CARD.md").read_text()
+    card = (config.PACKAGED_MODEL_DIR / "MODEL_CARD.md").read_text()
     assert "## Fairness" in card and "must not be used for" in card
     words = {word for pair in REASON_CODES.values() for code in pair for word in code.split("_")}
     assert not words & {"age", "career", "late", "old", "older", "young", "younger"}
