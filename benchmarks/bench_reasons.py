@@ -25,6 +25,7 @@ import resource
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -42,6 +43,19 @@ from stepdown_ml.training.train import load_params, run_training
 ROWS = 20_000
 # (refine_depth, min_weight) of each TreeSHAP variant.
 VARIANTS = ((0, 0.0), (1, 0.0), (2, 0.0), (3, 0.0), (4, 0.0), (2, 0.003), (3, 0.003), (3, 0.01), (4, 0.01))
+
+
+def _export(classifier: Any, rows: Any, depth: int, weight: float, params: dict) -> Any:
+    """The ONNX export of ``classifier`` with one attribution setting."""
+    from stepdown_ml.training import export
+
+    return export.to_onnx(
+        classifier,
+        reference=rows,
+        refine_depth=depth,
+        min_rows=params["attribution"]["min_rows"],
+        min_weight=weight,
+    )
 
 
 def _name(depth: int, min_weight: float) -> str:
@@ -135,13 +149,7 @@ def serving(variants: list[tuple[int, float]], out: Path | None) -> dict:
     dirs = {}
     served = [("saabas", None, 0, 0.0)] + [(_name(d, w), reference, d, w) for d, w in variants]
     for name, rows, depth, weight in served:
-        full = export.to_onnx(
-            classifier,
-            reference=rows,
-            refine_depth=depth,
-            min_rows=params["attribution"]["min_rows"],
-            min_weight=weight,
-        )
+        full = _export(classifier, rows, depth, weight, params)
         dirs[name] = Path("/dev/shm") / f"stepdown_bench_{name}"
         manifest = {
             k: v for k, v in result.manifest.items() if k not in ("onnx_sha256", "serving_onnx_sha256")
@@ -198,13 +206,7 @@ def main(out: Path | None) -> dict:
     variants = [("saabas", None, 0, 0.0)] + [(_name(d, w), reference, d, w) for d, w in VARIANTS]
     for name, rows, depth, weight in variants:
         start = time.perf_counter()
-        full = export.to_onnx(
-            classifier,
-            reference=rows,
-            refine_depth=depth,
-            min_rows=params["attribution"]["min_rows"],
-            min_weight=weight,
-        )
+        full = _export(classifier, rows, depth, weight, params)
         build_s = time.perf_counter() - start
         served, cost = onnx_cost(export.serving_graph(full).SerializeToString(), x)
         methods[name] = {**agreement(served, exact), **cost, "export_s": build_s}
