@@ -128,8 +128,13 @@ def measure(
 
 
 @contextmanager
-def running(argv: list[str], log: Path, ready_path: str, env: dict[str, str] | None = None) -> Iterator[int]:
-    """A server process (its port from its log, or given), stopped with SIGTERM at the end."""
+def running(
+    argv: list[str], log: Path, ready_path: str, env: dict[str, str] | None = None, loaded: int = 0
+) -> Iterator[int]:
+    """A server process (its port from its log, or given), stopped with SIGTERM at the end.
+
+    ``loaded``: wait for that many "loaded from" lines (one per worker of `stepdown-ml serve`).
+    """
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)
     try:
         deadline = time.time() + 180
@@ -142,6 +147,10 @@ def running(argv: list[str], log: Path, ready_path: str, env: dict[str, str] | N
             time.sleep(0.1)
         import urllib.request
 
+        while log.read_text().count(" loaded from ") < loaded:
+            if time.time() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{argv[:3]} never loaded its model:\n{log.read_text()[-2000:]}")
+            time.sleep(0.1)
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2)
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         work = Path(tmp)
         serve = [str(BIN / "stepdown-ml"), "serve", "--port", "0", "--workers", str(args.workers)]
-        with running(serve, work / "serve.log", "/health") as port:
+        with running(serve, work / "serve.log", "/health", loaded=args.workers) as port:
             for rows, clients in SCENARIOS:
                 total = args.requests if rows == 1 else max(1, args.requests // 20)
                 bodies = singles if rows == 1 else batches

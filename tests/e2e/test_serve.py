@@ -61,16 +61,21 @@ class Server:
         finally:
             connection.close()
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, workers: int = 1) -> None:
+        """Until every worker has loaded the model (each logs it), then /health says ready."""
         deadline = time.time() + 60
-        while time.time() < deadline:
+        while self.log.read_text().count(" loaded from ") < workers:
+            assert time.time() < deadline, f"the model never loaded:\n{self.log.read_text()[-3000:]}"
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.05)
+        while True:
             try:
                 if self.call("GET", "/health")[0] == 200:
                     return
             except ConnectionRefusedError:  # with several workers, they listen once started
                 assert self.process.poll() is None, self.log.read_text()[-3000:]
+            assert time.time() < deadline, "the service never became ready"
             time.sleep(0.05)
-        raise AssertionError("the model never became ready")
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -88,7 +93,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     running = Server(log, "--workers", "2", "--max-body-bytes", str(MAX_BODY), "--max-batch", str(MAX_BATCH))
     try:
-        running.wait_ready()
+        running.wait_ready(workers=2)
         yield running
     finally:
         running.stop()
