@@ -34,7 +34,6 @@ def _work_dir() -> Path:
     return Path.cwd()
 
 
-RESOURCES_DIR = _resource("")
 WORK_DIR = _work_dir()
 DATA_DIR = WORK_DIR / "data"
 GENERATED_DIR = DATA_DIR / "generated"

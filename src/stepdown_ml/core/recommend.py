@@ -54,6 +54,8 @@ REASON_CODES: dict[str, tuple[str, str]] = {
 NO_DOMINANT_FACTOR = "no_dominant_factor"
 # Group g's code is at 2g when it lowers p_advance, 2g + 1 when it raises it.
 _CODES = tuple(REASON_CODES[g][s] for g in GROUP_NAMES for s in (0, 1))
+# Every code a ``reasons`` value can hold.
+REASON_CODE_NAMES: tuple[str, ...] = (*_CODES, NO_DOMINANT_FACTOR)
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 RECOMMENDATION_NAMES = np.array(RECOMMENDATIONS, dtype=object)
 TAKE_STEP_DOWN, TARGET_LATERAL, AIM_HIGHER, RECONSIDER = RECOMMENDATIONS

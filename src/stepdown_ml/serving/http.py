@@ -37,8 +37,16 @@ from starlette.routing import Route
 
 import stepdown_ml
 from stepdown_ml.core import config
-from stepdown_ml.core.recommend import NO_DOMINANT_FACTOR, REASON_CODES
-from stepdown_ml.core.schema import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, RECOMMENDATIONS, SCORES_SCHEMA
+from stepdown_ml.core.recommend import REASON_CODE_NAMES
+from stepdown_ml.core.schema import (
+    CANDIDATE_COLUMNS,
+    MAX_ID_LENGTH,
+    PERSON_ID,
+    RANK_COLUMN,
+    RECOMMENDATIONS,
+    SCORES_SCHEMA,
+    SKILLS_PATTERN,
+)
 from stepdown_ml.serving.model import InvalidCandidateError, Model
 
 ACCESS_LOGGER = "stepdown_ml.access"
@@ -282,9 +290,7 @@ def _metadata(model: Model) -> dict[str, Any]:
         "features": manifest.get("features"),
         "feature_groups": manifest.get("feature_groups"),
         "recommendations": list(RECOMMENDATIONS),
-        "reason_codes": sorted(
-            {code for codes in REASON_CODES.values() for code in codes} | {NO_DOMINANT_FACTOR}
-        ),
+        "reason_codes": sorted(REASON_CODE_NAMES),
         "input_columns": [c.name for c in CANDIDATE_COLUMNS] + [PERSON_ID.name],
     }
 
@@ -299,11 +305,11 @@ def _column_schema(column: Any) -> dict[str, Any]:
     else:
         schema["type"] = _JSON_TYPES[column.kind]
     if column.kind == "id":
-        schema.update(minLength=1, maxLength=64)
+        schema.update(minLength=1, maxLength=MAX_ID_LENGTH)
     if column.kind == "enum":
         schema["enum"] = list(column.allowed)
     if column.kind == "skills":
-        schema["pattern"] = "^([a-z0-9_]+(;[a-z0-9_]+)*)?$"
+        schema["pattern"] = f"^({SKILLS_PATTERN.strip('^$')})?$"  # the contract's lists, or empty
     if column.low is not None:
         schema.update(minimum=column.low, maximum=column.high)
     if column.nullable:
