@@ -212,15 +212,15 @@ def _unknown_counts(
     tgt_rows, tgt_keys = tgt_rows[tgt_first], tgt_keys[tgt_first]
     # One row's current tokens, then its target tokens (a stable merge of two sorted runs):
     # a shared token is a target key equal to a key shortly before it.
-    merged_rows = np.concatenate([cur_rows, tgt_rows])
-    order = np.argsort(merged_rows, kind="stable")
+    both_rows = np.concatenate([cur_rows, tgt_rows])
+    order = np.argsort(both_rows, kind="stable")
+    merged_rows = both_rows[order]
     merged = np.concatenate([cur_keys, tgt_keys])[order]
-    is_target = order >= len(cur_keys)
-    in_both = ~_first_of_row(merged, merged_rows[order]) & is_target
+    in_both = ~_first_of_row(merged, merged_rows) & (order >= len(cur_keys))
     return (
         np.bincount(cur_rows, minlength=n),
         np.bincount(tgt_rows, minlength=n),
-        np.bincount(merged_rows[order][in_both], minlength=n),
+        np.bincount(merged_rows[in_both], minlength=n),
     )
 
 
@@ -235,9 +235,10 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillInde
     and match only themselves; they are neither general nor specialized.
 
     Every token of both columns is hashed once (one dictionary for the block); only the
-    dictionary is looked up in the vocabulary. Vocabulary tokens become bitsets, the others
-    hashed (row, token) keys, so a block of unknown skills costs about what a block of
-    known ones does.
+    dictionary is looked up in the vocabulary. Vocabulary tokens become bitsets; the others
+    (row, token) keys, deduplicated and matched by comparing neighbours within a row
+    (:func:`_first_of_row`), so a block of unknown skills costs about what a block of known
+    ones does.
 
     Returns:
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
