@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 2 unusable input, arguments or output location (one line on stderr
 says what and where; no output file is written); 130 / 143 interrupted by SIGINT / SIGTERM
-(temporary files removed, earlier outputs untouched); 1 anything unexpected.
+(temporary files removed, earlier outputs untouched); 1 anything unexpected, among them a
+scoring worker process that was killed (one line names it; no output file is written).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stepdown_ml.core.modeldir import ModelDirError
 from stepdown_ml.core.schema import ContractError
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -309,7 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=config.DEFAULT_CHUNK_ROWS,
         help="rows per block for Parquet input",
     )
-    score.add_argument("--workers", type=_positive_int, default=2, help="blocks scored in parallel")
+    score.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=_usable_cores(),
+        help="worker processes, each scoring its own part of the file (default: the usable cores)",
+    )
     score.set_defaults(func=cmd_score)
 
     srv = sub.add_parser("serve", help="the HTTP scoring service (POST /predict, GET /health, /metadata)")
@@ -390,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"stepdown-ml {args.command}: terminated (SIGTERM); no output written")
         return EXIT_TERMINATED
     except Exception as exc:
+        processes = sys.modules.get("stepdown_ml.serving.processes")
+        if processes is not None and isinstance(exc, processes.WorkerError):
+            _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}; no output written")
+            return EXIT_FAILED
         arrow = sys.modules.get("pyarrow")
         if arrow is not None and isinstance(exc, arrow.ArrowException):
             # An input pyarrow cannot read (a corrupt Parquet file, a duplicated column, ...).

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
+import itertools
+import os
 import sys
+import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ from stepdown_ml.core.schema import (
 from stepdown_ml.core.tables import FORMULA_PATTERN, atomic_paths, check_paths, output_format, stem_of
 from stepdown_ml.core.validation import rejects_table, sort_rejects, validate_frame
 from stepdown_ml.serving import Model
+from stepdown_ml.serving.processes import OrderedPool, WorkerError  # noqa: F401 - re-exported for callers
 
 # The CSV parser holds about 40 bytes of buffers per byte of its block (one buffer per
 # column), while validation, features and inference cost less per row in larger blocks.
@@ -57,8 +63,16 @@ from stepdown_ml.serving import Model
 READ_BYTES = 1 << 21
 PARSE_BYTES = 1 << 19
 BLOCK_BYTES = 1 << 22
+# Multi-process runs: a worker's task is a byte range of about this size (a fraction of the
+# file, so that the workers finish together), or this many decompressed bytes of gzip.
+TASKS_PER_WORKER = 4
+MIN_TASK_BYTES = 4 << 20
+MAX_TASK_BYTES = 64 << 20
+GZIP_TASK_BYTES = 16 << 20
 # One problem row that never became a record: (row number, candidate_id if readable, reason).
 Malformed = tuple[int, str, str]
+# Blocks of an input, ending with the number of lines read as the generator's return value.
+Blocks = Generator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]], None, int]
 # The longest row read; a longer one is rejected (and skipped), not the file.
 MAX_ROW_BYTES = 16 << 20
 _NEWLINE, _RETURN, _QUOTE_BYTE = ord("\n"), ord("\r"), ord('"')
@@ -75,22 +89,37 @@ class ScoreSummary:
     rejected_rows: int
     problems: int
     seconds: float
+    processes: int = 1
+    worker_peak_mb: float | None = None
 
     def line(self) -> str:
         rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
+        where = ""
+        if self.processes > 1 and self.worker_peak_mb is not None:
+            where = f", {self.processes} worker processes (peak {self.worker_peak_mb:,.0f} MB each at most)"
         return (
             f"scored {self.scored} rows, rejected {self.rejected_rows} "
-            f"({self.problems} problems), {self.seconds:.1f} s ({rate:,.0f} rows/s)"
+            f"({self.problems} problems), {self.seconds:.1f} s ({rate:,.0f} rows/s){where}"
         )
 
 
-class _Input:
-    """Blocks of an input file as Arrow record batches, with their 1-based row numbers."""
+class InputFile:
+    """Blocks of an input file as Arrow record batches, with their 1-based row numbers.
+
+    The file can also be cut into tasks for worker processes (:meth:`tasks`), each read
+    on its own (:meth:`task_blocks`) with rows numbered from 1 within the task.
+    """
+
+    # A damaged Parquet file can fail anywhere: in its footer, its schema (names that are
+    # not UTF-8 raise UnicodeDecodeError, a ValueError) or any page.
+    _UNREADABLE = (pa.ArrowException, OSError, ValueError)
 
     def __init__(self, path: Path, chunk_rows: int) -> None:
         self.path = path
         self.chunk_rows = chunk_rows
         self.size = path.stat().st_size
+        suffixes = path.suffixes
+        self.kind = suffixes[-1].lstrip(".") if suffixes and suffixes[-1] in (".parquet", ".gz") else "csv"
         self._raw: Any = None
         self.header: list[str] = []
         self.finished = False
@@ -104,50 +133,128 @@ class _Input:
         except (OSError, ValueError):
             return 0
 
-    def blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
-        """Yield ``(frame, row_numbers, field_count_problems)`` for each block."""
+    def read_header(self) -> list[str]:
+        """The column names, checked against the contract (a clear error if unusable)."""
         if self.size == 0:
             raise ContractError(f"{self.path}: the file is empty (expected a header row)")
-        suffixes = self.path.suffixes
-        if suffixes and suffixes[-1] == ".parquet":
-            yield from self._parquet_blocks()
+        if self.kind == "parquet":
+            self.header = self._parquet().schema_arrow.names
         else:
-            yield from self._csv_blocks(gzip=bool(suffixes) and suffixes[-1] == ".gz")
+            self.header = self._read_header(gzip=self.kind == "gz")
+        require_columns(self.header, CANDIDATE_COLUMNS, str(self.path))
+        return self.header
+
+    def blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
+        """Yield ``(frame, row_numbers, field_count_problems)`` for each block."""
+        self.read_header()
+        if self.kind == "parquet":
+            yield from self.parquet_blocks()
+        else:
+            self._raw = pa.OSFile(str(self.path), "rb")
+            try:
+                stream = pa.CompressedInputStream(self._raw, "gzip") if self.kind == "gz" else self._raw
+                yield from csv_blocks(stream, self.header, str(self.path))
+            finally:
+                self._raw.close()
         self.finished = True
 
-    def _parquet_blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
-        # A damaged file can fail anywhere: in its footer, its schema (names that are not
-        # UTF-8 raise UnicodeDecodeError, a ValueError) or any page.
-        unreadable = (pa.ArrowException, OSError, ValueError)
+    def _parquet(self) -> pq.ParquetFile:
         try:
-            parquet = pq.ParquetFile(self.path)
-            self.header = parquet.schema_arrow.names
-        except unreadable as exc:
+            return pq.ParquetFile(self.path)
+        except self._UNREADABLE as exc:
             raise ContractError(f"{self.path}: not a readable Parquet file: {_first_line(exc)}") from None
-        require_columns(self.header, CANDIDATE_COLUMNS, str(self.path))
+
+    def parquet_blocks(self, row_groups: Sequence[int] | None = None) -> Blocks:
+        """The blocks of a Parquet file (of ``row_groups`` only); returns the row count."""
         first = 1
-        batches = parquet.iter_batches(batch_size=self.chunk_rows)
+        batches = self._parquet().iter_batches(batch_size=self.chunk_rows, row_groups=row_groups)
         while True:
             try:
                 batch = next(batches, None)
-            except unreadable as exc:
+            except self._UNREADABLE as exc:
                 raise ContractError(
                     f"{self.path}: rows from {first}: not readable: {_first_line(exc)}"
                 ) from None
             if batch is None:
-                return
+                return first - 1
             yield batch, np.arange(first, first + len(batch)), []
             first += len(batch)
 
-    def _csv_blocks(self, gzip: bool) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
-        header = self._read_header(gzip)
-        require_columns(header, CANDIDATE_COLUMNS, str(self.path))
+    def tasks(self, workers: int, task_bytes: int | None = None) -> Iterator[Task] | None:
+        """The file cut into tasks for ``workers`` processes; None when it cannot be cut.
+
+        CSV: byte ranges of whole lines (each worker reads its own). Parquet: runs of row
+        groups (None for a single row group). gzip cannot be split: the tasks carry pieces
+        of whole lines that this process decompresses, while the workers parse and score.
+        """
+        self.read_header()
+        if self.kind == "parquet":
+            groups = self._parquet().num_row_groups
+            if groups < 2:
+                return None
+            runs = np.array_split(np.arange(groups), min(groups, workers * TASKS_PER_WORKER))
+            return iter([Task(i, int(run[0]), int(run[-1]) + 1) for i, run in enumerate(runs)])
+        if self.kind == "gz":
+            return self._shipped_tasks(task_bytes or GZIP_TASK_BYTES)
+        share = self.size // (workers * TASKS_PER_WORKER)
+        size = task_bytes or min(MAX_TASK_BYTES, max(MIN_TASK_BYTES, share))
+        if self.size < 2 * size:
+            return None
+        return iter([Task(i, start, end) for i, (start, end) in enumerate(self._ranges(size))])
+
+    def _ranges(self, size: int) -> list[tuple[int, int]]:
+        """Byte ranges of about ``size`` bytes, each ending just after a newline."""
+        cuts = [0]
+        with open(self.path, "rb") as handle:
+            position = size
+            while position < self.size:
+                handle.seek(position)
+                while True:
+                    data = handle.read(1 << 16)
+                    end = data.find(b"\n")
+                    if end >= 0 or not data:
+                        position = position + end + 1 if end >= 0 else self.size
+                        break
+                    position += len(data)
+                if position >= self.size:
+                    break
+                cuts.append(position)
+                position += size
+        cuts.append(self.size)
+        return list(itertools.pairwise(cuts))
+
+    def _shipped_tasks(self, size: int) -> Iterator[Task]:
         self._raw = pa.OSFile(str(self.path), "rb")
         try:
-            stream = pa.CompressedInputStream(self._raw, "gzip") if gzip else self._raw
-            yield from csv_blocks(stream, header, str(self.path))
+            lines = Lines(pa.CompressedInputStream(self._raw, "gzip"), READ_BYTES)
+            if lines.header() is None:
+                return
+            pieces: list[tuple[int, bytes]] = []
+            taken = index = 0
+            for piece in lines:
+                pieces.append(piece)
+                taken += len(piece[1])
+                if taken >= size:
+                    yield Task(index, pieces=pieces)
+                    pieces, taken, index = [], 0, index + 1
+            if pieces:
+                yield Task(index, pieces=pieces)
         finally:
             self._raw.close()
+            self.finished = True
+
+    def task_blocks(self, task: Task) -> Blocks:
+        """The blocks of one task, rows numbered from 1 within it; returns its line count."""
+        if task.pieces is not None:
+            return (yield from line_blocks(task.pieces, self.header, str(self.path)))
+        if self.kind == "parquet":
+            return (yield from self.parquet_blocks(range(task.start, task.end)))
+        with open(self.path, "rb") as handle:
+            handle.seek(task.start)
+            lines = Lines(_Range(handle, task.end - task.start), READ_BYTES)
+            if task.start == 0 and lines.header() is None:
+                return 0
+            return (yield from line_blocks(lines, self.header, str(self.path)))
 
     def _read_header(self, gzip: bool) -> list[str]:
         import gzip as gz
@@ -167,13 +274,40 @@ class _Input:
         header = next(csv.reader([line]))
         if len(set(header)) != len(header):
             raise ContractError(f"{self.path}: the header names a column twice")
-        self.header = header
         return header
 
 
-def csv_blocks(
-    stream: Any, header: list[str], source: str, block_bytes: int | None = None
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
+@dataclass(frozen=True)
+class Task:
+    """One worker's share of a file: a byte range, a run of row groups, or shipped lines."""
+
+    index: int
+    start: int = 0
+    end: int = 0
+    pieces: list[tuple[int, bytes]] | None = field(default=None, repr=False)
+
+    def describe(self, path: Path) -> str:
+        if self.pieces is not None:
+            return f"part {self.index + 1} of {path} (decompressed lines)"
+        if path.suffix == ".parquet":
+            return f"row groups {self.start}-{self.end - 1} of {path}"
+        return f"bytes {self.start:,}-{self.end:,} of {path}"
+
+
+class _Range:
+    """``length`` bytes of an open file from its current position, as a readable stream."""
+
+    def __init__(self, handle: Any, length: int) -> None:
+        self.handle = handle
+        self.left = length
+
+    def read(self, size: int) -> bytes:
+        data = self.handle.read(min(size, self.left))
+        self.left -= len(data)
+        return data
+
+
+def csv_blocks(stream: Any, header: list[str], source: str, block_bytes: int | None = None) -> Blocks:
     """Parse CSV text (header line included) block by block, one record per line.
 
     Every physical line after the header is one row, numbered from 1 (blank lines are
@@ -185,20 +319,34 @@ def csv_blocks(
     can never swallow the rows that follow. Used by the CLI on files and by the Spark
     engine on the lines of a partition.
 
+    Returns:
+        The number of lines read after the header (the generator's return value).
+
     Raises:
         ContractError: the text is not UTF-8 (naming the row), or the parser and the line
             count disagree (no row is ever dropped silently); naming ``source``.
     """
     block_bytes = block_bytes or BLOCK_BYTES
-    read_bytes = min(READ_BYTES, block_bytes)
-    lines = _Lines(stream, read_bytes)
+    lines = Lines(stream, min(READ_BYTES, block_bytes))
     if lines.header() is None:
-        return  # the header alone, without a final newline: no rows
+        return 0  # the header alone, without a final newline: no rows
+    return (yield from line_blocks(lines, header, source, block_bytes))
+
+
+def line_blocks(
+    pieces: Iterable[tuple[int, bytes]], header: list[str], source: str, block_bytes: int | None = None
+) -> Blocks:
+    """:func:`csv_blocks` of text without its header line, given as pieces of whole lines.
+
+    ``pieces`` are ``(lines skipped as too long just before, whole lines)``, as
+    :class:`Lines` cuts them; rows are numbered from 1. Returns the number of lines.
+    """
+    block_bytes = block_bytes or BLOCK_BYTES
     parser = _LineParser(header, source)
-    pieces: list[tuple[list[pa.RecordBatch], np.ndarray, list[Malformed]]] = []
+    pending: list[tuple[list[pa.RecordBatch], np.ndarray, list[Malformed]]] = []
     size = accounted = 0
     next_row = 1
-    for too_long, piece in lines:
+    for too_long, piece in pieces:
         # Lines over the limit were skipped just before this piece.
         malformed = [(next_row + i, "", _too_long()) for i in range(too_long)]
         next_row += too_long
@@ -206,18 +354,19 @@ def csv_blocks(
         next_row += count
         malformed.extend(found)
         accounted += len(numbers) + len(malformed) + blank
-        pieces.append((batches, numbers, sorted(malformed)))
+        pending.append((batches, numbers, sorted(malformed)))
         size += len(piece)
         if size >= block_bytes:
-            yield _joined(pieces, parser.empty)
-            pieces, size = [], 0
-    if pieces:
-        yield _joined(pieces, parser.empty)
+            yield _joined(pending, parser.empty)
+            pending, size = [], 0
+    if pending:
+        yield _joined(pending, parser.empty)
     if accounted != next_row - 1:  # the invariant: every line scored, rejected or blank
         raise ContractError(f"{source}: read {next_row - 1} rows but accounted for {accounted}")
+    return next_row - 1
 
 
-class _Lines:
+class Lines:
     """A byte stream cut into pieces of whole lines; lines over the size limit skipped."""
 
     def __init__(self, stream: Any, read_bytes: int) -> None:
@@ -546,11 +695,15 @@ def _neutralize_column(values: pa.Array) -> pa.Array:
 
 
 class _Writer:
-    """A CSV (plain or gzip) or Parquet writer on a temporary path (atomic rename by the caller)."""
+    """A CSV (plain or gzip), Parquet or Arrow IPC writer on a temporary path.
 
-    def __init__(self, path: Path, schema: pa.Schema, fmt: str = "csv") -> None:
-        self.parquet = fmt == "parquet"
-        self.gzip = fmt == "csv.gz"
+    ``header=False`` leaves out the CSV header line (the parts of a multi-process run,
+    appended after the header their parent wrote). The caller renames the file into place.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, fmt: str = "csv", header: bool = True) -> None:
+        self.fmt = fmt
+        self.header = header
         self.path = path
         self.schema = schema
         self._writer: Any = None
@@ -558,13 +711,16 @@ class _Writer:
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
-            if self.parquet:
+            if self.fmt == "parquet":
                 self._writer = pq.ParquetWriter(self.path, self.schema)
-            elif self.gzip:
-                self._stream = pa.CompressedOutputStream(str(self.path), "gzip")
-                self._writer = pacsv.CSVWriter(self._stream, self.schema)
+            elif self.fmt == "ipc":
+                self._writer = pa.ipc.new_file(str(self.path), self.schema)
             else:
-                self._writer = pacsv.CSVWriter(self.path, self.schema)
+                target: Any = self.path
+                if self.fmt == "csv.gz":
+                    target = self._stream = pa.CompressedOutputStream(str(self.path), "gzip")
+                options = pacsv.WriteOptions(include_header=self.header)
+                self._writer = pacsv.CSVWriter(target, self.schema, write_options=options)
         self._writer.write_table(table.cast(self.schema))
 
     def close(self) -> None:
@@ -573,6 +729,143 @@ class _Writer:
         self._writer.close()
         if self._stream is not None:
             self._stream.close()
+
+
+def part_format(fmt: str) -> str:
+    """How a worker writes its part of scores that end up in ``fmt``.
+
+    CSV text (plain or one gzip member; gzip members concatenate into one valid stream) is
+    appended byte for byte; Parquet is encoded once, by the parent, from Arrow IPC parts.
+    """
+    return "ipc" if fmt == "parquet" else fmt
+
+
+class _PartAppender:
+    """Scores parts appended in order to one output file (see :func:`part_format`)."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.writer: _Writer | None = None
+        self.file: Any = None
+        if fmt == "parquet":
+            self.writer = _Writer(path, SCORES_SCHEMA, fmt)
+        else:
+            sink = pa.BufferOutputStream()
+            pacsv.CSVWriter(sink, SCORES_SCHEMA).close()  # the header line alone
+            header = sink.getvalue().to_pybytes()
+            self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
+            self.file.write(gzip.compress(header) if fmt == "csv.gz" else header)
+            self.file.flush()
+
+    def append(self, part: Path) -> None:
+        if self.writer is not None:
+            with pa.memory_map(str(part)) as source:
+                self.writer.write(pa.ipc.open_file(source).read_all())
+            return
+        with open(part, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            sent = 0
+            while sent < size:  # in the kernel: no copy through Python
+                sent += os.sendfile(self.file.fileno(), source.fileno(), sent, size - sent)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        else:
+            self.file.close()
+
+
+@dataclass
+class Part:
+    """What a worker made of one task: its rows, counts and the files it wrote."""
+
+    lines: int
+    rows: int
+    scored: int
+    problems: int
+    rejected_rows: int
+    scores: Path
+    rejects: Path | None
+    persons: pa.Array | None
+    p_advance: np.ndarray | None
+    peak_rss_mb: float
+
+
+class _Outputs:
+    """Where a run's scores and rejects go, block by block or part by part, in input order.
+
+    Scores to be ranked (the input has ``person_id``) are written unranked first, beside
+    the output; :meth:`finish` ranks them over the whole file and writes the output.
+    """
+
+    def __init__(self, scores_tmp: Path, rejects_tmp: Path, fmt: str, rejects_fmt: str) -> None:
+        self.scores_tmp = scores_tmp
+        self.fmt = fmt
+        self.unranked = scores_tmp.with_name(scores_tmp.name + ".unranked")
+        # Scores to be ranked are written once unranked, then copied with their rank.
+        self.unranked_fmt = "parquet" if fmt == "parquet" else "csv"
+        self.rejects = _Writer(rejects_tmp, REJECTS_SCHEMA, rejects_fmt)
+        self.scores: _Writer | _PartAppender | None = None
+        self.ranking = False
+        self.person_ids: list[pa.Array] = []
+        self.p_values: list[np.ndarray] = []
+        self.rows = self.scored = self.problems = self.rejected_rows = 0
+        self.lines = 0
+
+    def target(self, ranking: bool) -> tuple[Path, str]:
+        """The file (and format) the scores are written to before ranking, if any."""
+        return (self.unranked, self.unranked_fmt) if ranking else (self.scores_tmp, self.fmt)
+
+    def add_block(self, rows: int, scores: pa.Table, rejects: pa.Table, persons: pa.Array | None) -> None:
+        """One scored block of the in-process engine."""
+        if self.scores is None:
+            self.ranking = persons is not None
+            path, fmt = self.target(self.ranking)
+            self.scores = _Writer(path, SCORES_SCHEMA, fmt)
+        assert isinstance(self.scores, _Writer)
+        self.scores.write(_scores_table(scores))
+        if rejects.num_rows:
+            self.rejects.write(_rejects_table(rejects))
+            self.rejected_rows += len(np.unique(to_numpy(rejects.column("row"))))
+        if self.ranking and persons is not None:
+            self.person_ids.append(persons)
+            self.p_values.append(to_numpy(scores.column("p_advance")))
+        self._count(rows, scores.num_rows, rejects.num_rows)
+
+    def add_part(self, part: Part, ranking: bool) -> None:
+        """One worker's part (files already in their final layout; rows numbered from 1)."""
+        if self.scores is None:
+            self.ranking = ranking
+            self.scores = _PartAppender(*self.target(ranking))
+        assert isinstance(self.scores, _PartAppender)
+        self.scores.append(part.scores)
+        part.scores.unlink()
+        if part.rejects is not None:
+            with pa.memory_map(str(part.rejects)) as source:
+                rejects = pa.ipc.open_file(source).read_all()
+            shifted = pc.add(rejects.column("row"), pa.scalar(self.lines, pa.int64()))
+            self.rejects.write(rejects.set_column(0, "row", shifted))
+            part.rejects.unlink()
+        if ranking and part.persons is not None and part.p_advance is not None:
+            self.person_ids.append(part.persons)
+            self.p_values.append(part.p_advance)
+        self.lines += part.lines
+        self.rejected_rows += part.rejected_rows
+        self._count(part.rows, part.scored, part.problems)
+
+    def _count(self, rows: int, scored: int, problems: int) -> None:
+        self.rows += rows
+        self.scored += scored
+        self.problems += problems
+
+    def finish(self) -> None:
+        """Close the files; rank the scores over the whole file when the input has persons."""
+        if self.scores is None:
+            self.scores = _Writer(self.scores_tmp, SCORES_SCHEMA, self.fmt)
+        self.scores.close()
+        self.rejects.close()
+        if self.ranking:
+            ranks = rank_within(pa.concat_arrays(self.person_ids), np.concatenate(self.p_values))
+            _add_ranks(self.unranked, self.scores_tmp, ranks, self.unranked_fmt, self.fmt)
 
 
 def _scores_table(scores: pa.Table) -> pa.Table:
@@ -634,8 +927,9 @@ def score_file(
     rejects_path: Path | str | None = None,
     model: Model | None = None,
     chunk_rows: int = config.DEFAULT_CHUNK_ROWS,
-    workers: int = 2,
+    workers: int = 1,
     progress: bool | None = None,
+    task_bytes: int | None = None,
 ) -> ScoreSummary:
     """Score every row of ``input_path`` into ``out_path``; rejects beside it.
 
@@ -645,12 +939,17 @@ def score_file(
         rejects_path: rejects CSV (default: ``<out stem>.rejects.csv`` beside ``out_path``).
         model: a loaded model (default: the committed default model).
         chunk_rows: rows per Parquet block (CSV blocks are ~4 MB).
-        workers: blocks scored in parallel (sharing one single-threaded ONNX session).
+        workers: processes that score in parallel (1: this process alone). A file too
+            small to cut into tasks, or a Parquet file of one row group, is scored in
+            this process (on ``workers`` threads sharing one ONNX session).
         progress: show a progress line (default: when stderr is a terminal).
+        task_bytes: the size of one worker's task (default: a quarter of each worker's
+            share of the file, from 4 to 64 MB; 16 MB of decompressed text for gzip).
 
     Raises:
         ContractError: the file is unusable (missing, empty, not UTF-8, not CSV, a
             required column missing); nothing is written.
+        WorkerError: a worker process was killed; nothing is written.
     """
     started = time.perf_counter()
     source = Path(input_path)
@@ -660,17 +959,37 @@ def score_file(
     fmt = output_format(out)
     rejects_out = Path(rejects_path) if rejects_path else out.with_name(stem_of(out) + ".rejects.csv")
     rejects_fmt = output_format(rejects_out, allowed=("csv", "csv.gz"))
-    # Scores to be ranked are written once unranked, then copied with their rank.
-    unranked_fmt = "parquet" if fmt == "parquet" else "csv"
     check_paths({"input": source}, {"--out": out, "--rejects": rejects_out})
     model = model or Model(config.DEFAULT_MODEL_DIR)
-    reader = _Input(source, chunk_rows)
+    reader = InputFile(source, chunk_rows)
+    tasks = reader.tasks(workers, task_bytes) if workers > 1 else None
     show = sys.stderr.isatty() if progress is None else progress
-    bar = _Progress(reader.size, reader.position, show)
-    totals = {"rows": 0, "scored": 0, "problems": 0}
-    rejected_rows: set[int] = set()
-    person_ids: list[pa.Array] = []
-    p_values: list[np.ndarray] = []
+    peak = None
+    with (
+        atomic_paths(out, rejects_out) as (scores_tmp, rejects_tmp),
+        contextlib.ExitStack() as cleanup,
+    ):
+        outputs = _Outputs(scores_tmp, rejects_tmp, fmt, rejects_fmt)
+        cleanup.callback(outputs.unranked.unlink, missing_ok=True)  # also when a run fails
+        if tasks is None:
+            _score_here(model, reader, outputs, workers, _Progress(reader.size, reader.position, show))
+        else:
+            parts = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".parts.", dir=out.parent)))
+            peak = _score_in_processes(model, reader, tasks, outputs, workers, parts, show)
+        outputs.finish()
+    return ScoreSummary(
+        rows=outputs.rows,
+        scored=outputs.scored,
+        rejected_rows=outputs.rejected_rows,
+        problems=outputs.problems,
+        seconds=time.perf_counter() - started,
+        processes=1 if tasks is None else workers,
+        worker_peak_mb=peak,
+    )
+
+
+def _score_here(model: Model, reader: InputFile, outputs: _Outputs, threads: int, bar: _Progress) -> None:
+    """The in-process engine: blocks scored on ``threads`` threads, written in input order."""
 
     def work(frame: Frame, numbers: np.ndarray, skipped: list[Malformed]) -> tuple:
         # One shared session: onnxruntime runs it from several threads, each call on its
@@ -678,66 +997,117 @@ def score_file(
         block = score_block(model, frame, numbers, skipped)
         return len(numbers) + len(skipped), block.scores, block.rejects, block.persons
 
-    ranked = None
-    with (
-        atomic_paths(out, rejects_out) as (scores_tmp, rejects_tmp),
-        contextlib.ExitStack() as cleanup,
-    ):
-        unranked_path = scores_tmp.with_name(scores_tmp.name + ".unranked")
-        cleanup.callback(unranked_path.unlink, missing_ok=True)  # also when a run fails
-        ranking = None
-        scores_writer = None
-        rejects_writer = _Writer(rejects_tmp, REJECTS_SCHEMA, rejects_fmt)
-        pending: deque[Future] = deque()
+    def drain(block: Future) -> None:
+        outputs.add_block(*block.result())
+        bar.update(outputs.rows)
 
-        def drain(block: Future) -> None:
-            nonlocal scores_writer, ranking
-            rows, scores, rejects, persons = block.result()
-            if ranking is None:
-                ranking = persons is not None
-            if scores_writer is None:
-                if ranking:
-                    scores_writer = _Writer(unranked_path, SCORES_SCHEMA, unranked_fmt)
-                else:
-                    scores_writer = _Writer(scores_tmp, SCORES_SCHEMA, fmt)
-            scores_writer.write(_scores_table(scores))
-            if rejects.num_rows:
-                rejects_writer.write(_rejects_table(rejects))
-                rejected_rows.update(rejects.column("row").to_pylist())
-            if ranking:
-                person_ids.append(persons)
-                p_values.append(to_numpy(scores.column("p_advance")))
-            totals["rows"] += rows
-            totals["scored"] += scores.num_rows
-            totals["problems"] += rejects.num_rows
-            bar.update(totals["rows"])
-
-        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-            try:
-                for frame, numbers, skipped in reader.blocks():
-                    pending.append(pool.submit(work, frame, numbers, skipped))
-                    while len(pending) > workers:
-                        drain(pending.popleft())
-                while pending:
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
+        try:
+            for frame, numbers, skipped in reader.blocks():
+                pending.append(pool.submit(work, frame, numbers, skipped))
+                while len(pending) > threads:
                     drain(pending.popleft())
-            finally:
-                for block in pending:
-                    block.cancel()
-        if scores_writer is None:
-            scores_writer = _Writer(scores_tmp, SCORES_SCHEMA, fmt)
-        scores_writer.close()
-        rejects_writer.close()
-        if ranking:
-            ranked = rank_within(pa.concat_arrays(person_ids), np.concatenate(p_values))
-            _add_ranks(unranked_path, scores_tmp, ranked, unranked_fmt, fmt)
-    bar.update(totals["rows"], force=True)
+            while pending:
+                drain(pending.popleft())
+        finally:
+            for block in pending:
+                block.cancel()
+    bar.update(outputs.rows, force=True)
     bar.close()
-    return ScoreSummary(
-        rows=totals["rows"],
-        scored=totals["scored"],
-        rejected_rows=len(rejected_rows),
-        problems=totals["problems"],
-        seconds=time.perf_counter() - started,
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every task of a multi-process run shares (inherited by the forked workers)."""
+
+    model_dir: Path
+    reader: InputFile
+    parts: Path
+    part_fmt: str
+    ranking: bool
+    # Rows and bytes (or rows, for Parquet) done so far, for the progress line.
+    done: Any
+
+
+def _score_in_processes(
+    model: Model,
+    reader: InputFile,
+    tasks: Iterator[Task],
+    outputs: _Outputs,
+    workers: int,
+    parts: Path,
+    show: bool,
+) -> float:
+    """The multi-process engine; returns the largest peak RSS of a worker, in MB."""
+    import multiprocessing
+
+    ranking = PERSON_ID.name in reader.header
+    _, target_fmt = outputs.target(ranking)
+    done = multiprocessing.get_context("fork").Array("q", 2)
+    job = _Job(model.model_dir, reader, parts, part_format(target_fmt), ranking, done)
+    parquet = reader.kind == "parquet"
+    total = reader._parquet().metadata.num_rows if parquet else reader.size
+    # gzip: the parent decompresses, so its own position in the file is the progress.
+    position = reader.position if reader.kind == "gz" else (lambda: done[1])
+    bar = _Progress(total, position, show)
+    peak = 0.0
+    describe = partial(Task.describe, path=reader.path)
+    with OrderedPool(workers, lambda: Model(job.model_dir), partial(_score_task, job), describe) as pool:
+        for part in pool.run(tasks, on_wait=lambda: bar.update(done[0])):
+            outputs.add_part(part, ranking)
+            peak = max(peak, part.peak_rss_mb)
+            bar.update(done[0])
+    bar.update(outputs.rows, force=True)
+    bar.close()
+    return peak
+
+
+def _score_task(job: _Job, model: Model, task: Task) -> Part:
+    """Score one task in a worker: its scores and rejects into part files, rows from 1."""
+    import resource
+
+    stem = job.parts / f"{task.index:06d}"
+    scores = _Writer(stem.with_suffix(".scores"), SCORES_SCHEMA, job.part_fmt, header=False)
+    rejects = _Writer(stem.with_suffix(".rejects"), REJECTS_SCHEMA, "ipc")
+    persons: list[pa.Array] = []
+    p_values: list[np.ndarray] = []
+    rows = scored = problems = rejected = 0
+    blocks = job.reader.task_blocks(task)
+    while True:
+        try:
+            frame, numbers, malformed = next(blocks)
+        except StopIteration as stop:
+            lines = stop.value
+            break
+        block = score_block(model, frame, numbers, malformed)
+        scores.write(_scores_table(block.scores))
+        if block.rejects.num_rows:
+            rejects.write(_rejects_table(block.rejects))
+            rejected += len(np.unique(to_numpy(block.rejects.column("row"))))
+        if job.ranking and block.persons is not None:
+            persons.append(block.persons)
+            p_values.append(to_numpy(block.scores.column("p_advance")))
+        count = len(numbers) + len(malformed)
+        rows += count
+        scored += block.scores.num_rows
+        problems += block.rejects.num_rows
+        with job.done.get_lock():
+            job.done[0] += count
+            job.done[1] += len(frame) if job.reader.kind == "parquet" else frame.nbytes
+    scores.close()
+    rejects.close()
+    return Part(
+        lines=lines,
+        rows=rows,
+        scored=scored,
+        problems=problems,
+        rejected_rows=rejected,
+        scores=scores.path,
+        rejects=rejects.path if problems else None,
+        persons=pa.concat_arrays(persons) if persons else None,
+        p_advance=np.concatenate(p_values) if p_values else None,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
 
 

@@ -1,0 +1,206 @@
+"""Tasks run on forked worker processes, their results handed back in task order.
+
+Batch scoring uses it to keep the Python parts of each block off a shared interpreter:
+threads in one process serialize on the GIL, processes do not. Each worker is forked
+from the parent (so it starts with the parent's imports, sharing their pages), runs a
+setup function once (a worker loads its own ONNX session: none is shared across a fork),
+then takes tasks one at a time over a pipe. The parent hands a task to each idle worker,
+takes results as they come and passes them on strictly in task order.
+
+A worker that dies (killed by a signal, the out-of-memory killer) is seen at once through
+its process sentinel; the run then fails with :class:`WorkerError` and the other workers are
+stopped. An exception raised by a task in a worker is raised again in the parent. Workers
+ignore SIGINT (Ctrl-C reaches the whole process group): the parent stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Generic, TypeVar
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+# How often the parent wakes up while waiting (for its progress line).
+POLL_SECONDS = 0.5
+
+
+class WorkerError(RuntimeError):
+    """A worker process ended without finishing its task (a signal, the OOM killer, exit)."""
+
+
+@dataclass
+class _Failure:
+    """An exception raised in a worker, carried back to the parent."""
+
+    error: BaseException
+
+
+def _signal_name(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"
+
+
+def _worker_main(
+    conn: Connection, setup: Callable[[], Any], work: Callable[[Any, Any], Any]
+) -> None:  # pragma: no cover - runs in the child process (covered by the end-to-end tests)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        state = setup()
+    except BaseException as exc:
+        conn.send(_Failure(_picklable(exc)))
+        return
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if task is None:
+            return
+        try:
+            result = work(state, task)
+        except BaseException as exc:
+            conn.send(_Failure(_picklable(exc)))
+            return
+        conn.send(result)
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+class OrderedPool(Generic[Task, Result]):
+    """Forked workers that run ``work(setup(), task)``; results come back in task order.
+
+    Args:
+        workers: the number of worker processes.
+        setup: run once in each worker after the fork; its value is passed to ``work``.
+        work: run in a worker for each task; task and result cross a pipe (pickled).
+        describe: says in words which task a worker was running (for :class:`WorkerError`).
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        setup: Callable[[], Any],
+        work: Callable[[Any, Task], Result],
+        describe: Callable[[Task], str] = str,
+    ) -> None:
+        self.describe = describe
+        context = multiprocessing.get_context("fork")
+        self._conns: list[Connection] = []
+        self._processes: list[Any] = []
+        for number in range(workers):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_worker_main,
+                args=(theirs, setup, work),
+                name=f"stepdown-ml worker {number + 1}",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            self._conns.append(ours)
+            self._processes.append(process)
+
+    def run(self, tasks: Iterator[Task], on_wait: Callable[[], None] = lambda: None) -> Iterator[Result]:
+        """Run every task; yield the results in task order.
+
+        Tasks are drawn from ``tasks`` only when a worker is free, so a lazy iterator keeps
+        at most one task per worker in memory. ``on_wait`` is called at least every
+        :data:`POLL_SECONDS` while the workers are busy.
+        """
+        idle = list(reversed(range(len(self._processes))))
+        busy: dict[int, tuple[int, Task]] = {}
+        finished: dict[int, Result] = {}
+        issued = handed = 0
+        exhausted = False
+        while True:
+            while idle and not exhausted:
+                task = next(tasks, None)
+                if task is None:
+                    exhausted = True
+                    break
+                worker = idle.pop()
+                self._send(worker, task)
+                busy[worker] = (issued, task)
+                issued += 1
+            if not busy:
+                return
+            ready = wait([self._conns[w] for w in busy] + [p.sentinel for p in self._processes], POLL_SECONDS)
+            for worker in list(busy):
+                if self._conns[worker] not in ready and self._processes[worker].sentinel not in ready:
+                    continue
+                index, task = busy.pop(worker)
+                finished[index] = self._receive(worker, task)
+                idle.append(worker)
+            for worker, process in enumerate(self._processes):
+                if worker not in busy and process.sentinel in ready:
+                    self._died(worker, None)
+            while handed in finished:
+                yield finished.pop(handed)
+                handed += 1
+            on_wait()
+
+    def _send(self, worker: int, task: Task) -> None:
+        try:
+            self._conns[worker].send(task)
+        except (BrokenPipeError, ConnectionResetError):
+            self._died(worker, task)
+
+    def _receive(self, worker: int, task: Task) -> Result:
+        conn = self._conns[worker]
+        try:
+            if not conn.poll():
+                self._died(worker, task)
+            message = conn.recv()
+        except (EOFError, ConnectionResetError):
+            self._died(worker, task)
+        if isinstance(message, _Failure):
+            raise message.error
+        return message
+
+    def _died(self, worker: int, task: Task | None) -> Any:
+        process = self._processes[worker]
+        process.join(timeout=5)
+        doing = f" while scoring {self.describe(task)}" if task is not None else ""
+        raise WorkerError(
+            f"worker process {worker + 1} of {len(self._processes)} (pid {process.pid}) "
+            f"{_signal_name(process.exitcode)}{doing}"
+        )
+
+    def close(self, failed: bool = False) -> None:
+        """Stop the workers: asked to finish when the run went well, by SIGTERM when it failed."""
+        for conn in self._conns:
+            if not failed:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+            conn.close()
+        for process in self._processes:
+            if not failed:
+                process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def __enter__(self) -> OrderedPool[Task, Result]:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self.close(failed=kind is not None)

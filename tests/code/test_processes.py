@@ -1,0 +1,57 @@
+"""Unit tests: the ordered pool of forked worker processes behind `score --workers N`."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from stepdown_ml.core.schema import ContractError
+from stepdown_ml.serving.processes import OrderedPool, WorkerError
+
+
+def _setup() -> int:
+    return os.getpid()
+
+
+def _square_slowly(pid: int, task: int) -> tuple[int, int, int]:
+    time.sleep(random.random() / 100)  # finish out of order
+    return task, task * task, pid
+
+
+def _fail_on_seven(pid: int, task: int) -> int:
+    if task == 7:
+        raise ContractError("row 7: broken")
+    return task
+
+
+def _die_on_five(pid: int, task: int) -> int:
+    if task == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task
+
+
+def test_results_come_back_in_task_order_from_every_worker():
+    with OrderedPool(3, _setup, _square_slowly) as pool:
+        results = list(pool.run(iter(range(40))))
+    assert [r[0] for r in results] == list(range(40))
+    assert [r[1] for r in results] == [i * i for i in range(40)]
+    workers = {r[2] for r in results}
+    assert len(workers) > 1  # more than one process did the work
+    assert os.getpid() not in workers
+
+
+def test_an_exception_in_a_task_is_raised_in_the_parent():
+    with pytest.raises(ContractError, match="row 7: broken"), OrderedPool(2, _setup, _fail_on_seven) as pool:
+        list(pool.run(iter(range(20))))
+
+
+def test_a_killed_worker_fails_the_run_naming_the_signal_and_the_task():
+    pool = OrderedPool(2, _setup, _die_on_five, describe=lambda task: f"task {task}")
+    processes = list(pool._processes)
+    with pytest.raises(WorkerError, match=r"killed by SIGKILL while scoring task 5"), pool:
+        list(pool.run(iter(range(20))))
+    assert not any(p.is_alive() for p in processes)  # the others were stopped too
