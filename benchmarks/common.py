@@ -14,7 +14,8 @@ from stepdown_ml.core.schema import CANDIDATE_COLUMNS
 from stepdown_ml.core.tables import write_csv
 from stepdown_ml.datasets.generate import generate_transitions
 
-BENCH_DIR = config.GENERATED_DIR / "bench"
+# Large files belong on tmpfs: STEPDOWN_BENCH_DIR=/dev/shm/bench, say.
+BENCH_DIR = Path(os.environ.get("STEPDOWN_BENCH_DIR") or config.GENERATED_DIR / "bench")
 CHUNK = 1_000_000
 
 

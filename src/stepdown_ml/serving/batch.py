@@ -1063,6 +1063,12 @@ def _score_in_processes(
     return peak
 
 
+def _add_progress(done: Any, rows: int, units: int) -> None:
+    with done.get_lock():
+        done[0] += rows
+        done[1] += units
+
+
 def _score_task(job: _Job, model: Model, task: Task) -> Part:
     """Score one task in a worker: its scores and rejects into part files, rows from 1."""
     import resource
@@ -1072,7 +1078,7 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
     rejects = _Writer(stem.with_suffix(".rejects"), REJECTS_SCHEMA, "ipc")
     persons: list[pa.Array] = []
     p_values: list[np.ndarray] = []
-    rows = scored = problems = rejected = 0
+    rows = scored = problems = rejected = progressed = 0
     blocks = job.reader.task_blocks(task)
     while True:
         try:
@@ -1092,11 +1098,16 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
         rows += count
         scored += block.scores.num_rows
         problems += block.rejects.num_rows
-        with job.done.get_lock():
-            job.done[0] += count
-            job.done[1] += len(frame) if job.reader.kind == "parquet" else frame.nbytes
+        # Progress: rows, and bytes of the file (rows of a Parquet file); the parsed
+        # text stands in for the bytes read until the task's end puts the count right.
+        step = len(frame) if job.reader.kind == "parquet" else frame.nbytes
+        progressed += step
+        _add_progress(job.done, count, step)
     scores.close()
     rejects.close()
+    _add_progress(
+        job.done, 0, (lines if job.reader.kind == "parquet" else task.end - task.start) - progressed
+    )
     return Part(
         lines=lines,
         rows=rows,

@@ -1,0 +1,154 @@
+"""Batch scoring against the number of worker processes, beside the pyarrow floor.
+
+For each file (the generator's candidates and the same rows with out-of-vocabulary skills),
+in the same run, alternating, best of ``BENCH_ROUNDS`` (default 3):
+
+- the floor: a new Python process that reads the file with pyarrow's multi-threaded CSV
+  reader and writes one column of it (interpreter start-up included, as for the scorer);
+- ``python -m stepdown_ml score FILE --out OUT --workers W`` for each W.
+
+Peak memory is measured in one more run of each command: the largest sum over the whole
+process tree (the scorer and its workers) of the proportional set size (PSS: shared pages
+split between the processes that share them; RSS where the kernel has no PSS), sampled
+every 20 ms.
+
+Usage: python -m benchmarks.bench_workers ROWS [WORKERS ...]   (default 1000000; 1 2)
+Environment: BENCH_ROUNDS, STEPDOWN_BENCH_DIR (where the input files are built; use tmpfs),
+BENCH_FILES=gen,oov.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import candidates_csv, oov_candidates_csv
+
+FLOOR = (
+    "import sys, pyarrow as pa, pyarrow.csv as pacsv\n"
+    "table = pacsv.read_csv(sys.argv[1], convert_options=pacsv.ConvertOptions("
+    "column_types={'region': pa.string()}))\n"
+    "pacsv.write_csv(pa.table({'candidate_id': table.column('candidate_id')}), sys.argv[2])\n"
+)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.extend(int(c) for c in handle.read().split())
+    except OSError:
+        pass
+    return found
+
+
+def _tree(root: int) -> list[int]:
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(_children(pid))
+    return pids
+
+
+def _memory_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run(command: list[str], sample: bool = False) -> tuple[float, float]:
+    """Wall seconds of ``command``, and (with ``sample``) the tree's peak memory in MB."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.wait(0.02):
+            peak = max(peak, sum(_memory_kb(pid) for pid in _tree(process.pid)))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if sample:
+        watcher.start()
+    _, stderr = process.communicate()
+    seconds = time.perf_counter() - start
+    stop.set()
+    if sample:
+        watcher.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{command} failed: {stderr.decode()[-2000:]}")
+    return seconds, peak / 1024
+
+
+def main(rows: int, workers: list[int]) -> list[dict]:
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    files = {"gen": candidates_csv, "oov": oov_candidates_csv}
+    chosen = os.environ.get("BENCH_FILES", "gen,oov").split(",")
+    cores = len(os.sched_getaffinity(0))
+    results = []
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        out = Path(tmp)
+        for name in chosen:
+            path = files[name](rows)
+            floor_cmd = [sys.executable, "-c", FLOOR, str(path), str(out / "floor.csv")]
+
+            def score_cmd(w: int, path: Path = path) -> list[str]:
+                base = [sys.executable, "-m", "stepdown_ml", "score", str(path), "--out", str(out / "s.csv")]
+                return [*base, "--workers", str(w)]
+
+            floors: list[float] = []
+            times: dict[int, list[float]] = {w: [] for w in workers}
+            for _ in range(rounds):
+                floors.append(run(floor_cmd)[0])
+                for w in workers:
+                    times[w].append(run(score_cmd(w))[0])
+            floor_peak = run(floor_cmd, sample=True)[1]
+            floor = min(floors)
+            for w in workers:
+                best = min(times[w])
+                peak = run(score_cmd(w), sample=True)[1]
+                results.append(
+                    {
+                        "file": name,
+                        "rows": rows,
+                        "file_mb": round(path.stat().st_size / 2**20),
+                        "cores": cores,
+                        "workers": w,
+                        "seconds_best": round(best, 2),
+                        "seconds_all": [round(t, 2) for t in times[w]],
+                        "rows_per_second": round(rows / best),
+                        "peak_memory_mb": round(peak),
+                        "floor_seconds_best": round(floor, 2),
+                        "floor_seconds_all": [round(f, 2) for f in floors],
+                        "floor_peak_memory_mb": round(floor_peak),
+                        "ratio_to_floor": round(best / floor, 2),
+                    }
+                )
+                print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    arguments = [int(a) for a in sys.argv[1:]]
+    main(arguments[0] if arguments else 1_000_000, arguments[1:] or [1, 2])
