@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from stepdown_ml.core.schema import ContractError
 from stepdown_ml.core.tables import write_csv
 from stepdown_ml.serving.batch import score_file
 
@@ -108,3 +109,12 @@ def test_a_file_that_cannot_be_cut_is_scored_in_this_process(candidates, tmp_pat
     summary = score_file(source, tmp_path / "s.csv", model=served_model, workers=2)
     assert summary.processes == 1
     assert summary.scored == 100
+
+
+def test_a_corrupt_gzip_file_fails_with_workers_and_leaves_no_output(messy_lines, tmp_path, served_model):
+    data = gzip.compress(b"\n".join(messy_lines) + b"\n")
+    source = tmp_path / "in.csv.gz"
+    source.write_bytes(data[: len(data) // 2] + b"\x00" * 64 + data[len(data) // 2 :])
+    with pytest.raises((OSError, EOFError, ContractError)):
+        score_file(source, tmp_path / "out" / "s.csv", model=served_model, workers=2, task_bytes=TASK_BYTES)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

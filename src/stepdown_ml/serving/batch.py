@@ -195,7 +195,9 @@ class InputFile:
             runs = np.array_split(np.arange(groups), min(groups, workers * TASKS_PER_WORKER))
             return iter([Task(i, int(run[0]), int(run[-1]) + 1) for i, run in enumerate(runs)])
         if self.kind == "gz":
-            return self._shipped_tasks(task_bytes or GZIP_TASK_BYTES)
+            # Decompressed ahead on a thread (zlib releases the GIL), so a worker that
+            # becomes idle finds its next task ready.
+            return _read_ahead(self._shipped_tasks(task_bytes or GZIP_TASK_BYTES), workers)
         share = self.size // (workers * TASKS_PER_WORKER)
         size = task_bytes or min(MAX_TASK_BYTES, max(MIN_TASK_BYTES, share))
         if self.size < 2 * size:
@@ -223,7 +225,7 @@ class InputFile:
         cuts.append(self.size)
         return list(itertools.pairwise(cuts))
 
-    def _shipped_tasks(self, size: int) -> Iterator[Task]:
+    def _shipped_tasks(self, size: int) -> Generator[Task, None, None]:
         self._raw = pa.OSFile(str(self.path), "rb")
         try:
             lines = Lines(pa.CompressedInputStream(self._raw, "gzip"), READ_BYTES)
@@ -275,6 +277,51 @@ class InputFile:
         if len(set(header)) != len(header):
             raise ContractError(f"{self.path}: the header names a column twice")
         return header
+
+
+def _read_ahead(items: Generator[Task, None, None], depth: int) -> Iterator[Task]:
+    """``items``, produced on a thread up to ``depth`` ahead of the consumer.
+
+    An exception in ``items`` is raised again in the consumer; a consumer that stops
+    early stops the thread (and closes ``items``).
+    """
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        with contextlib.closing(items):
+            try:
+                for item in items:
+                    if not offer(item):
+                        return
+                offer(done)
+            except BaseException as exc:
+                offer(exc)
+
+    thread = threading.Thread(target=produce, name="stepdown-ml read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass(frozen=True)
