@@ -1,4 +1,4 @@
-"""End to end: a scoring worker process killed mid-run fails the run cleanly."""
+"""End to end: `score --workers 2` killed or stopped mid-run fails cleanly, leaving nothing."""
 
 from __future__ import annotations
 
@@ -22,15 +22,17 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
-def test_a_killed_worker_fails_the_run_with_one_line_and_no_output(candidates, tmp_path, served_model_dir):
-    source = tmp_path / "in.csv"
-    write_csv(pd.concat([candidates] * 60, ignore_index=True), source)  # 360k rows: a few seconds
-    out = tmp_path / "out" / "scores.csv"
-    command = [sys.executable, "-m", "stepdown_ml", "score", str(source), "--out", str(out)]
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory, candidates) -> Path:
+    source = tmp_path_factory.mktemp("workers") / "in.csv"
+    write_csv(pd.concat([candidates] * 60, ignore_index=True), source)  # 360k rows: seconds to score
+    return source
+
+
+def _start_and_hit(big_csv: Path, out: Path, model_dir: Path, hit) -> tuple[int, str, list[int]]:
+    command = [sys.executable, "-m", "stepdown_ml", "score", str(big_csv), "--out", str(out)]
     run = subprocess.Popen(
-        [*command, "--workers", "2", "--model-dir", str(served_model_dir)],
-        stderr=subprocess.PIPE,
-        text=True,
+        [*command, "--workers", "2", "--model-dir", str(model_dir)], stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 60
@@ -39,16 +41,32 @@ def test_a_killed_worker_fails_the_run_with_one_line_and_no_output(candidates, t
         workers = _children(run.pid)
         assert len(workers) == 2, "the workers did not start"
         time.sleep(0.3)  # the workers are scoring
-        assert run.poll() is None, "the run ended before a worker could be killed: use a larger file"
-        os.kill(workers[1], signal.SIGKILL)
+        assert run.poll() is None, "the run ended before it could be stopped: use a larger file"
+        hit(run.pid, workers)
         _, stderr = run.communicate(timeout=60)
     finally:
         if run.poll() is None:
             run.kill()
-    assert run.returncode == 1
+    return run.returncode, stderr, workers
+
+
+@pytest.mark.parametrize(
+    ("hit", "code", "words"),
+    [
+        (lambda parent, workers: os.kill(workers[1], signal.SIGKILL), 1, "killed by SIGKILL"),
+        (lambda parent, workers: os.kill(parent, signal.SIGTERM), 128 + signal.SIGTERM, "terminated"),
+        (lambda parent, workers: os.kill(parent, signal.SIGINT), 128 + signal.SIGINT, "interrupted"),
+    ],
+    ids=["worker-sigkill", "sigterm", "sigint"],
+)
+def test_a_stopped_run_has_one_line_no_output_and_no_worker_left(
+    big_csv, tmp_path, served_model_dir, hit, code, words
+):
+    out = tmp_path / "out" / "scores.csv"
+    returncode, stderr, workers = _start_and_hit(big_csv, out, served_model_dir, hit)
+    assert returncode == code, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    for words in ("worker process", "killed by SIGKILL", "no output written"):
-        assert words in lines[0]
+    assert words in lines[0] and "no output written" in lines[0]
     assert not out.parent.exists() or not any(out.parent.iterdir())  # no output, no temporary file
-    assert not Path(f"/proc/{workers[0]}").exists()  # the other worker did not outlive the run
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # no worker outlived the run
