@@ -33,6 +33,15 @@ import pyarrow.parquet as pq
 from stepdown_ml.core import config
 from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
 from stepdown_ml.core.features import arrow_text
+from stepdown_ml.core.monitoring import (
+    PartialProfile,
+    ProfileSpec,
+    drift_report,
+    load_reference,
+    profile_block,
+    report_outputs,
+    write_report,
+)
 from stepdown_ml.core.parsing import Frame
 from stepdown_ml.core.recommend import rank_within
 from stepdown_ml.core.schema import (
@@ -75,6 +84,8 @@ class ScoreSummary:
     rejected_rows: int
     problems: int
     seconds: float
+    # The drift report (core.monitoring.drift_report) when score_file was asked for one.
+    report: dict[str, Any] | None = None
 
     def line(self) -> str:
         rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
@@ -502,6 +513,8 @@ class Block:
     rows: np.ndarray
     rejects: pa.Table
     persons: pa.Array | None
+    # Counts for the drift report (core.monitoring), when score_block was given a profile spec.
+    profile: PartialProfile | None = None
 
 
 def score_block(
@@ -509,6 +522,7 @@ def score_block(
     frame: Frame,
     row_numbers: np.ndarray,
     malformed: Sequence[Malformed] = (),
+    profile: ProfileSpec | None = None,
 ) -> Block:
     """Score one block of an input file: the unit of work of every batch engine.
 
@@ -519,6 +533,8 @@ def score_block(
         row_numbers: 1-based file row number of each row of ``frame``.
         malformed: ``(row number, candidate_id, reason)`` of rows in this block that never
             became records (see :func:`csv_blocks`); they become row-level rejects.
+        profile: the bins of the model's reference profile: the block is also counted on
+            them (``Block.profile``), from the features scoring builds anyway.
 
     Returns:
         The scores without ``rank`` (ranking needs the whole file) and their row numbers,
@@ -527,7 +543,9 @@ def score_block(
     """
     checked = validate_frame(frame, CANDIDATE_COLUMNS, row_numbers=row_numbers)
     valid = checked.valid_columns()
-    scores = model.score_features_arrow(model.features.transform(valid), arrow_text(valid["candidate_id"]))
+    unknown: dict[str, np.ndarray] | None = None if profile is None else {}
+    features = model.features.transform(valid, unknown)
+    scores = model.score_features_arrow(features, arrow_text(valid["candidate_id"]))
     rejects = checked.rejects
     if malformed:
         problem_rows, ids, reasons = zip(*malformed, strict=True)
@@ -537,7 +555,12 @@ def score_block(
     if PERSON_ID.name in valid:
         persons = arrow_text(valid[PERSON_ID.name])
     rows = np.asarray(row_numbers, dtype=np.int64)[~checked.bad]
-    return Block(scores=scores, rows=rows, rejects=rejects, persons=persons)
+    partial = None
+    if profile is not None:
+        read = len(row_numbers) + len(malformed)
+        avoidable = valid["necessity_avoidable"]
+        partial = profile_block(profile, features, scores, unknown, avoidable, rejects, read)
+    return Block(scores=scores, rows=rows, rejects=rejects, persons=persons, profile=partial)
 
 
 def _neutralize_column(values: pa.Array) -> pa.Array:
@@ -636,6 +659,7 @@ def score_file(
     chunk_rows: int = config.DEFAULT_CHUNK_ROWS,
     workers: int = 2,
     progress: bool | None = None,
+    report: Path | str | None = None,
 ) -> ScoreSummary:
     """Score every row of ``input_path`` into ``out_path``; rejects beside it.
 
@@ -647,10 +671,13 @@ def score_file(
         chunk_rows: rows per Parquet block (CSV blocks are ~4 MB).
         workers: blocks scored in parallel (sharing one single-threaded ONNX session).
         progress: show a progress line (default: when stderr is a terminal).
+        report: a drift and data-quality report (``.json``, with a page beside it named
+            ``.html``), counted in the same pass against the model's reference profile.
 
     Raises:
         ContractError: the file is unusable (missing, empty, not UTF-8, not CSV, a
             required column missing); nothing is written.
+        ProfileError: a report is asked for, and the model has no reference profile.
     """
     started = time.perf_counter()
     source = Path(input_path)
@@ -662,8 +689,19 @@ def score_file(
     rejects_fmt = output_format(rejects_out, allowed=("csv", "csv.gz"))
     # Scores to be ranked are written once unranked, then copied with their rank.
     unranked_fmt = "parquet" if fmt == "parquet" else "csv"
-    check_paths({"input": source}, {"--out": out, "--rejects": rejects_out})
+    report_paths = report_outputs(report)
+    check_paths(
+        {"input": source},
+        {
+            "--out": out,
+            "--rejects": rejects_out,
+            **dict(zip(("--report", "its page"), report_paths, strict=False)),
+        },
+    )
     model = model or Model(config.DEFAULT_MODEL_DIR)
+    reference = load_reference(model.model_dir, model.manifest) if report_paths else None
+    spec = reference.spec if reference is not None else None
+    merged = spec.new_partial() if spec is not None else None
     reader = _Input(source, chunk_rows)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(reader.size, reader.position, show)
@@ -675,12 +713,12 @@ def score_file(
     def work(frame: Frame, numbers: np.ndarray, skipped: list[Malformed]) -> tuple:
         # One shared session: onnxruntime runs it from several threads, each call on its
         # caller's thread (one intra-op thread), without a second copy of the model.
-        block = score_block(model, frame, numbers, skipped)
-        return len(numbers) + len(skipped), block.scores, block.rejects, block.persons
+        block = score_block(model, frame, numbers, skipped, spec)
+        return len(numbers) + len(skipped), block.scores, block.rejects, block.persons, block.profile
 
     ranked = None
     with (
-        atomic_paths(out, rejects_out) as (scores_tmp, rejects_tmp),
+        atomic_paths(out, rejects_out, *report_paths) as (scores_tmp, rejects_tmp, *report_tmps),
         contextlib.ExitStack() as cleanup,
     ):
         unranked_path = scores_tmp.with_name(scores_tmp.name + ".unranked")
@@ -692,7 +730,9 @@ def score_file(
 
         def drain(block: Future) -> None:
             nonlocal scores_writer, ranking
-            rows, scores, rejects, persons = block.result()
+            rows, scores, rejects, persons, partial = block.result()
+            if merged is not None:
+                merged.merge(partial)
             if ranking is None:
                 ranking = persons is not None
             if scores_writer is None:
@@ -730,6 +770,10 @@ def score_file(
         if ranking:
             ranked = rank_within(pa.concat_arrays(person_ids), np.concatenate(p_values))
             _add_ranks(unranked_path, scores_tmp, ranked, unranked_fmt, fmt)
+        drift = None
+        if reference is not None and merged is not None:
+            drift = drift_report(reference, merged, str(source))
+            write_report(drift, *report_tmps)
     bar.update(totals["rows"], force=True)
     bar.close()
     return ScoreSummary(
@@ -738,6 +782,7 @@ def score_file(
         rejected_rows=len(rejected_rows),
         problems=totals["problems"],
         seconds=time.perf_counter() - started,
+        report=drift,
     )
 
 
