@@ -61,7 +61,8 @@ MAX_VALUE_BINS = 24
 QUANTILE_BINS = 10
 # p_advance is counted on a fine grid (CBPE needs it); its PSI uses deciles snapped to it.
 P_GRID = 1000
-INTERVAL = 0.95
+# The interval of the estimated AUC: this many sampling errors either side (as NannyML's CBPE).
+INTERVAL_ERRORS = 3.0
 SIMULATIONS = 400
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "motive": MOTIVES,
@@ -436,30 +437,40 @@ def expected_outcomes(counts: np.ndarray, sums: np.ndarray, seed: int = 0) -> di
 
     If ``p_advance`` is calibrated, each row advances with probability ``p_advance``: the
     expected positives of a bin are the sum of its probabilities, and the AUC of those
-    expected counts estimates the batch's AUC. The interval is the central 95 % of the AUC
-    over labels drawn that way (binomial per bin; fixed seed, so reports are reproducible).
+    expected counts estimates the batch's AUC. Its sampling error is the standard deviation
+    of the AUC over labels drawn that way (binomial per bin, :data:`SIMULATIONS` draws, a
+    fixed seed so that reports are reproducible); the interval is the estimate plus or minus
+    :data:`INTERVAL_ERRORS` sampling errors, NannyML's convention for CBPE.
     """
     counts = np.asarray(counts, dtype=np.float64)
     sums = np.asarray(sums, dtype=np.float64)
     n = counts.sum()
+    empty = {"rows": int(n), "expected_positive_rate": None, "estimated_roc_auc": None}
     if n == 0:
-        return {"rows": 0, "expected_positive_rate": None, "estimated_roc_auc": None, "interval": None}
+        return {**empty, "sampling_error": None, "interval": None}
     estimate = float(_auc_from_bins(sums, counts - sums))
+    if not np.isfinite(estimate):
+        return {
+            **empty,
+            "expected_positive_rate": float(sums.sum() / n),
+            "sampling_error": None,
+            "interval": None,
+        }
     filled = counts > 0
-    share = np.divide(sums, counts, out=np.zeros_like(sums), where=filled)
+    share = np.clip(sums[filled] / counts[filled], 0, 1)
     rng = np.random.default_rng(seed)
-    positives = rng.binomial(
-        counts[filled].astype(np.int64), np.clip(share[filled], 0, 1), (SIMULATIONS, filled.sum())
-    )
+    positives = rng.binomial(counts[filled].astype(np.int64), share, (SIMULATIONS, int(filled.sum())))
     draws = _auc_from_bins(positives.astype(np.float64), counts[filled] - positives)
-    draws = draws[np.isfinite(draws)]
-    tail = (1 - INTERVAL) / 2
-    interval = [float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))] if len(draws) else None
+    error = float(np.std(draws[np.isfinite(draws)])) if np.isfinite(draws).any() else 0.0
     return {
         "rows": int(n),
         "expected_positive_rate": float(sums.sum() / n),
-        "estimated_roc_auc": estimate if np.isfinite(estimate) else None,
-        "interval": interval,
+        "estimated_roc_auc": estimate,
+        "sampling_error": error,
+        "interval": [
+            max(estimate - INTERVAL_ERRORS * error, 0.0),
+            min(estimate + INTERVAL_ERRORS * error, 1.0),
+        ],
     }
 
 
