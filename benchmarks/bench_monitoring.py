@@ -14,6 +14,7 @@ Usage: python -m benchmarks.bench_monitoring [ROWS] [REPEATS]   (default 1000000
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -85,8 +86,8 @@ def cli_runs(source: Path, work: Path, repeats: int) -> dict:
 def in_process(source: Path, repeats: int) -> dict:
     model = Model(config.DEFAULT_MODEL_DIR)
     spec = load_reference(model.model_dir, model.manifest).spec
-    with open(source, "rb") as handle:
-        header = handle.readline().decode().strip().split(",")
+    with open(source, encoding="utf-8") as handle:
+        header = next(csv.reader([handle.readline()]))
     blocks = list(csv_blocks(pa.OSFile(str(source)), header, str(source)))
     timings: dict[str, list[float]] = {"plain": [], "with_profile": []}
     for _ in range(repeats):
@@ -113,6 +114,7 @@ def main(rows: int = 1_000_000, repeats: int = 5) -> dict:
         shutil.copyfile(candidates_csv(rows), source)
         result = {"rows": rows, "tmpfs": base is not None, "load_before": os.getloadavg()[0]}
         result["cli"] = cli_runs(source, work, repeats)
+        print(json.dumps(result["cli"]), flush=True)
         result["in_process_one_thread"] = in_process(source, repeats)
         result["load_after"] = os.getloadavg()[0]
     print(json.dumps(result), flush=True)

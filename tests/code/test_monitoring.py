@@ -271,3 +271,48 @@ def test_the_page_reads_without_a_network(served_model, reference):
     report = report_of(served_model, reference, 1_000, seed=2)
     page = render_html(report)
     assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page
+
+
+def test_evaluate_prints_realized_quality_next_to_the_estimate(tmp_path, served_model_dir, capsys):
+    data = tmp_path / "labelled.csv"
+    write_csv(generate_transitions(3_000, seed=12), data)
+    assert main(["evaluate", "--data", str(data), "--model-dir", str(served_model_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    monitoring = result["monitoring"]
+    assert monitoring["realized"]["roc_auc"] == pytest.approx(result["test"]["roc_auc"], abs=1e-9)
+    assert monitoring["realized"]["rows"] == 3_000
+    low, high = monitoring["estimated"]["interval"]
+    assert low < monitoring["estimated"]["estimated_roc_auc"] < high
+    assert monitoring["roc_auc_within_interval"] == (low <= monitoring["realized"]["roc_auc"] <= high)
+    assert (
+        monitoring["reference"]["test_roc_auc"]
+        == read_manifest(served_model_dir)["metrics"]["test"]["roc_auc"]
+    )
+
+
+def test_fast_bin_counts_are_the_bins_of_searchsorted(reference):
+    """Lookup tables and 0/1 sums count exactly as np.searchsorted on the edges would,
+    fractional and far out-of-range values included."""
+    from stepdown_ml.core.features import COMPUTED_FEATURES, FEATURE_NAMES
+
+    rng = np.random.default_rng(1)
+    features = rng.choice([0.0, 1.0], size=(4_000, len(FEATURE_NAMES))).astype(np.float32)
+    spec = reference.spec
+    for name, cut in zip(COMPUTED_FEATURES, spec.edges, strict=True):
+        if not (len(cut) == 1 and cut[0] == 0.5):  # 0/1 features stay 0/1, as features make them
+            column = FEATURE_NAMES.index(name)
+            values = rng.choice(np.r_[cut, cut + 0.25, cut - 1e-3, -5.0, 1e6, 0.5, 2.5], 4_000)
+            features[:, column] = values.astype(np.float32)
+    partial = spec.new_partial()
+    partial.update(features, np.full(4_000, 0.5), np.zeros(4_000, dtype=np.int64))
+    expected = np.concatenate(
+        [
+            np.bincount(
+                np.searchsorted(cut, features[:, FEATURE_NAMES.index(name)], side="right"),
+                minlength=len(cut) + 1,
+            )
+            for name, cut in zip(COMPUTED_FEATURES, spec.edges, strict=True)
+        ]
+    )
+    assert spec.plan.search and len(spec.plan.lookup_columns) and spec.plan.binary
+    assert partial.numeric.tolist() == expected.tolist()

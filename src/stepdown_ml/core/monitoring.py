@@ -18,6 +18,7 @@ Pure numpy and pyarrow: the runtime (batch, Spark) imports this module.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import itertools
@@ -92,6 +93,11 @@ class ProfileSpec:
     def numeric_sizes(self) -> list[int]:
         return [len(e) + 1 for e in self.edges]
 
+    @functools.cached_property
+    def plan(self) -> _BinPlan:
+        """How to count a block on these bins fast (the same bins as ``np.searchsorted``)."""
+        return _BinPlan(self.edges)
+
     def new_partial(self) -> PartialProfile:
         """An empty partial profile on these bins."""
         return PartialProfile(
@@ -122,6 +128,68 @@ class ProfileSpec:
             edges=[np.asarray(edges[name], dtype=np.float64) for name in COMPUTED_FEATURES],
             p_cuts=np.asarray(payload["p_advance_cuts"], dtype=np.int64),
         )
+
+
+class _BinPlan:
+    """Counts of a feature matrix on a spec's numeric bins, in few vectorized passes.
+
+    A bin of a feature is the number of its edges at or below the value (``np.searchsorted``,
+    ``side="right"``); three ways give exactly that:
+
+    - 0/1 features (the one edge 0.5): the ones are the column's sum;
+    - features whose edges are multiples of 0.5 (a bin per integer value): ``x >= e`` is
+      ``floor(2x) >= 2e``, so a lookup table on ``floor(2x)``, clipped to the table's range,
+      gives the bin of every value (fractional and far out of range included), all such
+      columns at once;
+    - the others (deciles): ``np.searchsorted`` per column.
+    """
+
+    def __init__(self, edges: list[np.ndarray]) -> None:
+        self.binary: list[tuple[int, int]] = []  # (feature column, its first bin)
+        self.search: list[tuple[int, np.ndarray, int]] = []  # (column, edges, first bin)
+        lookup_columns, low, bases, tables = [], [], [], []
+        start = table_size = 0
+        for column, cut in zip(_NUMERIC, edges, strict=True):
+            doubled = 2 * cut
+            if len(cut) == 1 and cut[0] == 0.5:
+                self.binary.append((int(column), start))
+            elif len(cut) and np.array_equal(doubled, np.round(doubled)) and doubled[-1] - doubled[0] <= 512:
+                first, last = int(doubled[0]) - 1, int(doubled[-1])
+                grid = np.arange(first, last + 1)
+                lookup_columns.append(int(column))
+                low.append(first)
+                bases.append(table_size - first)
+                tables.append(start + np.searchsorted(doubled, grid, side="right"))
+                table_size += len(grid)
+            else:
+                self.search.append((int(column), cut, start))
+            start += len(cut) + 1
+        self.lookup_columns = np.array(lookup_columns, dtype=np.int64)
+        self.low = np.array(low, dtype=np.float32)
+        self.high = np.array([lo + len(t) - 1 for lo, t in zip(low, tables, strict=True)], dtype=np.float32)
+        self.bases = np.array(bases, dtype=np.int64)
+        self.table = np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64)
+
+    def counts(self, features: np.ndarray, sums: np.ndarray, size: int) -> np.ndarray:
+        """The bin counts of ``features`` (all numeric features, concatenated)."""
+        n = len(features)
+        counts = np.zeros(size, dtype=np.int64)
+        for column, at in self.binary:
+            ones = int(sums[column])
+            counts[at] += n - ones
+            counts[at + 1] += ones
+        if len(self.lookup_columns):
+            doubled = features[:, self.lookup_columns]
+            doubled *= 2
+            np.floor(doubled, out=doubled)
+            np.clip(doubled, self.low, self.high, out=doubled)
+            keys = doubled.astype(np.int64)
+            keys += self.bases
+            counts += np.bincount(self.table[keys.ravel()], minlength=size)
+        for column, cut, at in self.search:
+            bins = np.searchsorted(cut, features[:, column], side="right")
+            counts[at : at + len(cut) + 1] += np.bincount(bins, minlength=len(cut) + 1)
+        return counts
 
 
 def build_spec(features: np.ndarray, p_advance: np.ndarray) -> ProfileSpec:
@@ -185,17 +253,12 @@ class PartialProfile:
         """
         assert self.spec is not None, "a partial profile counts on the bins of its spec"
         n = len(features)
+        sums = features.sum(axis=0, dtype=np.float64) if n else np.zeros(features.shape[1])
+        if n:
+            self.numeric += self.spec.plan.counts(features, sums, len(self.numeric))
         offset = 0
-        for column, cut, size in zip(_NUMERIC, self.spec.edges, self.spec.numeric_sizes, strict=True):
-            if n:
-                bins = np.searchsorted(cut, features[:, column], side="right")
-                self.numeric[offset : offset + size] += np.bincount(bins, minlength=size)
-            offset += size
-        offset = 0
-        for start, stop in _FAMILY_SLICES.values():
-            self.categories[offset : offset + stop - start] += features[:, start:stop].sum(
-                axis=0, dtype=np.int64
-            )
+        for start, stop in _FAMILY_SLICES.values():  # one-hot columns: their sums are the counts
+            self.categories[offset : offset + stop - start] += sums[start:stop].astype(np.int64)
             offset += stop - start
         p = np.asarray(p_advance, dtype=np.float64)
         fine = np.minimum((p * P_GRID).astype(np.int64), P_GRID - 1)
@@ -207,9 +270,9 @@ class PartialProfile:
         if unknown is not None and n:
             unknown_current, unknown_target = int(unknown["current"].sum()), int(unknown["target"].sum())
             self.tokens += (
-                int(features[:, _N_CURRENT].sum(dtype=np.float64)) - unknown_current,
+                int(sums[_N_CURRENT]) - unknown_current,
                 unknown_current,
-                int(features[:, _N_TARGET].sum(dtype=np.float64)) - unknown_target,
+                int(sums[_N_TARGET]) - unknown_target,
                 unknown_target,
             )
         if avoidable is not None:
