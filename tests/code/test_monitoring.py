@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +43,7 @@ from stepdown_ml.core.tables import write_csv
 from stepdown_ml.datasets.generate import Shift, generate_transitions
 from stepdown_ml.serving import Model
 from stepdown_ml.serving.batch import score_block, score_file
+from tests.code.test_score import assert_scored_without_pandas
 
 
 def as_text(frame) -> pa.Table:
@@ -255,16 +254,8 @@ def test_cli_drift_line_and_exit_code(tmp_path, served_model_dir, capsys):
 
 
 def test_a_clean_file_with_a_report_never_loads_pandas(tmp_path, candidates, served_model_dir):
-    src = tmp_path / "in.csv"
-    write_csv(candidates.head(200), src)
-    code = (
-        "import sys\n"
-        "from stepdown_ml.cli import main\n"
-        f"assert main(['score', {str(src)!r}, '--out', {str(tmp_path / 's.csv')!r}, "
-        f"'--model-dir', {str(served_model_dir)!r}, '--report', {str(tmp_path / 'r.json')!r}]) == 0\n"
-        "assert 'pandas' not in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_scored_without_pandas(tmp_path, candidates, served_model_dir, "--report", str(tmp_path / "r.json"))
+    assert json.loads((tmp_path / "r.json").read_text())["rows"]["scored"] == 200
 
 
 def test_the_page_reads_without_a_network(served_model, reference):
