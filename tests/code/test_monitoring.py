@@ -31,6 +31,7 @@ from stepdown_ml.core.monitoring import (
     MIN_ROWS,
     PSI_DRIFT,
     PartialProfile,
+    ProfileSpec,
     compare_with_labels,
     drift_report,
     load_reference,
@@ -281,29 +282,31 @@ def test_evaluate_prints_realized_quality_next_to_the_estimate(tmp_path, served_
     )
 
 
-def test_fast_bin_counts_are_the_bins_of_searchsorted(reference):
-    """Lookup tables and 0/1 sums count exactly as np.searchsorted on the edges would,
-    fractional and far out-of-range values included."""
+@pytest.mark.parametrize("on_grid", [True, False])
+def test_fast_bin_counts_are_the_bins_of_searchsorted(reference, on_grid):
+    """The lookup table and 0/1 sums count exactly as np.searchsorted on the edges would,
+    fractional and far out-of-range values included; edges off the grid fall back to it."""
     from stepdown_ml.core.features import COMPUTED_FEATURES, FEATURE_NAMES
 
+    edges = list(reference.spec.edges)
+    if not on_grid:
+        edges = [e + 1e-3 if len(e) > 1 else e for e in edges]
+    spec = ProfileSpec(edges=edges, p_cuts=reference.spec.p_cuts)
     rng = np.random.default_rng(1)
     features = rng.choice([0.0, 1.0], size=(4_000, len(FEATURE_NAMES))).astype(np.float32)
-    spec = reference.spec
-    for name, cut in zip(COMPUTED_FEATURES, spec.edges, strict=True):
+    for name, cut in zip(COMPUTED_FEATURES, edges, strict=True):
         if not (len(cut) == 1 and cut[0] == 0.5):  # 0/1 features stay 0/1, as features make them
-            column = FEATURE_NAMES.index(name)
             values = rng.choice(np.r_[cut, cut + 0.25, cut - 1e-3, -5.0, 1e6, 0.5, 2.5], 4_000)
-            features[:, column] = values.astype(np.float32)
+            features[:, FEATURE_NAMES.index(name)] = values.astype(np.float32)
     partial = spec.new_partial()
     partial.update(features, np.full(4_000, 0.5), np.zeros(4_000, dtype=np.int64))
-    expected = np.concatenate(
-        [
-            np.bincount(
-                np.searchsorted(cut, features[:, FEATURE_NAMES.index(name)], side="right"),
-                minlength=len(cut) + 1,
-            )
-            for name, cut in zip(COMPUTED_FEATURES, spec.edges, strict=True)
-        ]
-    )
-    assert spec.plan.search and len(spec.plan.lookup_columns) and spec.plan.binary
-    assert partial.numeric.tolist() == expected.tolist()
+    expected = [
+        np.bincount(
+            np.searchsorted(cut, features[:, FEATURE_NAMES.index(name)], side="right"), minlength=len(cut) + 1
+        )
+        for name, cut in zip(COMPUTED_FEATURES, edges, strict=True)
+    ]
+    assert spec.plan.binary
+    assert len(spec.plan.lookup_columns if on_grid else spec.plan.search) > len(edges) // 2
+    assert len(spec.plan.lookup_columns) + len(spec.plan.search) + len(spec.plan.binary) == len(edges)
+    assert partial.numeric.tolist() == np.concatenate(expected).tolist()

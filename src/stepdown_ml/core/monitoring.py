@@ -60,6 +60,8 @@ AUC_DROP = 0.02
 # Features with at most this many distinct training values get one bin per value.
 MAX_VALUE_BINS = 24
 QUANTILE_BINS = 10
+# Every bin edge is a multiple of 1 / EDGE_GRID (a power of two, so scaling by it is exact).
+EDGE_GRID = 64
 # p_advance is counted on a fine grid (CBPE needs it); its PSI uses deciles snapped to it.
 P_GRID = 1000
 # The interval of the estimated AUC: this many sampling errors either side (as NannyML's CBPE).
@@ -131,42 +133,44 @@ class ProfileSpec:
 
 
 class _BinPlan:
-    """Counts of a feature matrix on a spec's numeric bins, in few vectorized passes.
+    """Counts of a feature matrix on a spec's numeric bins, in a few vectorized passes.
 
     A bin of a feature is the number of its edges at or below the value (``np.searchsorted``,
-    ``side="right"``); three ways give exactly that:
+    ``side="right"``); two ways give exactly that:
 
     - 0/1 features (the one edge 0.5): the ones are the column's sum;
-    - features whose edges are multiples of 0.5 (a bin per integer value): ``x >= e`` is
-      ``floor(2x) >= 2e``, so a lookup table on ``floor(2x)``, clipped to the table's range,
-      gives the bin of every value (fractional and far out of range included), all such
-      columns at once;
-    - the others (deciles): ``np.searchsorted`` per column.
+    - features whose edges are multiples of 1 / :data:`EDGE_GRID` (all that
+      :func:`build_spec` makes): ``x >= e`` is ``floor(G x) >= G e`` with ``G e`` an
+      integer, so one lookup table on ``floor(G x)``, clipped to each feature's range of
+      edges, bins every value (fractional and far out-of-range values included) of all
+      these features at once.
+
+    Edges off the grid (a profile from elsewhere) fall back to ``np.searchsorted``.
     """
 
     def __init__(self, edges: list[np.ndarray]) -> None:
         self.binary: list[tuple[int, int]] = []  # (feature column, its first bin)
         self.search: list[tuple[int, np.ndarray, int]] = []  # (column, edges, first bin)
-        lookup_columns, low, bases, tables = [], [], [], []
+        lookup_columns, low, high, bases, tables = [], [], [], [], []
         start = table_size = 0
         for column, cut in zip(_NUMERIC, edges, strict=True):
-            doubled = 2 * cut
+            scaled = cut * EDGE_GRID
             if len(cut) == 1 and cut[0] == 0.5:
                 self.binary.append((int(column), start))
-            elif len(cut) and np.array_equal(doubled, np.round(doubled)) and doubled[-1] - doubled[0] <= 512:
-                first, last = int(doubled[0]) - 1, int(doubled[-1])
-                grid = np.arange(first, last + 1)
+            elif len(cut) and np.array_equal(scaled, np.round(scaled)) and scaled[-1] - scaled[0] <= 1 << 15:
+                first, last = int(scaled[0]) - 1, int(scaled[-1])
                 lookup_columns.append(int(column))
                 low.append(first)
+                high.append(last)
                 bases.append(table_size - first)
-                tables.append(start + np.searchsorted(doubled, grid, side="right"))
-                table_size += len(grid)
+                tables.append(start + np.searchsorted(scaled, np.arange(first, last + 1), side="right"))
+                table_size += last - first + 1
             else:
                 self.search.append((int(column), cut, start))
             start += len(cut) + 1
         self.lookup_columns = np.array(lookup_columns, dtype=np.int64)
         self.low = np.array(low, dtype=np.float32)
-        self.high = np.array([lo + len(t) - 1 for lo, t in zip(low, tables, strict=True)], dtype=np.float32)
+        self.high = np.array(high, dtype=np.float32)
         self.bases = np.array(bases, dtype=np.int64)
         self.table = np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64)
 
@@ -179,11 +183,11 @@ class _BinPlan:
             counts[at] += n - ones
             counts[at + 1] += ones
         if len(self.lookup_columns):
-            doubled = features[:, self.lookup_columns]
-            doubled *= 2
-            np.floor(doubled, out=doubled)
-            np.clip(doubled, self.low, self.high, out=doubled)
-            keys = doubled.astype(np.int64)
+            scaled = features[:, self.lookup_columns]
+            scaled *= EDGE_GRID
+            np.floor(scaled, out=scaled)
+            np.clip(scaled, self.low, self.high, out=scaled)
+            keys = scaled.astype(np.int64)
             keys += self.bases
             counts += np.bincount(self.table[keys.ravel()], minlength=size)
         for column, cut, at in self.search:
@@ -193,7 +197,8 @@ class _BinPlan:
 
 
 def build_spec(features: np.ndarray, p_advance: np.ndarray) -> ProfileSpec:
-    """Bins from the training data: a bin per value where there are few, else deciles."""
+    """Bins from the training data: a bin per value where there are few, else deciles
+    (rounded to a multiple of 1 / :data:`EDGE_GRID`)."""
     edges = []
     for column in _NUMERIC:
         values = features[:, column].astype(np.float64)
@@ -201,7 +206,8 @@ def build_spec(features: np.ndarray, p_advance: np.ndarray) -> ProfileSpec:
         if len(distinct) <= MAX_VALUE_BINS:
             cut = (distinct[1:] + distinct[:-1]) / 2
         else:
-            cut = np.unique(np.quantile(values, np.linspace(0, 1, QUANTILE_BINS + 1)[1:-1]))
+            deciles = np.quantile(values, np.linspace(0, 1, QUANTILE_BINS + 1)[1:-1])
+            cut = np.unique(np.round(deciles * EDGE_GRID) / EDGE_GRID)  # on the grid: see _BinPlan
         edges.append(cut)
     grid = np.unique(np.round(np.quantile(p_advance, np.linspace(0, 1, QUANTILE_BINS + 1)[1:-1]) * P_GRID))
     cuts = grid[(grid > 0) & (grid < P_GRID)].astype(np.int64)
