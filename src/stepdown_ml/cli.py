@@ -1,9 +1,11 @@
 """The ``stepdown-ml`` command line. Thin: parse arguments, call the library, report.
 
 Exit codes: 0 done; 2 unusable input, arguments or output location (one line on stderr
-says what and where; no output file is written); 130 / 143 interrupted by SIGINT / SIGTERM
-(temporary files removed, earlier outputs untouched); 1 anything unexpected, among them a
-scoring worker process that was killed (one line names it; no output file is written).
+says what and where; no output file is written); 3 scored, but ``score --fail-on-drift``
+found drift (every output is written; the drift report says what moved); 130 / 143
+interrupted by SIGINT / SIGTERM (temporary files removed, earlier outputs untouched);
+1 anything unexpected, among them a scoring worker process that was killed (one line names
+it; no output file is written).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from stepdown_ml.core import config
 from stepdown_ml.core.modeldir import ModelDirError
@@ -25,6 +28,7 @@ from stepdown_ml.core.schema import ContractError
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_DRIFT = 3
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 # What the [train] extra adds (pyproject.toml); the base install serves only.
@@ -124,12 +128,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stepdown_ml.core.tables import read_csv_text
     from stepdown_ml.serving import load_model
-    from stepdown_ml.training.evaluate import evaluate_model
+    from stepdown_ml.training.evaluate import estimated_against_realized, evaluate_model
     from stepdown_ml.training.train import prepare
 
     model = load_model(args.model_uri or args.model_dir)
-    values = prepare(read_csv_text(args.data), source=str(args.data))
-    print_json(evaluate_model(model, values))
+    frame = read_csv_text(args.data)
+    values = prepare(frame, source=str(args.data))
+    report = evaluate_model(model, values)
+    report["monitoring"] = estimated_against_realized(model, frame, values)
+    print_json(report)
     return EXIT_OK
 
 
@@ -137,6 +144,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from stepdown_ml.serving import load_model
     from stepdown_ml.serving.batch import score_file, use_lean_memory_pool
 
+    if args.report is None and (args.fail_on_drift or args.track):
+        raise ContractError("--fail-on-drift and --track need --report PATH.json")
     if args.engine == "spark":
         return _score_on_spark(args)
     use_lean_memory_pool()
@@ -150,8 +159,26 @@ def cmd_score(args: argparse.Namespace) -> int:
         model=model,
         chunk_rows=args.chunk_rows,
         workers=args.workers,
+        report=args.report,
     )
     _say(summary.line())
+    return _drift_outcome(args, summary.report)
+
+
+def _drift_outcome(args: argparse.Namespace, report: dict | None) -> int:
+    """After scoring: the drift line, the MLflow monitoring run, the exit code."""
+    if report is None:
+        return EXIT_OK
+    from stepdown_ml.core.monitoring import summary_line
+
+    if args.track:
+        from stepdown_ml.mlops.tracking import log_monitoring
+
+        _say(log_monitoring(report, args.report))
+    if report["drifted"]:
+        _say(summary_line(report, args.report))
+        if args.fail_on_drift:
+            return EXIT_DRIFT
     return EXIT_OK
 
 
@@ -163,15 +190,36 @@ def _score_on_spark(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.remote and not args.remote.startswith("sc://"):
         raise ContractError(f"--remote {args.remote}: a Spark Connect URL starts with sc://")
+    reference = _reference_for(args)
     spark = spark_session(args.remote or args.master)
-    result = score_spark(spark, [str(p) for p in args.input_paths], args.model_uri or args.model_dir)
+    result = score_spark(
+        spark, [str(p) for p in args.input_paths], args.model_uri or args.model_dir, reference=reference
+    )
     write_outputs(result.scores, result.rejects, args.out, fmt=args.output_format)
     result.unpersist()
+    report = None
+    if reference is not None and result.profile is not None:
+        from stepdown_ml.core.monitoring import drift_report, write_report_files
+
+        report = drift_report(reference, result.profile, ", ".join(str(p) for p in args.input_paths))
+        write_report_files(report, args.report)
     _say(
         f"{result.line()}, into {args.out}/scores and {args.out}/rejects, "
         f"{time.perf_counter() - started:.1f} s"
     )
-    return EXIT_OK
+    return _drift_outcome(args, report)
+
+
+def _reference_for(args: argparse.Namespace) -> Any:
+    """The model's reference profile when ``--report`` asks for one (checked before any work)."""
+    if args.report is None:
+        return None
+    from stepdown_ml.core.monitoring import load_reference, report_outputs
+    from stepdown_ml.core.tables import check_paths
+    from stepdown_ml.serving.registry import local_model_dir
+
+    check_paths({}, dict(zip(("--report", "its page"), report_outputs(args.report), strict=True)))
+    return load_reference(local_model_dir(args.model_uri or args.model_dir))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -316,6 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=_usable_cores(),
         help="worker processes, each scoring its own part of the file (default: the usable cores)",
+    )
+    score.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="drift and data-quality report (JSON; an HTML page beside it), counted in the same pass",
+    )
+    score.add_argument(
+        "--fail-on-drift",
+        action="store_true",
+        help=f"with --report: exit {EXIT_DRIFT} when something drifted (outputs are still written)",
+    )
+    score.add_argument(
+        "--track",
+        action="store_true",
+        help="with --report: log its numbers to MLflow, in the monitoring run of the model version",
     )
     score.set_defaults(func=cmd_score)
 

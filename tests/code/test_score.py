@@ -204,13 +204,19 @@ def test_progress_line_on_a_terminal_and_quiet_otherwise(tmp_path, candidates, s
 
 def test_scoring_a_clean_file_never_loads_pandas(tmp_path, candidates, served_model_dir):
     """The batch path stays in Arrow: pandas (~0.2 s to load, ~50 MB) is not imported."""
+    assert_scored_without_pandas(tmp_path, candidates, served_model_dir)
+
+
+def assert_scored_without_pandas(tmp_path, candidates, model_dir, *extra: str) -> None:
+    """``stepdown-ml score`` (with ``extra`` arguments) on a clean file, in a fresh process
+    that never imports pandas."""
     src = tmp_path / "in.csv"
     write_csv(candidates.head(200), src)
     code = (
         "import sys\n"
         "from stepdown_ml.cli import main\n"
         f"assert main(['score', {str(src)!r}, '--out', {str(tmp_path / 's.csv')!r}, "
-        f"'--model-dir', {str(served_model_dir)!r}]) == 0\n"
+        f"'--model-dir', {str(model_dir)!r}, *{list(extra)!r}]) == 0\n"
         "assert 'pandas' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

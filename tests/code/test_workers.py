@@ -118,3 +118,20 @@ def test_a_corrupt_gzip_file_fails_with_workers_and_leaves_no_output(messy_lines
     with pytest.raises((OSError, EOFError, ContractError)):
         score_file(source, tmp_path / "out" / "s.csv", model=served_model, workers=2, task_bytes=TASK_BYTES)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_drift_report_of_workers_equals_the_single_process_report(messy_lines, tmp_path, served_model):
+    source = _write(messy_lines, tmp_path / "in.csv")
+    one = score_file(source, tmp_path / "one" / "s.csv", model=served_model, workers=1, report=tmp_path / "one.json")
+    many = score_file(
+        source,
+        tmp_path / "many" / "s.csv",
+        model=served_model,
+        workers=2,
+        task_bytes=TASK_BYTES,
+        report=tmp_path / "many.json",
+    )
+    assert many.processes == 2
+    assert one.report is not None and many.report is not None
+    assert one.report["rows"]["read"] == 1500 + 5 - 1  # every line after the header but the blank one
+    assert many.report == one.report

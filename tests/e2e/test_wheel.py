@@ -141,7 +141,14 @@ print(json.dumps({"file": stepdown_ml.__file__, "model": str(config.PACKAGED_MOD
 
 def test_the_wheel_carries_the_model_vocabulary_and_params(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("model.onnx", "serving.onnx", "manifest.json", "MODEL_CARD.md", "skills_vocabulary.json"):
+    for name in (
+        "model.onnx",
+        "serving.onnx",
+        "manifest.json",
+        "MODEL_CARD.md",
+        "skills_vocabulary.json",
+        "reference_profile.json",
+    ):
         assert f"stepdown_ml/resources/default_model/{name}" in names
     assert "stepdown_ml/resources/skills_vocabulary.json" in names
     assert "stepdown_ml/resources/train_params.yaml" in names

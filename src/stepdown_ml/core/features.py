@@ -228,7 +228,12 @@ def _unknown_counts(
 _UNKNOWN, _BLANK = -1, -2
 
 
-def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillIndex) -> dict[str, np.ndarray]:
+def skill_overlap(
+    current: Any,
+    target: Any,
+    vocab: SkillVocabulary | _SkillIndex,
+    unknown: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """Per-row overlap between two columns of ``;``-separated skill lists.
 
     Tokens are deduplicated within a row. Tokens outside the vocabulary count as skills
@@ -243,6 +248,8 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillInde
     Returns:
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
         ``shared_general``, ``shared_specialized``, ``target_general``, ``target_specialized``.
+        When ``unknown`` is given, it receives each row's count of distinct tokens outside
+        the vocabulary under ``current`` and ``target`` (for the monitoring report).
     """
     index = vocab if isinstance(vocab, _SkillIndex) else _SkillIndex(vocab)
     current_lists, target_lists = _split_tokens(current), _split_tokens(target)
@@ -275,6 +282,8 @@ def skill_overlap(current: Any, target: Any, vocab: SkillVocabulary | _SkillInde
         ),
         n,
     )
+    if unknown is not None:
+        unknown.update(current=cur_only, target=tgt_only)
     return {
         "n_current": count(cur_bits).sum(axis=1) + cur_only,
         "n_target": count(tgt_bits).sum(axis=1) + tgt_only,
@@ -382,11 +391,15 @@ class FeatureSpace:
         self.vocab = vocab
         self._index = _SkillIndex(vocab)
 
-    def transform(self, values: Mapping[str, Any] | pd.DataFrame) -> np.ndarray:
+    def transform(
+        self, values: Mapping[str, Any] | pd.DataFrame, unknown: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Features of every row of validated values, shape (n, N_FEATURES), float32.
 
         ``values`` is a validated frame or its columns by name
         (:meth:`stepdown_ml.core.schema.Validation.valid_columns`: the batch path).
+        ``unknown``, when given, receives the out-of-vocabulary token counts of
+        :func:`skill_overlap`.
         """
         n = len(values["motive"])
         # float64 results assigned into float32 round exactly as transform_record's cast.
@@ -418,7 +431,7 @@ class FeatureSpace:
             ("target_industry", "target_industry", INDUSTRIES),
         ):
             out[rows, _INDEX[f"{prefix}_{levels[0]}"] + codes(column, levels)] = 1.0
-        overlap = skill_overlap(values["current_skills"], values["target_skills"], self._index)
+        overlap = skill_overlap(values["current_skills"], values["target_skills"], self._index, unknown)
         computed = _computed_features(
             num,
             function_change=codes("current_function", FUNCTIONS) != codes("target_function", FUNCTIONS),

@@ -35,15 +35,31 @@ CONTRIBUTIONS = "contributions"
 MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 VOCABULARY_FILE = "skills_vocabulary.json"
+# The training data's profile, which drift reports compare a batch with (core.monitoring);
+# models written before it existed have none, and still score.
+REFERENCE_PROFILE_FILE = "reference_profile.json"
+REFERENCE_PROFILE_KEY = "reference_profile_sha256"
 # Every file a model directory may hold (plots: where ``stepdown-ml train`` puts them by default).
 MODEL_DIR_ENTRIES = frozenset(
-    {ONNX_FILE, SERVING_ONNX_FILE, MANIFEST_FILE, MODEL_CARD_FILE, VOCABULARY_FILE, "plots"}
+    {
+        ONNX_FILE,
+        SERVING_ONNX_FILE,
+        MANIFEST_FILE,
+        MODEL_CARD_FILE,
+        VOCABULARY_FILE,
+        REFERENCE_PROFILE_FILE,
+        "plots",
+    }
 )
 LIBRARIES = ("stepdown_ml", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "mlflow")
 
 
 class ModelDirError(ValueError):
     """A model directory is missing, incomplete or does not match its manifest."""
+
+
+class ProfileError(ModelDirError):
+    """A model without a (usable) reference profile: it scores, but cannot report drift."""
 
 
 def sha256_file(path: Path | str) -> str:
@@ -80,6 +96,7 @@ def write_model_dir(
     vocab: SkillVocabulary,
     model_card: str,
     before_swap: Callable[[Path], None] | None = None,
+    reference_profile: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write every file of a model directory, replacing an old one as a whole; returns the
     completed manifest.
@@ -92,6 +109,8 @@ def write_model_dir(
     Args:
         before_swap: called with the complete temporary directory before the swap (to add
             files such as plots, or to load it); an exception from it stops the swap.
+        reference_profile: the training data's profile (JSON-ready), written to
+            :data:`REFERENCE_PROFILE_FILE` and covered by the manifest's hashes.
 
     Raises:
         ModelDirError: ``model_dir`` is a file, or a directory that is not a model directory.
@@ -113,6 +132,9 @@ def write_model_dir(
         with atomic_path(directory / SERVING_ONNX_FILE) as tmp:
             tmp.write_bytes(serving_bytes)
         write_json(vocab.to_dict(), directory / VOCABULARY_FILE)
+        if reference_profile is not None:
+            write_json(reference_profile, directory / REFERENCE_PROFILE_FILE)
+            manifest[REFERENCE_PROFILE_KEY] = sha256_file(directory / REFERENCE_PROFILE_FILE)
         with atomic_path(directory / MODEL_CARD_FILE) as tmp:
             tmp.write_text(model_card.replace("{model_version}", manifest["model_version"]), encoding="utf-8")
         # The manifest goes last: a directory with a manifest is complete.
@@ -257,14 +279,20 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def read_manifest(model_dir: Path | str, verify: bool = True) -> dict[str, Any]:
-    """Read ``manifest.json``; with ``verify``, check the ONNX file's hash against it."""
+    """Read ``manifest.json``; with ``verify``, check the hashes of the files it covers
+    (the ONNX files, and the reference profile when it has one)."""
     directory = Path(model_dir)
     manifest_path = directory / MANIFEST_FILE
     if not manifest_path.is_file():
         raise ModelDirError(f"{directory}: not a model directory (no {MANIFEST_FILE})")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if verify:
-        for name, key in ((ONNX_FILE, "onnx_sha256"), (SERVING_ONNX_FILE, "serving_onnx_sha256")):
+        covered = [(ONNX_FILE, "onnx_sha256"), (SERVING_ONNX_FILE, "serving_onnx_sha256")]
+        if REFERENCE_PROFILE_KEY in manifest:
+            covered.append((REFERENCE_PROFILE_FILE, REFERENCE_PROFILE_KEY))
+        for name, key in covered:
+            if key == REFERENCE_PROFILE_KEY and not (directory / name).is_file():
+                raise ModelDirError(f"{directory}: {name} is missing (the manifest lists it)")
             actual = sha256_file(directory / name)
             if actual != manifest[key]:
                 raise ModelDirError(

@@ -76,6 +76,43 @@ class Effects:
 EFFECTS = Effects()
 
 
+@dataclass(frozen=True)
+class Shift:
+    """A population other than the training one, for monitoring tests and demonstrations.
+
+    Each field moves one thing and leaves the random draws of everything else as they
+    are (the default ``Shift()`` changes nothing, and generates the same records):
+
+    Attributes:
+        motive_shares: the motive mix (MOTIVES order) instead of :data:`MOTIVE_SHARES`.
+            Motives shape other columns too (how far career changers go down, whether
+            they change function, months unemployed after a necessity move).
+        region_shares: the region mix (REGIONS order). A region sets the base
+            unemployment rate, so the labour market moves with it.
+        unemployment_points: added to every unemployment rate (a recession); months
+            unemployed after a necessity move grow with it.
+        respelled_skills: share of the vocabulary's skills that another HR system spells
+            differently (``python`` becomes ``python_hr2``) in both skill columns: those
+            tokens fall outside the vocabulary (the outcomes are those of the same skills
+            spelled as usual).
+    """
+
+    motive_shares: tuple[float, ...] = MOTIVE_SHARES
+    region_shares: tuple[float, ...] = (0.3, 0.3, 0.2, 0.1, 0.1)
+    unemployment_points: float = 0.0
+    respelled_skills: float = 0.0
+
+
+def _respell(skills: np.ndarray, vocab: SkillVocabulary, share: float, seed: int) -> np.ndarray:
+    """Skill lists with a fixed ``share`` of the vocabulary's tokens spelled another way."""
+    tokens = sorted(vocab.general_set | {t for f in FUNCTIONS for t in vocab.specialized[f]})
+    chosen = np.random.default_rng([seed, 2]).random(len(tokens)) < share
+    renamed = {t: f"{t}_hr2" for t, c in zip(tokens, chosen, strict=True) if c}
+    return np.array(
+        [";".join(renamed.get(t, t) for t in row.split(";")) if row else row for row in skills], dtype=object
+    )
+
+
 def _choose(rng: np.random.Generator, n: int, pool: int, k: np.ndarray) -> np.ndarray:
     """Boolean (n, pool) matrix with ``k[i]`` distinct True entries in row i."""
     order = np.argsort(rng.random((n, pool)), axis=1)
@@ -202,13 +239,16 @@ def probability_from_eta(eta: np.ndarray) -> np.ndarray:
     return LABEL_NOISE + (1 - 2 * LABEL_NOISE) * ndtr(eta / np.sqrt(1 + LATENT_SD**2))
 
 
-def generate_transitions(rows: int, seed: int, vocab: SkillVocabulary | None = None) -> pd.DataFrame:
+def generate_transitions(
+    rows: int, seed: int, vocab: SkillVocabulary | None = None, shift: Shift | None = None
+) -> pd.DataFrame:
     """Generate ``rows`` transition records (docs/CONTRACT.md Transition layout + ``true_probability``).
 
     Args:
         rows: number of records.
         seed: random seed; the same (rows, seed) always gives the same records.
         vocab: skills vocabulary (default: the project's).
+        shift: another population (:class:`Shift`); default the training population.
 
     Returns:
         The records, one per row, columns in contract order.
@@ -218,7 +258,8 @@ def generate_transitions(rows: int, seed: int, vocab: SkillVocabulary | None = N
     vocab = vocab or load_vocabulary()
     rng = np.random.default_rng(seed)
     n = rows
-    motive_idx = rng.choice(len(MOTIVES), n, p=MOTIVE_SHARES)
+    shift = shift or Shift()
+    motive_idx = rng.choice(len(MOTIVES), n, p=shift.motive_shares)
     motive = np.array(MOTIVES, dtype=object)[motive_idx]
     necessity = motive_idx == MOTIVES.index("necessity")
     career_change = motive_idx == MOTIVES.index("career_change")
@@ -255,11 +296,13 @@ def generate_transitions(rows: int, seed: int, vocab: SkillVocabulary | None = N
     performance = np.clip(np.round(rng.normal(3.4, 0.9, n)), 1, 5).astype(int)
     fit = np.clip(np.round(rng.normal(3.2, 1.0, n)), 1, 5).astype(int)
     promotion_path = (rng.random(n) < np.where(same_employer == 1, 0.6, 0.45)).astype(int)
-    region_idx = rng.choice(len(REGIONS), n, p=[0.3, 0.3, 0.2, 0.1, 0.1])
+    region_idx = rng.choice(len(REGIONS), n, p=shift.region_shares)
     year = rng.integers(YEARS[0], YEARS[1] + 1, n)
     downturn = np.isin(year, (2009, 2010, 2011, 2020)) * 2.5
     base_rate = np.array([REGION_UNEMPLOYMENT[r] for r in REGIONS])[region_idx]
-    unemployment = np.clip(base_rate + downturn + rng.normal(0, 1.5, n), 0.5, 30).round(1)
+    unemployment = np.clip(
+        base_rate + downturn + shift.unemployment_points + rng.normal(0, 1.5, n), 0.5, 30
+    ).round(1)
     months_unemployed = np.where(
         necessity,
         np.minimum(np.round(rng.exponential(4 + 0.5 * unemployment)), 120),
@@ -302,6 +345,9 @@ def generate_transitions(rows: int, seed: int, vocab: SkillVocabulary | None = N
     frame["advanced_within_36m"] = advanced.astype(int)
     frame["months_to_regain"] = pd.array(np.where(advanced, months, np.nan), dtype="Int64")
     frame["true_probability"] = probability_from_eta(eta)
+    if shift.respelled_skills:  # another spelling of the same skills: the outcomes stay as they were
+        for column in ("current_skills", "target_skills"):
+            frame[column] = _respell(frame[column].to_numpy(), vocab, shift.respelled_skills, seed)
     return frame
 
 

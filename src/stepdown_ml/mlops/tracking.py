@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from stepdown_ml.core import config
+from stepdown_ml.core.modeldir import REFERENCE_PROFILE_FILE
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, SCORES_SCHEMA
 from stepdown_ml.core.skills import SkillVocabulary
 from stepdown_ml.serving.registry import MODEL_DIR_ARTIFACT, download_model_dir
@@ -24,6 +25,8 @@ from stepdown_ml.training.fairness import fairness_checks
 from stepdown_ml.training.train import TrainingResult, run_training
 
 EXPERIMENT = "stepdown-ml"
+# Drift reports of scored batches: one run per model version, one step per batch.
+MONITORING_EXPERIMENT = "stepdown-ml-monitoring"
 
 
 def signature() -> ModelSignature:
@@ -181,6 +184,7 @@ def tracked_training(
             mlflow.log_artifact(str(png), artifact_path="plots")
         mlflow.log_artifact(str(model_dir / "MODEL_CARD.md"))
         mlflow.log_artifact(str(model_dir / "manifest.json"))
+        mlflow.log_artifact(str(model_dir / REFERENCE_PROFILE_FILE))
         if params_path:
             mlflow.log_artifact(str(params_path))
         client = MlflowClient()
@@ -195,6 +199,68 @@ def tracked_training(
         mlflow.set_tag("champion", str(promoted).lower())
         mlflow.log_dict({"promoted": promoted, "checks": checks}, "gates.json")
     return result, GateOutcome(version=version, promoted=promoted, checks=checks, run_id=run.info.run_id)
+
+
+def log_monitoring(report: dict[str, Any], report_path: Path | str | None = None) -> str:
+    """Log a drift report's numbers as the next step of its model version's monitoring run.
+
+    The run (experiment :data:`MONITORING_EXPERIMENT`, tagged with the model version) is
+    created by the first report and resumed by the next ones, so every metric of successive
+    batches is one MLflow chart over steps. When the registry holds that model version, the
+    run is tagged with it and the metrics are linked to its logged model. Returns a line
+    saying where it went.
+    """
+    from stepdown_ml.core.monitoring import report_metrics
+
+    mlflow.set_tracking_uri(config.tracking_uri())
+    experiment = mlflow.set_experiment(MONITORING_EXPERIMENT)
+    client = MlflowClient()
+    version = str(report["model_version"])
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.model_version = '{version}' and tags.kind = 'monitoring'",
+        max_results=1,
+    )
+    registered = _registered_version(client, version)
+    tags = {"kind": "monitoring", "model_version": version}
+    if registered is not None:
+        tags |= {
+            "registered_model": config.REGISTERED_MODEL_NAME,
+            "registered_version": str(registered.version),
+            "training_run_id": str(registered.run_id),
+        }
+    step = int(found[0].data.metrics.get("batch", -1)) + 1 if found else 0
+    metrics = {re.sub(r"[^\w\-./: ]", "_", k): v for k, v in report_metrics(report).items()}
+    metrics["batch"] = float(step)
+    run_id = found[0].info.run_id if found else None
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"monitoring {version}") as run:
+        mlflow.set_tags(tags)
+        model_id = getattr(registered, "model_id", None) if registered is not None else None
+        mlflow.log_metrics(metrics, step=step, model_id=model_id)
+        mlflow.log_dict(report, f"reports/batch-{step:05d}.json")
+        if report_path is not None:
+            mlflow.set_tag(f"report.{step:05d}", str(report_path))
+    linked = f", model {config.REGISTERED_MODEL_NAME} v{registered.version}" if registered is not None else ""
+    return (
+        f"logged the drift report as batch {step} of MLflow run {run.info.run_id} (model {version}{linked})"
+    )
+
+
+def _registered_version(client: MlflowClient, version: str) -> Any:
+    """The registered model version whose training run built model ``version`` (or None)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        candidates = client.search_model_versions(f"name='{config.REGISTERED_MODEL_NAME}'")
+        for candidate in candidates:
+            if (
+                candidate.run_id
+                and client.get_run(candidate.run_id).data.tags.get("model_version") == version
+            ):
+                return candidate
+    except MlflowException:
+        return None
+    return None
 
 
 def _requirements() -> list[str]:

@@ -38,6 +38,15 @@ import pyarrow.parquet as pq
 from stepdown_ml.core import config
 from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
 from stepdown_ml.core.features import arrow_text
+from stepdown_ml.core.monitoring import (
+    PartialProfile,
+    ProfileSpec,
+    drift_report,
+    load_reference,
+    profile_block,
+    report_outputs,
+    write_report,
+)
 from stepdown_ml.core.parsing import Frame
 from stepdown_ml.core.recommend import rank_within
 from stepdown_ml.core.schema import (
@@ -91,6 +100,8 @@ class ScoreSummary:
     seconds: float
     processes: int = 1
     worker_peak_mb: float | None = None
+    # The drift report (core.monitoring.drift_report) when score_file was asked for one.
+    report: dict[str, Any] | None = None
 
     def line(self) -> str:
         rate = self.rows / self.seconds if self.seconds > 0 else float("inf")
@@ -698,6 +709,8 @@ class Block:
     rows: np.ndarray
     rejects: pa.Table
     persons: pa.Array | None
+    # Counts for the drift report (core.monitoring), when score_block was given a profile spec.
+    profile: PartialProfile | None = None
 
 
 def score_block(
@@ -705,6 +718,7 @@ def score_block(
     frame: Frame,
     row_numbers: np.ndarray,
     malformed: Sequence[Malformed] = (),
+    profile: ProfileSpec | None = None,
 ) -> Block:
     """Score one block of an input file: the unit of work of every batch engine.
 
@@ -715,6 +729,8 @@ def score_block(
         row_numbers: 1-based file row number of each row of ``frame``.
         malformed: ``(row number, candidate_id, reason)`` of rows in this block that never
             became records (see :func:`csv_blocks`); they become row-level rejects.
+        profile: the bins of the model's reference profile: the block is also counted on
+            them (``Block.profile``), from the features scoring builds anyway.
 
     Returns:
         The scores without ``rank`` (ranking needs the whole file) and their row numbers,
@@ -723,7 +739,9 @@ def score_block(
     """
     checked = validate_frame(frame, CANDIDATE_COLUMNS, row_numbers=row_numbers)
     valid = checked.valid_columns()
-    scores = model.score_features_arrow(model.features.transform(valid), arrow_text(valid["candidate_id"]))
+    unknown: dict[str, np.ndarray] | None = None if profile is None else {}
+    features = model.features.transform(valid, unknown)
+    scores = model.score_features_arrow(features, arrow_text(valid["candidate_id"]))
     rejects = checked.rejects
     if malformed:
         problem_rows, ids, reasons = zip(*malformed, strict=True)
@@ -733,7 +751,12 @@ def score_block(
     if PERSON_ID.name in valid:
         persons = arrow_text(valid[PERSON_ID.name])
     rows = np.asarray(row_numbers, dtype=np.int64)[~checked.bad]
-    return Block(scores=scores, rows=rows, rejects=rejects, persons=persons)
+    partial = None
+    if profile is not None:
+        read = len(row_numbers) + len(malformed)
+        avoidable = valid["necessity_avoidable"]
+        partial = profile_block(profile, features, scores, unknown, avoidable, rejects, read)
+    return Block(scores=scores, rows=rows, rejects=rejects, persons=persons, profile=partial)
 
 
 def _neutralize_column(values: pa.Array) -> pa.Array:
@@ -835,6 +858,7 @@ class Part:
     persons: pa.Array | None
     p_advance: np.ndarray | None
     peak_rss_mb: float
+    profile: PartialProfile | None = None
 
 
 class _Outputs:
@@ -844,7 +868,9 @@ class _Outputs:
     the output; :meth:`finish` ranks them over the whole file and writes the output.
     """
 
-    def __init__(self, scores_tmp: Path, rejects_tmp: Path, fmt: str, rejects_fmt: str) -> None:
+    def __init__(
+        self, scores_tmp: Path, rejects_tmp: Path, fmt: str, rejects_fmt: str, spec: ProfileSpec | None = None
+    ) -> None:
         self.scores_tmp = scores_tmp
         self.fmt = fmt
         self.unranked = scores_tmp.with_name(scores_tmp.name + ".unranked")
@@ -857,13 +883,23 @@ class _Outputs:
         self.p_values: list[np.ndarray] = []
         self.rows = self.scored = self.problems = self.rejected_rows = 0
         self.lines = 0
+        # The drift report's counts, merged block by block (or part by part).
+        self.profile: PartialProfile | None = spec.new_partial() if spec is not None else None
 
     def target(self, ranking: bool) -> tuple[Path, str]:
         """The file (and format) the scores are written to before ranking, if any."""
         return (self.unranked, self.unranked_fmt) if ranking else (self.scores_tmp, self.fmt)
 
-    def add_block(self, rows: int, scores: pa.Table, rejects: pa.Table, persons: pa.Array | None) -> None:
+    def add_block(
+        self,
+        rows: int,
+        scores: pa.Table,
+        rejects: pa.Table,
+        persons: pa.Array | None,
+        profile: PartialProfile | None = None,
+    ) -> None:
         """One scored block of the in-process engine."""
+        self._merge(profile)
         if self.scores is None:
             self.ranking = persons is not None
             path, fmt = self.target(self.ranking)
@@ -880,6 +916,7 @@ class _Outputs:
 
     def add_part(self, part: Part, ranking: bool) -> None:
         """One worker's part (files already in their final layout; rows numbered from 1)."""
+        self._merge(part.profile)
         if self.scores is None:
             self.ranking = ranking
             self.scores = _PartAppender(*self.target(ranking))
@@ -898,6 +935,10 @@ class _Outputs:
         self.lines += part.lines
         self.rejected_rows += part.rejected_rows
         self._count(part.rows, part.scored, part.problems)
+
+    def _merge(self, profile: PartialProfile | None) -> None:
+        if self.profile is not None and profile is not None:
+            self.profile.merge(profile)
 
     def _count(self, rows: int, scored: int, problems: int) -> None:
         self.rows += rows
@@ -977,6 +1018,7 @@ def score_file(
     workers: int = 1,
     progress: bool | None = None,
     task_bytes: int | None = None,
+    report: Path | str | None = None,
 ) -> ScoreSummary:
     """Score every row of ``input_path`` into ``out_path``; rejects beside it.
 
@@ -992,11 +1034,14 @@ def score_file(
         progress: show a progress line (default: when stderr is a terminal).
         task_bytes: the size of one worker's task (default: a quarter of each worker's
             share of the file, from 4 to 64 MB; 16 MB of decompressed text for gzip).
+        report: a drift and data-quality report (``.json``, with a page beside it named
+            ``.html``), counted in the same pass against the model's reference profile.
 
     Raises:
         ContractError: the file is unusable (missing, empty, not UTF-8, not CSV, a
             required column missing); nothing is written.
         WorkerError: a worker process was killed; nothing is written.
+        ProfileError: a report is asked for, and the model has no reference profile.
     """
     started = time.perf_counter()
     source = Path(input_path)
@@ -1006,24 +1051,39 @@ def score_file(
     fmt = output_format(out)
     rejects_out = Path(rejects_path) if rejects_path else out.with_name(stem_of(out) + ".rejects.csv")
     rejects_fmt = output_format(rejects_out, allowed=("csv", "csv.gz"))
-    check_paths({"input": source}, {"--out": out, "--rejects": rejects_out})
+    report_paths = report_outputs(report)
+    check_paths(
+        {"input": source},
+        {
+            "--out": out,
+            "--rejects": rejects_out,
+            **dict(zip(("--report", "its page"), report_paths, strict=False)),
+        },
+    )
     model = model or Model(config.DEFAULT_MODEL_DIR)
+    reference = load_reference(model.model_dir, model.manifest) if report_paths else None
+    spec = reference.spec if reference is not None else None
     reader = InputFile(source, chunk_rows)
     tasks = reader.tasks(workers, task_bytes) if workers > 1 else None
     show = sys.stderr.isatty() if progress is None else progress
     peak = None
+    drift = None
     with (
-        atomic_paths(out, rejects_out) as (scores_tmp, rejects_tmp),
+        atomic_paths(out, rejects_out, *report_paths) as (scores_tmp, rejects_tmp, *report_tmps),
         contextlib.ExitStack() as cleanup,
     ):
-        outputs = _Outputs(scores_tmp, rejects_tmp, fmt, rejects_fmt)
+        outputs = _Outputs(scores_tmp, rejects_tmp, fmt, rejects_fmt, spec)
         cleanup.callback(outputs.unranked.unlink, missing_ok=True)  # also when a run fails
         if tasks is None:
-            _score_here(model, reader, outputs, workers, _Progress(reader.size, reader.position, show))
+            bar = _Progress(reader.size, reader.position, show)
+            _score_here(model, reader, outputs, workers, bar, spec)
         else:
             parts = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".parts.", dir=out.parent)))
-            peak = _score_in_processes(model, reader, tasks, outputs, workers, parts, show)
+            peak = _score_in_processes(model, reader, tasks, outputs, workers, parts, show, spec)
         outputs.finish()
+        if reference is not None and outputs.profile is not None:
+            drift = drift_report(reference, outputs.profile, str(source))
+            write_report(drift, *report_tmps)
     return ScoreSummary(
         rows=outputs.rows,
         scored=outputs.scored,
@@ -1032,17 +1092,25 @@ def score_file(
         seconds=time.perf_counter() - started,
         processes=1 if tasks is None else workers,
         worker_peak_mb=peak,
+        report=drift,
     )
 
 
-def _score_here(model: Model, reader: InputFile, outputs: _Outputs, threads: int, bar: _Progress) -> None:
+def _score_here(
+    model: Model,
+    reader: InputFile,
+    outputs: _Outputs,
+    threads: int,
+    bar: _Progress,
+    spec: ProfileSpec | None = None,
+) -> None:
     """The in-process engine: blocks scored on ``threads`` threads, written in input order."""
 
     def work(frame: Frame, numbers: np.ndarray, skipped: list[Malformed]) -> tuple:
         # One shared session: onnxruntime runs it from several threads, each call on its
         # caller's thread (one intra-op thread), without a second copy of the model.
-        block = score_block(model, frame, numbers, skipped)
-        return len(numbers) + len(skipped), block.scores, block.rejects, block.persons
+        block = score_block(model, frame, numbers, skipped, spec)
+        return len(numbers) + len(skipped), block.scores, block.rejects, block.persons, block.profile
 
     def drain(block: Future) -> None:
         outputs.add_block(*block.result())
@@ -1075,6 +1143,8 @@ class _Job:
     ranking: bool
     # Rows and bytes (or rows, for Parquet) done so far, for the progress line.
     done: Any
+    # The reference profile's bins, when a drift report is asked for.
+    spec: ProfileSpec | None = None
 
 
 def _score_in_processes(
@@ -1085,6 +1155,7 @@ def _score_in_processes(
     workers: int,
     parts: Path,
     show: bool,
+    spec: ProfileSpec | None = None,
 ) -> float:
     """The multi-process engine; returns the largest peak RSS of a worker, in MB."""
     import multiprocessing
@@ -1092,7 +1163,7 @@ def _score_in_processes(
     ranking = PERSON_ID.name in reader.header
     _, target_fmt = outputs.target(ranking)
     done = multiprocessing.get_context("fork").Array("q", 2)
-    job = _Job(model.model_dir, reader, parts, part_format(target_fmt), ranking, done)
+    job = _Job(model.model_dir, reader, parts, part_format(target_fmt), ranking, done, spec)
     parquet = reader.kind == "parquet"
     total = reader._parquet().metadata.num_rows if parquet else reader.size
     # gzip: the parent decompresses, so its own position in the file is the progress.
@@ -1126,6 +1197,7 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
     persons: list[pa.Array] = []
     p_values: list[np.ndarray] = []
     rows = scored = problems = rejected = progressed = 0
+    profile = job.spec.new_partial() if job.spec is not None else None
     blocks = job.reader.task_blocks(task)
     while True:
         try:
@@ -1133,7 +1205,9 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
         except StopIteration as stop:
             lines = stop.value
             break
-        block = score_block(model, frame, numbers, malformed)
+        block = score_block(model, frame, numbers, malformed, job.spec)
+        if profile is not None and block.profile is not None:
+            profile.merge(block.profile)
         scores.write(_scores_table(block.scores))
         if block.rejects.num_rows:
             rejects.write(_rejects_table(block.rejects))
@@ -1166,6 +1240,7 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
         persons=pa.concat_arrays(persons) if persons else None,
         p_advance=np.concatenate(p_values) if p_values else None,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        profile=profile,
     )
 
 

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stepdown_ml.core.modeldir import MANIFEST_FILE, MODEL_DIR_ENTRIES, read_manifest
+from stepdown_ml.core.monitoring import PartialProfile, ProfileSpec, ReferenceProfile
 from stepdown_ml.core.schema import (
     CANDIDATE_COLUMNS,
     PERSON_ID,
@@ -79,9 +80,11 @@ _ARROW_OUTPUT = pa.schema(
         ("scored", pa.int64()),
         ("problems", pa.int64()),
         ("rejected", pa.int64()),
+        # On split rows, when a drift report is asked for: the task's partial profile.
+        ("profile", pa.binary()),
     ]
 )
-_SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double"}
+_SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double", pa.binary(): "binary"}
 OUTPUT_SCHEMA = ", ".join(f"{field.name} {_SPARK_TYPES[field.type]}" for field in _ARROW_OUTPUT)
 _BOM = "\ufeff"
 _NEWLINE = pa.scalar(b"\n", pa.binary())
@@ -205,6 +208,7 @@ class _Split:
     problems: int = 0
     rejected: int = 0
     first_line: str | None = None
+    profile: PartialProfile | None = None  # what this task counted of the split (drift report)
 
     def __post_init__(self) -> None:
         digest = hashlib.blake2b(self.file.encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -251,7 +255,10 @@ def _output(block: Any, split: _Split, rows: np.ndarray) -> pa.RecordBatch:
         stack(block.persons, None, pa.string()),
         pa.nulls(n, pa.string()),
         *(pa.nulls(n, pa.int64()) for _ in range(4)),
+        pa.nulls(n, pa.binary()),
     ]
+    if block.profile is not None:
+        split.profile = block.profile if split.profile is None else split.profile.merge(block.profile)
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
 
@@ -268,6 +275,7 @@ def _split_rows(splits: list[_Split]) -> pa.RecordBatch:
             k: pa.array([getattr(s, k) for s in splits], pa.int64())
             for k in ("lines", "scored", "problems", "rejected")
         },
+        "profile": pa.array([s.profile.to_bytes() if s.profile else None for s in splits], pa.binary()),
     }
     arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in _ARROW_OUTPUT]
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
@@ -286,7 +294,9 @@ def _joined_lines(values: pa.Array) -> bytes:
     return ended.buffers()[2].to_pybytes()[first:last]
 
 
-def _score_csv_lines(model: ShippedModel, header_line: str, run_id: str) -> Any:
+def _score_csv_lines(
+    model: ShippedModel, header_line: str, run_id: str, spec: ProfileSpec | None = None
+) -> Any:
     header = _header_fields(header_line)
 
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -312,7 +322,7 @@ def _score_csv_lines(model: ShippedModel, header_line: str, run_id: str) -> Any:
                 for frame, numbers, malformed in csv_blocks(pa.BufferReader(text), header, key[0]):
                     # numbers count the given lines from 1; lines of the split count from 0.
                     bad = [(first + n - 1, cid, why) for n, cid, why in malformed]
-                    block = score_block(scorer, frame, first + numbers - 1, bad)
+                    block = score_block(scorer, frame, first + numbers - 1, bad, spec)
                     yield _output(block, split, block.rows)
         if splits:
             yield _split_rows(list(splits.values()))
@@ -320,7 +330,9 @@ def _score_csv_lines(model: ShippedModel, header_line: str, run_id: str) -> Any:
     return score_partition
 
 
-def _score_columns(model: ShippedModel, columns: list[str], run_id: str) -> Any:
+def _score_columns(
+    model: ShippedModel, columns: list[str], run_id: str, spec: ProfileSpec | None = None
+) -> Any:
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _ = run_id  # in the closure: no two runs have the same plan, so none reads another's cache
         scorer = model.load()
@@ -337,7 +349,7 @@ def _score_columns(model: ShippedModel, columns: list[str], run_id: str) -> Any:
                 frame = pa.RecordBatch.from_arrays(
                     [_plain(part.column(i)) for i in range(part.num_columns)], names=columns
                 )
-                block = score_block(scorer, frame, rows[begin:end])
+                block = score_block(scorer, frame, rows[begin:end], profile=spec)
                 yield _output(block, split, block.rows)
         if splits:
             yield _split_rows(list(splits.values()))
@@ -369,6 +381,8 @@ class SparkScores:
     problems: int
     rejected_rows: int
     cached: DataFrame
+    # The tasks' partial profiles, merged (when score_spark was given a reference profile).
+    profile: PartialProfile | None = None
 
     def __iter__(self) -> Iterator[Any]:  # ``scores, rejects = score_spark(...)``
         return iter((self.scores, self.rejects))
@@ -382,7 +396,10 @@ class SparkScores:
 
 
 def score_spark(
-    spark: SparkSession, input_path: str | Path | list[str], model: Path | str | None = None
+    spark: SparkSession,
+    input_path: str | Path | list[str],
+    model: Path | str | None = None,
+    reference: ReferenceProfile | None = None,
 ) -> SparkScores:
     """Score candidate files (CSV or Parquet, files or folders) on Spark, reading them once.
 
@@ -392,6 +409,8 @@ def score_spark(
             CSV files of one run share one header (the first file's).
         model: a model directory or a ``models:/…`` URI (resolved on the driver); default
             the packaged default model. Its bytes travel with the job.
+        reference: the model's reference profile: each task also counts its rows on its
+            bins, and the partial profiles are merged on the driver (``profile``).
 
     Returns:
         :class:`SparkScores`, which unpacks as ``(scores, rejects)``: the docs/CONTRACT.md
@@ -409,6 +428,7 @@ def score_spark(
     paths = [str(p) for p in paths]
     shipped = ShippedModel.from_dir(_model_dir(model))
     run_id = uuid.uuid4().hex
+    spec = reference.spec if reference is not None else None
     meta = [F.col("_metadata.file_path").alias("_file")]
     if all(p.rstrip("/").endswith(".parquet") for p in paths):
         raw = spark.read.parquet(*paths)
@@ -420,7 +440,7 @@ def score_spark(
             F.col("_metadata.file_block_start").alias("_start"),
             F.col("_metadata.row_index").alias("_row"),
         )
-        out = numbered.mapInArrow(_score_columns(shipped, columns, run_id), OUTPUT_SCHEMA)
+        out = numbered.mapInArrow(_score_columns(shipped, columns, run_id, spec), OUTPUT_SCHEMA)
         header_line = None
     else:
         text = spark.read.option("lineSep", "\n").text(paths)
@@ -431,11 +451,11 @@ def score_spark(
         header_line = first[0]["value"].removeprefix(_BOM).rstrip("\r")
         columns = _header_fields(header_line)
         _require(columns, [first[0]["_file"]])
-        out = numbered.mapInArrow(_score_csv_lines(shipped, header_line, run_id), OUTPUT_SCHEMA)
+        out = numbered.mapInArrow(_score_csv_lines(shipped, header_line, run_id, spec), OUTPUT_SCHEMA)
     out = out.persist()  # released by SparkScores.unpersist (the CLI calls it)
     splits = (
         out.where(F.col("kind") == "split")
-        .select("file", "file_key", "start", "reason", "lines", "scored", "problems", "rejected")
+        .select("file", "file_key", "start", "reason", "lines", "scored", "problems", "rejected", "profile")
         .collect()
     )  # the one pass over the input: scores and rejects stay cached
     first_file = None if header_line is None else first[0]["_file"]
@@ -466,7 +486,17 @@ def score_spark(
         problems=total["problems"],
         rejected_rows=total["rejected"],
         cached=out,
+        profile=None if spec is None else merged_profile(spec, splits),
     )
+
+
+def merged_profile(spec: ProfileSpec, splits: list[Any]) -> PartialProfile:
+    """The partial profiles the tasks sent with their split rows, added up."""
+    merged = spec.new_partial()
+    for split in splits:
+        if split["profile"] is not None:
+            merged.merge(PartialProfile.from_bytes(bytes(split["profile"]), spec))
+    return merged
 
 
 def _model_dir(model: Path | str | None) -> Path:

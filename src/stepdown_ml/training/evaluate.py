@@ -170,3 +170,26 @@ def evaluate_model(model: Any, values: pd.DataFrame, bins: int = 15) -> dict[str
             "brier": report["test"]["brier"] - reference["brier"],
         }
     return report
+
+
+def estimated_against_realized(model: Any, frame: pd.DataFrame, values: pd.DataFrame) -> dict[str, Any]:
+    """Realized quality next to what a drift report estimates for the same rows.
+
+    The rows go through batch scoring's own :func:`stepdown_ml.serving.batch.score_block`
+    (the same validation and features as ``stepdown-ml score``); the estimate is the
+    report's (:func:`stepdown_ml.core.monitoring.expected_outcomes`, from ``p_advance``
+    alone), the realized values come from the labels in ``values``.
+    """
+    from stepdown_ml.core.arrow import to_numpy
+    from stepdown_ml.core.modeldir import ProfileError
+    from stepdown_ml.core.monitoring import compare_with_labels, load_reference
+    from stepdown_ml.serving.batch import score_block
+
+    block = score_block(model, frame, np.arange(1, len(frame) + 1))
+    labels = values[LABEL].to_numpy(dtype=int)[block.rows - 1]
+    result = compare_with_labels(to_numpy(block.scores.column("p_advance")), labels)
+    try:
+        result["reference"] = load_reference(model.model_dir, model.manifest).performance
+    except ProfileError:
+        result["reference"] = None  # a model trained before reference profiles
+    return result

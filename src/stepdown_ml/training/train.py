@@ -294,7 +294,8 @@ and explains them; it does not decide for a person. Do not use it to screen peop
 
 {fairness_section}
 **Files.** {files}: the complete export, the graph that serving runs, the manifest with
-every file's SHA-256, and the skills vocabulary the features were built with.
+every file's SHA-256, the skills vocabulary the features were built with, and the training
+data's profile that drift reports compare scored batches with.
 """
 
 
@@ -400,6 +401,7 @@ def run_training(
     from stepdown_ml.core.modeldir import (
         MANIFEST_FILE,
         ONNX_FILE,
+        REFERENCE_PROFILE_FILE,
         SERVING_ONNX_FILE,
         VOCABULARY_FILE,
         check_model_dir_target,
@@ -407,7 +409,8 @@ def run_training(
         sha256_file,
         write_model_dir,
     )
-    from stepdown_ml.core.recommend import recommend
+    from stepdown_ml.core.monitoring import build_reference
+    from stepdown_ml.core.recommend import recommend, recommend_codes
     from stepdown_ml.core.tables import read_csv_text
     from stepdown_ml.training import evaluate, export, fairness
 
@@ -426,7 +429,9 @@ def run_training(
         )
     splits = split(values, params["split"], groups)
     space = FeatureSpace(vocab)
-    x_train, x_val, x_test = (space.transform(s) for s in (splits.train, splits.validation, splits.test))
+    unknown_tokens: dict[str, np.ndarray] = {}  # for the reference profile
+    x_train = space.transform(splits.train, unknown_tokens)
+    x_val, x_test = (space.transform(s) for s in (splits.validation, splits.test))
     y_train, y_val, y_test = (
         s[LABEL].to_numpy(dtype=int) for s in (splits.train, splits.validation, splits.test)
     )
@@ -452,6 +457,17 @@ def run_training(
     p_test = calibrate(classifier.predict_proba(x_test)[:, 1], calibration)
     threshold = choose_threshold(y_val, p_val)
     test_metrics = evaluate.metrics(y_test, p_test, bins)
+    p_train = calibrate(classifier.predict_proba(x_fit)[:, 1], calibration)
+    reference = build_reference(
+        x_train,
+        p_train,
+        recommend_codes(x_train, p_train, threshold),
+        unknown_tokens,
+        splits.train["necessity_avoidable"].to_numpy(dtype=np.float64, na_value=np.nan),
+        y_train,
+        p_test,
+        test_metrics,
+    )
     report: dict[str, Any] = {
         "test": test_metrics,
         "validation": evaluate.metrics(y_val, p_val, bins),
@@ -556,7 +572,8 @@ def run_training(
         onnx_path=ONNX_FILE,
         rows=len(values),
         files=", ".join(
-            f"`{name}`" for name in (ONNX_FILE, SERVING_ONNX_FILE, MANIFEST_FILE, VOCABULARY_FILE)
+            f"`{name}`"
+            for name in (ONNX_FILE, SERVING_ONNX_FILE, MANIFEST_FILE, VOCABULARY_FILE, REFERENCE_PROFILE_FILE)
         ),
         data_sha=manifest["data_sha256"][:16],
         train_rows=len(splits.train),
@@ -586,6 +603,7 @@ def run_training(
         vocab,
         card,
         before_swap=finish_model_dir,
+        reference_profile=reference.to_dict(),
     )
     return TrainingResult(
         model_dir=model_dir, manifest=manifest, metrics=report, pipeline=pipeline, splits=splits, plots=plots
