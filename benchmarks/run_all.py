@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import bench_generate_train, bench_install, bench_predict, bench_score, bench_spark, loadtest
+from benchmarks import (
+    bench_generate_train,
+    bench_install,
+    bench_predict,
+    bench_score,
+    bench_spark,
+    bench_workers,
+    loadtest,
+)
 from stepdown_ml.core import config
 from stepdown_ml.core.tables import atomic_path
 
@@ -19,6 +27,7 @@ def main() -> None:
         "generate_train": bench_generate_train.main(),
         "predict": bench_predict.main(),
         "score": bench_score.main([1_000_000, 5_000_000]),
+        "workers": bench_workers.main(1_000_000, [1, 2]),
         "spark": bench_spark.main([1_000_000, 5_000_000]),
         "http": loadtest.main([]),
         "install": bench_install.main(),

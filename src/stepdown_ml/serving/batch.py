@@ -1225,10 +1225,11 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
         progressed += step
         _add_progress(job.done, count, step)
     scores.close()
-    rejects.close()
-    _add_progress(
-        job.done, 0, (lines if job.reader.kind == "parquet" else task.end - task.start) - progressed
-    )
+    if problems:
+        rejects.close()  # opened by its first write: a task without problems has no rejects part
+    # gzip: shipped lines have no byte range (the parent's position is the progress there).
+    size = lines if job.reader.kind == "parquet" else task.end - task.start
+    _add_progress(job.done, 0, max(size - progressed, 0))
     return Part(
         lines=lines,
         rows=rows,
