@@ -58,22 +58,21 @@ def _tree(root: int) -> list[int]:
     return pids
 
 
+def _field_kb(path: str, name: str) -> int | None:
+    try:
+        with open(path) as handle:
+            for line in handle:
+                if line.startswith(name):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _memory_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    """The process's PSS (RSS where the kernel keeps no PSS), in kB; 0 once it is gone."""
+    pss = _field_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+    return pss if pss is not None else _field_kb(f"/proc/{pid}/status", "VmRSS:") or 0
 
 
 def run(command: list[str], sample: bool = False) -> tuple[float, float]:
