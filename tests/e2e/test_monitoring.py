@@ -113,6 +113,7 @@ def test_drift_over_batches_is_one_mlflow_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     version = read_manifest(DEFAULT)["model_version"]
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("training")  # not an experiment id another test left active
     with mlflow.start_run() as training:  # the packaged model, registered as training registers it
         mlflow.set_tag("model_version", version)
         example = input_example(generate_transitions(5, seed=1))
