@@ -106,11 +106,18 @@ def test_drift_over_batches_is_one_mlflow_run(tmp_path, monkeypatch, capsys):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from stepdown_ml.mlops.tracking import MONITORING_EXPERIMENT
+    from stepdown_ml.mlops.tracking import MONITORING_EXPERIMENT, input_example, log_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
+    version = read_manifest(DEFAULT)["model_version"]
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("training")  # not an experiment id another test left active
+    with mlflow.start_run() as training:  # the packaged model, registered as training registers it
+        mlflow.set_tag("model_version", version)
+        example = input_example(generate_transitions(5, seed=1))
+        info = log_model(DEFAULT, example, config.REGISTERED_MODEL_NAME)
     for step, points in enumerate((0.0, 4.0)):
         src = tmp_path / f"batch{step}.csv"
         frame = generate_transitions(2_000, seed=50 + step, shift=Shift(unemployment_points=points))
@@ -118,11 +125,12 @@ def test_drift_over_batches_is_one_mlflow_run(tmp_path, monkeypatch, capsys):
         out = ["--out", str(tmp_path / f"s{step}.csv"), "--report", str(tmp_path / f"r{step}.json")]
         assert main(["score", str(src), "--model-dir", str(DEFAULT), *out, "--track"]) == 0
         assert f"as batch {step} of MLflow run" in capsys.readouterr().err
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.tags["model_version"] == read_manifest(DEFAULT)["model_version"]
+    assert run.data.tags["model_version"] == version
+    assert run.data.tags["registered_version"] == str(info.registered_model_version)
+    assert run.data.tags["training_run_id"] == training.info.run_id
     history = client.get_metric_history(run.info.run_id, "psi.feature.unemployment_rate")
     assert [m.step for m in history] == [0, 1]
     assert history[0].value < 0.2 <= history[1].value

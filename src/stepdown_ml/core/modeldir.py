@@ -120,6 +120,8 @@ def write_model_dir(
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     serving_digest = hashlib.sha256(serving_bytes).hexdigest()
     version = hashlib.sha256((digest + serving_digest).encode()).hexdigest()[:12]
+    # A hash of a profile that is not written here (a manifest copied from elsewhere) must go.
+    manifest = {k: v for k, v in manifest.items() if k != REFERENCE_PROFILE_KEY}
     manifest = {
         **manifest,
         "onnx_sha256": digest,

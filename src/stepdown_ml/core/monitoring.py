@@ -6,7 +6,7 @@ otherwise; category counts for the one-hot families), a fine histogram of ``p_ad
 the recommendation mix, the share of skill tokens outside the vocabulary, missing optional
 values, and the test split's metrics. Scoring counts each block into a
 :class:`PartialProfile` on those same bins, from the feature matrix it has built anyway
-(``np.searchsorted`` and ``np.bincount``, no second read); partial profiles add up
+(a lookup table and ``np.bincount``, no second read); partial profiles add up
 (:meth:`PartialProfile.merge`) whichever engine, thread, process or Spark task counted
 them. :func:`drift_report` compares the sum with the reference (PSI, a binned
 Kolmogorov–Smirnov distance, documented thresholds: docs/MONITORING.md), and
@@ -60,7 +60,8 @@ AUC_DROP = 0.02
 # Features with at most this many distinct training values get one bin per value.
 MAX_VALUE_BINS = 24
 QUANTILE_BINS = 10
-# Every bin edge is a multiple of 1 / EDGE_GRID (a power of two, so scaling by it is exact).
+# Decile edges are rounded to multiples of 1 / EDGE_GRID (a power of two: scaling by it is
+# exact), so that one lookup table bins them (_BinPlan).
 EDGE_GRID = 64
 # p_advance is counted on a fine grid (CBPE needs it); its PSI uses deciles snapped to it.
 P_GRID = 1000
@@ -257,7 +258,8 @@ class PartialProfile:
             rejects: the block's rejects (rejects layout).
             rows: rows read in the block (default: the scored rows).
         """
-        assert self.spec is not None, "a partial profile counts on the bins of its spec"
+        if self.spec is None:
+            raise ProfileError("a partial profile read without its spec cannot count rows")
         n = len(features)
         sums = features.sum(axis=0, dtype=np.float64) if n else np.zeros(features.shape[1])
         if n:
@@ -622,10 +624,11 @@ def drift_report(reference: ReferenceProfile, current: PartialProfile, source: s
         window = slice(offset, offset + len(levels))
         ref_counts, cur_counts = ref.categories[window], current.categories[window]
         families[family] = _entry(family, list(levels), ref_counts, cur_counts, judged)
-        for i, level in enumerate(levels):
-            pair = lambda c, i=i: np.array([c.sum() - c[i], c[i]])  # noqa: E731
+        for i, level in enumerate(levels):  # each one-hot feature: this level or another
+            ref_pair = np.array([ref_counts.sum() - ref_counts[i], ref_counts[i]])
+            cur_pair = np.array([cur_counts.sum() - cur_counts[i], cur_counts[i]])
             features[f"{family}_{level}"] = _entry(
-                f"{family}_{level}", ["other", level], pair(ref_counts), pair(cur_counts), judged
+                f"{family}_{level}", ["other", level], ref_pair, cur_pair, judged
             )
         offset += len(levels)
     for name, entry in features.items():
