@@ -7,6 +7,7 @@ reason). Training, batch scoring, Spark and ``predict()`` all validate here.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -300,6 +301,23 @@ def validate_record(
     return values, problems
 
 
+def validate_records(records: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
+    """Validate a batch of candidate records column by column (a service's batch).
+
+    Returns:
+        The values of every record by column name (``person_id`` included when any
+        record has it), as :func:`validate_record` would parse them (numbers as given,
+        ints or floats), when every value of every record is well-formed in the common
+        way :func:`validate_record` accepts without a closer look; otherwise ``None``,
+        and the caller validates record by record, which finds and words every problem.
+        So this never refuses a record differently: it only decides sooner.
+    """
+    if set(map(type, records)) != {dict}:
+        return None
+    with_person = any(PERSON_ID.name in record for record in records)
+    return _CANDIDATE_RECORDS[with_person].columns_of(records)
+
+
 _MISSING = object()
 
 
@@ -401,6 +419,91 @@ class _RecordValidator:
                     problems.append((name, reason))
                 values[name] = value
         return values, problems
+
+    def columns_of(self, records: Sequence[dict[str, Any]]) -> dict[str, Sequence[Any]] | None:
+        """:func:`validate_records` for this layout: whole columns through __call__'s shortcuts.
+
+        Each check accepts a column only when __call__'s shortcut would accept each of its
+        values, with the same value; anything else is ``None``.
+        """
+        names = tuple(self.columns)
+        try:
+            rows = list(map(operator.itemgetter(*names), records))
+        except KeyError:  # a column left out: None, as __call__ reads it
+            rows = [tuple(map(record.get, names)) for record in records]
+        values: dict[str, Sequence[Any]] = dict(zip(names, zip(*rows, strict=True), strict=True))
+        for name, allowed in self.enums:
+            if set(map(type, values[name])) != {str} or not allowed.issuperset(values[name]):
+                return None
+        for name, low, high, nullable in self.ints:
+            present = _present(values[name], int, nullable)
+            if present is None or (present and not low <= min(present) <= max(present) <= high):
+                return None
+        for name, low, high in self.numbers:
+            column = values[name]
+            kinds = set(map(type, column))
+            if kinds == {int}:  # exact bounds on the ints, as __call__ compares them
+                if not low <= min(column) <= max(column) <= high:
+                    return None
+            elif not kinds <= {int, float} or not all(low <= value <= high for value in column):
+                return None  # (NaN is in no range)
+        for name in self.ids:
+            column = values[name]
+            if (
+                set(map(type, column)) != {str}
+                or max(map(len, column)) > MAX_ID_LENGTH
+                or not all(map(str.strip, column))  # not blank, so not empty either
+                or not all(map(str.isascii, column))  # other text: is_unicode, record by record
+            ):
+                return None
+        for name, nullable in self.skills:
+            present = _present(values[name], str, nullable)
+            if present is None or (present and not _skill_lists(present)):
+                return None
+        if "target_level" in values and not all(
+            map(operator.le, values["target_level"], values["current_level"])
+        ):
+            return None
+        if "motive" in values and any(
+            motive == "necessity" and avoidable is None
+            for motive, avoidable in zip(values["motive"], values["necessity_avoidable"], strict=True)
+        ):
+            return None
+        return values
+
+
+# What a column of skill lists joined by "|" may hold, when each list matches SKILLS_RE.
+_SKILL_LIST_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_;|"
+_BAD_JOINS = ("||", "|;", ";|", ";;")
+
+
+def _skill_lists(column: Sequence[str]) -> bool:
+    """Whether every text of ``column`` matches SKILLS_RE, by one scan of them all.
+
+    Joined by "|" (which no list may hold: it appears exactly between the texts), the
+    texts all match when only ``[a-z0-9_;|]`` is left and no ";" or "|" starts, ends or
+    doubles a token. The regular expression text by text costs several times more.
+    """
+    text = "|".join(column)
+    return (
+        text.count("|") == len(column) - 1
+        and text.isascii()
+        and not text.encode().translate(None, _SKILL_LIST_BYTES)
+        and text[:1] not in ("", "|", ";")
+        and text[-1:] not in ("|", ";")
+        and not any(join in text for join in _BAD_JOINS)
+    )
+
+
+def _present(column: Sequence[Any], kind: type, nullable: bool) -> Sequence[Any] | None:
+    """The values of ``column`` that are not None, when all are exactly of class ``kind``
+    (None allowed only when ``nullable``); otherwise ``None``."""
+    kinds = set(map(type, column))
+    if kinds == {kind}:
+        return column
+    if nullable and kinds <= {kind, type(None)}:
+        return [value for value in column if value is not None]
+    return None
 
 
 _CANDIDATE_RECORDS = (_RecordValidator(CANDIDATE_COLUMNS), _RecordValidator((*CANDIDATE_COLUMNS, PERSON_ID)))
