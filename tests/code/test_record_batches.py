@@ -112,7 +112,7 @@ ODD_VALUES: dict[str, list[Any]] = {
     "current_function": ["Data", "data ", "unknown", None, {}],
     "same_employer": [True, False, 1.0, "1", 2, None],
     "current_skills": ["", " ", "sql;;python", ";sql", "sql;", "SQL", "sql python", "sql|python", "sql\n", 5],
-    "target_skills": ["", None, "a|b", "é", "sql;python;sql"],
+    "target_skills": ["", None, "a|b", "é", "sql;python;sql", "sql;\udcff"],
     "years_experience": ["12.5", 12, 50, 50.0001, -0.0, float("nan"), float("inf"), True, None, 10**400],
     "performance_rating": [3.0, "3", 6, None],
     "unemployment_rate": [30, 30.5, "5.5", None, "", -1e-9],

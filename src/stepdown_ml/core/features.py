@@ -413,11 +413,12 @@ def _assemble(
     enum_codes = {column: codes(column, levels) for column, levels in _ENUM_COLUMNS}
     for column, levels in _ONE_HOT:
         out[rows, _INDEX[f"{column}_{levels[0]}"] + enum_codes[column]] = 1.0
+    avoidable = num("necessity_avoidable")
     computed = _computed_features(
         num,
         function_change=enum_codes["current_function"] != enum_codes["target_function"],
         industry_change=enum_codes["current_industry"] != enum_codes["target_industry"],
-        avoidable=np.nan_to_num(num("necessity_avoidable")),
+        avoidable=np.where(np.isnan(avoidable), 0.0, avoidable),  # empty: 0, as transform_record
         age_band_index=enum_codes["age_band"],
         skills=skills,
     )

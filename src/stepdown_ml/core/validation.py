@@ -7,6 +7,7 @@ reason). Training, batch scoring, Spark and ``predict()`` all validate here.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -314,7 +315,7 @@ def validate_records(records: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
     """
     if set(map(type, records)) != {dict}:
         return None
-    with_person = any(PERSON_ID.name in record for record in records)
+    with_person = any(map(dict.__contains__, records, itertools.repeat(PERSON_ID.name)))
     return _CANDIDATE_RECORDS[with_person].columns_of(records)
 
 
@@ -445,8 +446,13 @@ class _RecordValidator:
             if kinds == {int}:  # exact bounds on the ints, as __call__ compares them
                 if not low <= min(column) <= max(column) <= high:
                     return None
-            elif not kinds <= {int, float} or not all(low <= value <= high for value in column):
-                return None  # (NaN is in no range)
+            elif not (
+                kinds <= {int, float}
+                and low <= min(column)
+                and max(column) <= high
+                and sum(column) == sum(column)  # no NaN (which min and max may miss)
+            ):
+                return None
         for name in self.ids:
             column = values[name]
             if (
@@ -464,34 +470,41 @@ class _RecordValidator:
             map(operator.le, values["target_level"], values["current_level"])
         ):
             return None
-        if "motive" in values and any(
-            motive == "necessity" and avoidable is None
-            for motive, avoidable in zip(values["motive"], values["necessity_avoidable"], strict=True)
+        if (
+            "motive" in values
+            and None in values["necessity_avoidable"]
+            and any(
+                motive == "necessity" and avoidable is None
+                for motive, avoidable in zip(values["motive"], values["necessity_avoidable"], strict=True)
+            )
         ):
             return None
         return values
 
 
-# What a column of skill lists joined by "|" may hold, when each list matches SKILLS_RE.
-_SKILL_LIST_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_;|"
-_BAD_JOINS = ("||", "|;", ";|", ";;")
+# A column of skill lists joined by "|", byte by byte: a list's own bytes stay, "|" reads as
+# ";", and every byte SKILLS_RE refuses becomes NUL.
+_SKILL_LIST_BYTES = bytes(
+    byte if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_;" else ord(";") if byte == ord("|") else 0
+    for byte in range(256)
+)
 
 
 def _skill_lists(column: Sequence[str]) -> bool:
-    """Whether every text of ``column`` matches SKILLS_RE, by one scan of them all.
+    """Whether every text of ``column`` matches SKILLS_RE, by a few scans of them all.
 
-    Joined by "|" (which no list may hold: it appears exactly between the texts), the
-    texts all match when only ``[a-z0-9_;|]`` is left and no ";" or "|" starts, ends or
-    doubles a token. The regular expression text by text costs several times more.
+    Joined by "|" (which no list may hold: there are exactly as many as gaps between the
+    texts), the texts all match when no other byte is refused and no ";" or "|" starts,
+    ends or doubles a token. Several times cheaper than the expression text by text.
     """
-    text = "|".join(column)
+    data = "|".join(column).encode("utf-8", "surrogatepass")
+    tokens = data.translate(_SKILL_LIST_BYTES)
     return (
-        text.count("|") == len(column) - 1
-        and text.isascii()
-        and not text.encode().translate(None, _SKILL_LIST_BYTES)
-        and text[:1] not in ("", "|", ";")
-        and text[-1:] not in ("|", ";")
-        and not any(join in text for join in _BAD_JOINS)
+        data.count(b"|") == len(column) - 1
+        and b"\0" not in tokens
+        and tokens[:1] not in (b"", b";")
+        and tokens[-1:] != b";"
+        and b";;" not in tokens
     )
 
 
