@@ -66,7 +66,7 @@ class InvalidCandidateError(ValueError):
 
 # Batches of at least this many records try the column-by-column path (below it, the fixed
 # costs of its numpy calls outweigh what it saves; docs/BENCHMARKS.md).
-COLUMNS_FROM = 8
+COLUMNS_FROM = 16
 
 
 class Model:
