@@ -14,6 +14,8 @@ import pytest
 import uvicorn
 
 from stepdown_ml.core import config
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+from stepdown_ml.serving import model as serving
 from stepdown_ml.serving.http import ServeSettings, create_app
 from stepdown_ml.serving.model import Model
 from tests.conftest import candidate_record
@@ -103,4 +105,15 @@ def test_batches_inline_and_in_a_thread_give_the_same_answers(records, served_mo
     with running(lambda: served_model) as call:
         status, body = call("POST", "/predict", batch)
     assert status == 200
+    assert body == served_model.score_records(batch)
+
+
+def test_a_json_batch_is_answered_as_record_by_record(served_model, candidates, monkeypatch):
+    """Typed JSON values (the column path of score_records) over HTTP: the record path's answer."""
+    frame = candidates.head(150)[[c.name for c in CANDIDATE_COLUMNS]]
+    batch = json.loads(frame.to_json(orient="records"))
+    with running(lambda: served_model) as call:
+        status, body = call("POST", "/predict", batch)
+    assert status == 200
+    monkeypatch.setattr(serving, "COLUMNS_FROM", 10**9)
     assert body == served_model.score_records(batch)
