@@ -248,19 +248,7 @@ class Model:
         version = self.version
         # The scores layout (SCORES_COLUMNS, then rank), spelled out: a dict display is
         # several times cheaper than dict(zip(names, row)) (tests compare the keys).
-        if person_ids is None:
-            return [
-                {
-                    "candidate_id": i,
-                    "p_advance": q,
-                    "recommendation": r,
-                    "reasons": why,
-                    "model_version": version,
-                    "confidence": c,
-                }
-                for i, q, r, why, c in rows
-            ]
-        return [
+        answer = [
             {
                 "candidate_id": i,
                 "p_advance": q,
@@ -268,10 +256,13 @@ class Model:
                 "reasons": why,
                 "model_version": version,
                 "confidence": c,
-                "rank": k,
             }
-            for (i, q, r, why, c), k in zip(rows, rank_within(person_ids, p).tolist(), strict=True)
+            for i, q, r, why, c in rows
         ]
+        if person_ids is not None:
+            for row, rank in zip(answer, rank_within(person_ids, p).tolist(), strict=True):
+                row[RANK_COLUMN] = rank
+        return answer
 
     def _featurize_records(
         self, records: Sequence[Mapping[str, Any]]
