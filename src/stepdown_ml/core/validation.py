@@ -482,29 +482,24 @@ class _RecordValidator:
         return values
 
 
-# A column of skill lists joined by "|", byte by byte: a list's own bytes stay, "|" reads as
-# ";", and every byte SKILLS_RE refuses becomes NUL.
-_SKILL_LIST_BYTES = bytes(
-    byte if chr(byte) in "abcdefghijklmnopqrstuvwxyz0123456789_;" else ord(";") if byte == ord("|") else 0
-    for byte in range(256)
-)
+# The bytes a skill list consists of (SKILLS_RE: lowercase tokens and ";" between them).
+_SKILL_LIST_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_;"
 
 
 def _skill_lists(column: Sequence[str]) -> bool:
     """Whether every text of ``column`` matches SKILLS_RE, by a few scans of them all.
 
-    Joined by "|" (which no list may hold: there are exactly as many as gaps between the
-    texts), the texts all match when no other byte is refused and no ";" or "|" starts,
-    ends or doubles a token. Several times cheaper than the expression text by text.
+    Joined by ";", the texts all match exactly when the joined text does: a text fails
+    only by being empty, holding another character, or by a ";" that starts, ends or
+    doubles a token, and each shows in the joined text. Several times cheaper than the
+    expression text by text.
     """
-    data = "|".join(column).encode("utf-8", "surrogatepass")
-    tokens = data.translate(_SKILL_LIST_BYTES)
+    data = ";".join(column).encode("utf-8", "surrogatepass")  # other text: bytes >= 0x80
     return (
-        data.count(b"|") == len(column) - 1
-        and b"\0" not in tokens
-        and tokens[:1] not in (b"", b";")
-        and tokens[-1:] != b";"
-        and b";;" not in tokens
+        not data.translate(None, _SKILL_LIST_BYTES)
+        and data[:1] not in (b"", b";")
+        and data[-1:] != b";"
+        and b";;" not in data
     )
 
 
