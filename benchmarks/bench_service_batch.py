@@ -9,6 +9,11 @@ for a batch it cannot take column by column) against the column path (``validate
 ``benchmarks.loadtest``; CPU time (``time.process_time``), so that other processes on a
 shared machine cost less; best of ``--repeat`` runs, per batch.
 
+Also: the batch path's ``validate_frame`` + ``transform`` on the same records as an Arrow
+table (the alternative the column path was chosen over), the answer's dicts built with a dict
+display against ``dict(zip(...))``, and both paths by batch size (where the column path starts
+to pay).
+
     python -m benchmarks.bench_service_batch [--repeat 15] [--batch 100]
 """
 
@@ -22,11 +27,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from benchmarks.loadtest import _records
 from stepdown_ml.core import config
 from stepdown_ml.core.features import N_FEATURES
-from stepdown_ml.core.validation import validate_record, validate_records
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS, SCORES_COLUMNS
+from stepdown_ml.core.validation import validate_frame, validate_record, validate_records
 from stepdown_ml.serving import model as serving
 
 
@@ -90,6 +97,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 totals[path] = min(totals[path], _best_ms(whole(path), bodies, max(1, args.repeat // 3)))
     finally:
         serving.COLUMNS_FROM = saved
+    tables = [pa.table({c.name: [r[c.name] for r in b] for c in CANDIDATE_COLUMNS}) for b in batches]
+    checked = [validate_frame(t).valid_columns() for t in tables]
+    stages["validation_frame_path"] = _best_ms(validate_frame, tables, args.repeat)
+    stages["features_frame_path"] = _best_ms(model.features.transform, checked, args.repeat)
+    rows = [[tuple(r.values()) for r in answer] for answer in scored]
+    names = list(SCORES_COLUMNS)
+    stages["answer_dicts_zip"] = _best_ms(
+        lambda a: [dict(zip(names, r, strict=True)) for r in a], rows, args.repeat
+    )
+    stages["answer_dicts_display"] = _best_ms(
+        lambda a: [
+            {
+                "candidate_id": i,
+                "p_advance": p,
+                "recommendation": c,
+                "reasons": w,
+                "model_version": v,
+                "confidence": k,
+            }
+            for i, p, c, w, v, k in a
+        ],
+        rows,
+        args.repeat,
+    )
+    by_size: dict[int, dict[str, float]] = {}
+    try:
+        for size in (2, 4, 8, 12, 16, 32, 64):
+            small = [records[i : i + size] for i in range(0, len(records), size)][:100]
+            by_size[size] = {}
+            for path, threshold in (("records", 10**9), ("columns", 1)):
+                serving.COLUMNS_FROM = threshold
+                by_size[size][path] = _best_ms(model.score_records, small, max(3, args.repeat // 3))
+    finally:
+        serving.COLUMNS_FROM = saved
     stages["features_records"] = round(
         stages["validation_and_features_records"] - stages["validation_records"], 4
     )
@@ -101,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ms_per_batch": stages,
         "json_in_to_json_out_ms": totals,
         "speedup": round(totals["records"] / totals["columns"], 2),
+        "score_records_ms_by_batch_size": by_size,
     }
     print(json.dumps(report, indent=2))
     return report
