@@ -5,6 +5,8 @@ servers are stopped at the end. The client is an asyncio HTTP/1.1 keep-alive cli
 pre-encoded requests (one connection per simulated client), light enough to share the
 machine with the server. Scenarios: 1 and 16 concurrent clients, single records and
 100-record batches. MLflow's server is much slower, so its scenarios stop at the time cap.
+Besides throughput and latency, each scenario reports the server's CPU time per request (all
+its processes, from /proc), which other work on a shared machine disturbs much less.
 
     python -m benchmarks.loadtest [--requests 20000] [--workers N] [--skip-mlflow]
 """
@@ -50,6 +52,9 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU time of the server's processes (all workers) per request, user + system: what a
+    # request costs the server, whatever else the machine runs (None where /proc is not).
+    server_cpu_ms: float | None = None
 
 
 def _records(n: int) -> list[dict]:
@@ -105,14 +110,38 @@ async def _load(port: int, requests: list[bytes], clients: int, total: int, cap_
     return latencies, sum(part[1] for part in parts), seconds
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and all its descendants, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_seconds(int(child)) or 0.0 for child in children)
+
+
 def measure(
-    server: str, port: int, path: str, bodies: list[bytes], clients: int, total: int, cap_s: float, rows: int
+    server: str,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    total: int,
+    cap_s: float,
+    rows: int,
+    pid: int | None = None,
 ):
     """Warm up, then ``total`` requests (or ``cap_s`` seconds) from ``clients`` connections."""
     requests = [_request(path, body) for body in bodies]
     asyncio.run(_load(port, requests, clients, min(200, total), cap_s))
+    cpu_before = _cpu_seconds(pid) if pid else None
     latencies, errors, seconds = asyncio.run(_load(port, requests, clients, total, cap_s))
+    cpu_after = _cpu_seconds(pid) if pid else None
     n = len(latencies)
+    server_cpu = None
+    if cpu_before is not None and cpu_after is not None:
+        server_cpu = round((cpu_after - cpu_before) / n * 1000, 3)
     return Result(
         server=server,
         clients=clients,
@@ -124,14 +153,15 @@ def measure(
         p50_ms=round(statistics.median(latencies) * 1000, 3),
         p99_ms=round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3),
         errors=errors,
+        server_cpu_ms=server_cpu,
     )
 
 
 @contextmanager
 def running(
     argv: list[str], log: Path, ready_path: str, env: dict[str, str] | None = None, loaded: int = 0
-) -> Iterator[int]:
-    """A server process (its port from its log, or given), stopped with SIGTERM at the end.
+) -> Iterator[tuple[int, int]]:
+    """A server process: ``(port, pid)`` (the port from its log, or given); SIGTERM at the end.
 
     ``loaded``: wait for that many "loaded from" lines (one per worker of `stepdown-ml serve`).
     """
@@ -159,7 +189,7 @@ def running(
                 if time.time() > deadline or process.poll() is not None:
                     raise RuntimeError(f"{argv[:3]} never became ready:\n{log.read_text()[-2000:]}") from None
                 time.sleep(0.2)
-        yield port
+        yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -199,13 +229,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         work = Path(tmp)
         serve = [str(BIN / "stepdown-ml"), "serve", "--port", "0", "--workers", str(args.workers)]
-        with running(serve, work / "serve.log", "/health", loaded=args.workers) as port:
+        with running(serve, work / "serve.log", "/health", loaded=args.workers) as (port, pid):
             for rows, clients in SCENARIOS:
                 total = args.requests if rows == 1 else max(1, args.requests // 20)
                 bodies = singles if rows == 1 else batches
-                results.append(
-                    measure("stepdown-ml serve", port, "/predict", bodies, clients, total, args.cap, rows)
-                )
+                scenario = (bodies, clients, total, args.cap, rows, pid)
+                result = measure("stepdown-ml serve", port, "/predict", *scenario)
+                results.append(result)
                 print(results[-1], file=sys.stderr)
         if not args.skip_mlflow:
             from stepdown_ml.mlops.tracking import save_model
@@ -224,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "local",
             ]
             mlflow_serve += ["-h", "127.0.0.1", "-p", str(port)]
-            with running(mlflow_serve, work / "mlflow.log", "/ping", env=env):
+            with running(mlflow_serve, work / "mlflow.log", "/ping", env=env) as (port, pid):
                 for rows, clients in SCENARIOS:
                     total = args.requests if rows == 1 else max(1, args.requests // 20)
                     bodies = mlflow_singles if rows == 1 else mlflow_batches
@@ -237,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
                         total,
                         args.mlflow_cap,
                         rows,
+                        pid,
                     )
                     results.append(result)
                     print(result, file=sys.stderr)

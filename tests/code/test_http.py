@@ -14,6 +14,8 @@ import pytest
 import uvicorn
 
 from stepdown_ml.core import config
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+from stepdown_ml.serving import model as serving
 from stepdown_ml.serving.http import ServeSettings, create_app
 from stepdown_ml.serving.model import Model
 from tests.conftest import candidate_record
@@ -46,6 +48,16 @@ def running(load: Callable[[], Any]) -> Iterator[Callable[..., tuple[int, Any]]]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def ready(call: Callable[..., tuple[int, Any]]) -> Callable[..., tuple[int, Any]]:
+    """``call`` once /health says the model is loaded (it loads in a thread: on a busy
+    machine, after the server has started)."""
+    deadline = time.time() + 30
+    while call("GET", "/health")[0] != 200:
+        assert time.time() < deadline, "the model did not load"
+        time.sleep(0.02)
+    return call
 
 
 def test_health_is_503_until_the_model_is_loaded_then_200():
@@ -89,7 +101,8 @@ class _Crashing(Model):
 
 
 def test_a_crash_in_one_request_is_a_500_for_it_alone():
-    with running(lambda: _Crashing(config.PACKAGED_MODEL_DIR)) as call:
+    with running(lambda: _Crashing(config.PACKAGED_MODEL_DIR)) as serving_call:
+        call = ready(serving_call)
         status, body = call("POST", "/predict", candidate_record(candidate_id="boom"))
         assert status == 500 and "internal error" in body["error"]
         assert "a bug" not in json.dumps(body)  # no internals leak to the client
@@ -101,6 +114,17 @@ def test_a_crash_in_one_request_is_a_500_for_it_alone():
 def test_batches_inline_and_in_a_thread_give_the_same_answers(records, served_model):
     batch = [candidate_record(candidate_id=f"c{i}", fit_score=str(1 + i % 5)) for i in range(records)]
     with running(lambda: served_model) as call:
-        status, body = call("POST", "/predict", batch)
+        status, body = ready(call)("POST", "/predict", batch)
     assert status == 200
+    assert body == served_model.score_records(batch)
+
+
+def test_a_json_batch_is_answered_as_record_by_record(served_model, candidates, monkeypatch):
+    """Typed JSON values (the column path of score_records) over HTTP: the record path's answer."""
+    frame = candidates.head(150)[[c.name for c in CANDIDATE_COLUMNS]]
+    batch = json.loads(frame.to_json(orient="records"))
+    with running(lambda: served_model) as call:
+        status, body = ready(call)("POST", "/predict", batch)
+    assert status == 200
+    monkeypatch.setattr(serving, "COLUMNS_FROM", 10**9)
     assert body == served_model.score_records(batch)

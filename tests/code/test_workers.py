@@ -122,7 +122,9 @@ def test_a_corrupt_gzip_file_fails_with_workers_and_leaves_no_output(messy_lines
 
 def test_the_drift_report_of_workers_equals_the_single_process_report(messy_lines, tmp_path, served_model):
     source = _write(messy_lines, tmp_path / "in.csv")
-    one = score_file(source, tmp_path / "one" / "s.csv", model=served_model, workers=1, report=tmp_path / "one.json")
+    one = score_file(
+        source, tmp_path / "one" / "s.csv", model=served_model, workers=1, report=tmp_path / "one.json"
+    )
     many = score_file(
         source,
         tmp_path / "many" / "s.csv",

@@ -7,6 +7,8 @@ reason). Training, batch scoring, Spark and ``predict()`` all validate here.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -300,6 +302,23 @@ def validate_record(
     return values, problems
 
 
+def validate_records(records: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
+    """Validate a batch of candidate records column by column (a service's batch).
+
+    Returns:
+        The values of every record by column name (``person_id`` included when any
+        record has it), as :func:`validate_record` would parse them (numbers as given,
+        ints or floats), when every value of every record is well-formed in the common
+        way :func:`validate_record` accepts without a closer look; otherwise ``None``,
+        and the caller validates record by record, which finds and words every problem.
+        So this never refuses a record differently: it only decides sooner.
+    """
+    if set(map(type, records)) != {dict}:
+        return None
+    with_person = any(map(dict.__contains__, records, itertools.repeat(PERSON_ID.name)))
+    return _CANDIDATE_RECORDS[with_person].columns_of(records)
+
+
 _MISSING = object()
 
 
@@ -401,6 +420,98 @@ class _RecordValidator:
                     problems.append((name, reason))
                 values[name] = value
         return values, problems
+
+    def columns_of(self, records: Sequence[dict[str, Any]]) -> dict[str, Sequence[Any]] | None:
+        """:func:`validate_records` for this layout: whole columns through __call__'s shortcuts.
+
+        Each check accepts a column only when __call__'s shortcut would accept each of its
+        values, with the same value; anything else is ``None``.
+        """
+        names = tuple(self.columns)
+        try:
+            rows = list(map(operator.itemgetter(*names), records))
+        except KeyError:  # a column left out: None, as __call__ reads it
+            rows = [tuple(map(record.get, names)) for record in records]
+        values: dict[str, Sequence[Any]] = dict(zip(names, zip(*rows, strict=True), strict=True))
+        for name, allowed in self.enums:
+            if set(map(type, values[name])) != {str} or not allowed.issuperset(values[name]):
+                return None
+        for name, low, high, nullable in self.ints:
+            present = _present(values[name], int, nullable)
+            if present is None or (present and not low <= min(present) <= max(present) <= high):
+                return None
+        for name, low, high in self.numbers:
+            column = values[name]
+            kinds = set(map(type, column))
+            if kinds == {int}:  # exact bounds on the ints, as __call__ compares them
+                if not low <= min(column) <= max(column) <= high:
+                    return None
+            elif not (
+                kinds <= {int, float}
+                and low <= min(column)
+                and max(column) <= high
+                and sum(column) == sum(column)  # no NaN (which min and max may miss)
+            ):
+                return None
+        for name in self.ids:
+            column = values[name]
+            if (
+                set(map(type, column)) != {str}
+                or max(map(len, column)) > MAX_ID_LENGTH
+                or not all(map(str.strip, column))  # not blank, so not empty either
+                or not all(map(str.isascii, column))  # other text: is_unicode, record by record
+            ):
+                return None
+        for name, nullable in self.skills:
+            present = _present(values[name], str, nullable)
+            if present is None or (present and not _skill_lists(present)):
+                return None
+        if "target_level" in values and not all(
+            map(operator.le, values["target_level"], values["current_level"])
+        ):
+            return None
+        if (
+            "motive" in values
+            and None in values["necessity_avoidable"]
+            and any(
+                motive == "necessity" and avoidable is None
+                for motive, avoidable in zip(values["motive"], values["necessity_avoidable"], strict=True)
+            )
+        ):
+            return None
+        return values
+
+
+# The bytes a skill list consists of (SKILLS_RE: lowercase tokens and ";" between them).
+_SKILL_LIST_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_;"
+
+
+def _skill_lists(column: Sequence[str]) -> bool:
+    """Whether every text of ``column`` matches SKILLS_RE, by a few scans of them all.
+
+    Joined by ";", the texts all match exactly when the joined text does: a text fails
+    only by being empty, holding another character, or by a ";" that starts, ends or
+    doubles a token, and each shows in the joined text. Several times cheaper than the
+    expression text by text.
+    """
+    data = ";".join(column).encode("utf-8", "surrogatepass")  # other text: bytes >= 0x80
+    return (
+        not data.translate(None, _SKILL_LIST_BYTES)
+        and data[:1] not in (b"", b";")
+        and data[-1:] != b";"
+        and b";;" not in data
+    )
+
+
+def _present(column: Sequence[Any], kind: type, nullable: bool) -> Sequence[Any] | None:
+    """The values of ``column`` that are not None, when all are exactly of class ``kind``
+    (None allowed only when ``nullable``); otherwise ``None``."""
+    kinds = set(map(type, column))
+    if kinds == {kind}:
+        return column
+    if nullable and kinds <= {kind, type(None)}:
+        return [value for value in column if value is not None]
+    return None
 
 
 _CANDIDATE_RECORDS = (_RecordValidator(CANDIDATE_COLUMNS), _RecordValidator((*CANDIDATE_COLUMNS, PERSON_ID)))

@@ -42,7 +42,7 @@ from stepdown_ml.core.recommend import (
 )
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, PERSON_ID, RANK_COLUMN, SCORES_COLUMNS
 from stepdown_ml.core.skills import load_vocabulary
-from stepdown_ml.core.validation import repeated_columns, validate_frame, validate_record
+from stepdown_ml.core.validation import repeated_columns, validate_frame, validate_record, validate_records
 from stepdown_ml.serving.registry import local_model_dir
 
 if TYPE_CHECKING:
@@ -62,6 +62,11 @@ class InvalidCandidateError(ValueError):
         shown = "; ".join((f"row {p['row']}: " if "row" in p else "") + p["reason"] for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         super().__init__(f"invalid candidate: {shown}{more}")
+
+
+# Batches of at least this many records try the column-by-column path (below it, the fixed
+# costs of its numpy calls outweigh what it saves; docs/BENCHMARKS.md).
+COLUMNS_FROM = 16
 
 
 class Model:
@@ -207,16 +212,65 @@ class Model:
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Score several records as dicts in input order: a service's batch.
 
-        Each record is validated and featurized on the record path (no DataFrame: for the
-        small batches a service gets that is many times cheaper than :func:`predict`'s
-        frame path), then the batch is scored at once, as :meth:`score_features` scores a
-        frame (the record/batch parity tests hold the two paths to 1e-12). With
-        ``person_id`` in any record, every row gets ``rank`` within its person, as
-        :meth:`score_frame` ranks.
+        No DataFrame: for the batches a service gets that is many times cheaper than
+        :func:`predict`'s frame path. A batch whose values are all well-formed in the
+        common way is validated and featurized column by column
+        (:func:`~stepdown_ml.core.validation.validate_records`,
+        :meth:`~stepdown_ml.core.features.FeatureSpace.transform_columns`); any other
+        batch record by record (:func:`validate_record`, which words every problem, and
+        ``transform_record``). Both give the same features, bit for bit, and the batch is
+        then scored at once, as :meth:`score_features` scores a frame (the record/batch
+        parity tests hold the paths to 1e-12). With ``person_id`` in any record, every
+        row gets ``rank`` within its person, as :meth:`score_frame` ranks.
 
         Raises:
             InvalidCandidateError: listing every problem of every record, with its 1-based
                 ``row``.
+        """
+        ids: Sequence[str]
+        person_ids: Sequence[Any] | None
+        columns = validate_records(records) if len(records) >= COLUMNS_FROM else None
+        if columns is None:
+            features, ids, person_ids = self._featurize_records(records)
+        else:
+            features = self.features.transform_columns(columns)
+            ids, person_ids = columns["candidate_id"], columns.get(PERSON_ID.name)
+        p, contributions = self.infer(features)
+        reason_index, reason_texts = reason_codes(contributions)
+        rows = zip(
+            ids,
+            p.tolist(),
+            RECOMMENDATION_NAMES[recommend_codes(features, p, self.threshold)].tolist(),
+            reason_texts[reason_index].tolist(),
+            CONFIDENCE_NAMES[confidence_codes(p, self.threshold)].tolist(),
+            strict=True,
+        )
+        version = self.version
+        # The scores layout (SCORES_COLUMNS, then rank), spelled out: a dict display is
+        # several times cheaper than dict(zip(names, row)) (tests compare the keys).
+        answer = [
+            {
+                "candidate_id": i,
+                "p_advance": q,
+                "recommendation": r,
+                "reasons": why,
+                "model_version": version,
+                "confidence": c,
+            }
+            for i, q, r, why, c in rows
+        ]
+        if person_ids is not None:
+            for row, rank in zip(answer, rank_within(person_ids, p).tolist(), strict=True):
+                row[RANK_COLUMN] = rank
+        return answer
+
+    def _featurize_records(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, list[str], list[Any] | None]:
+        """Features, ids and person ids (None without ``person_id``), record by record.
+
+        Raises:
+            InvalidCandidateError: every problem of every record, with its ``row``.
         """
         features = np.empty((len(records), N_FEATURES), dtype=np.float32)
         ids: list[str] = []
@@ -241,16 +295,7 @@ class Model:
             raise InvalidCandidateError(problems)
         if not ids:
             raise InvalidCandidateError([{"column": "", "reason": "no records given"}])
-        columns = self._score_columns(features, ids)
-        if with_person:
-            columns[RANK_COLUMN] = rank_within(person_ids, columns["p_advance"])
-        # Plain Python values (lists of str, float and int) for JSON encoders.
-        lists = [
-            [values] * len(ids) if isinstance(values, str) else np.asarray(values).tolist()
-            for values in columns.values()
-        ]
-        names = list(columns)
-        return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
+        return features, ids, person_ids if with_person else None
 
     def _bound_buffers(self) -> tuple[ort.IOBinding, np.ndarray, memoryview[float], memoryview[float]]:
         """This thread's one-row input and output buffers, bound to the session once.
