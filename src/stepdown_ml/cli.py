@@ -156,15 +156,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _score_on_spark(args: argparse.Namespace) -> int:
     import time
 
-    from stepdown_ml.serving.spark import score_spark, spark_session, write_outputs
+    from stepdown_ml.serving.spark import score_spark_to, spark_session
 
     started = time.perf_counter()
     if args.remote and not args.remote.startswith("sc://"):
         raise ContractError(f"--remote {args.remote}: a Spark Connect URL starts with sc://")
     spark = spark_session(args.remote or args.master)
-    result = score_spark(spark, [str(p) for p in args.input_paths], args.model_uri or args.model_dir)
-    write_outputs(result.scores, result.rejects, args.out, fmt=args.output_format)
-    result.unpersist()
+    paths = [str(p) for p in args.input_paths]
+    result = score_spark_to(spark, paths, args.out, args.model_uri or args.model_dir, args.output_format)
     _say(
         f"{result.line()}, into {args.out}/scores and {args.out}/rejects, "
         f"{time.perf_counter() - started:.1f} s"
