@@ -1,11 +1,13 @@
 """Where a Spark run's CPU goes: the JVM against the Python workers, per phase (local[2]).
 
 Scores FILE in this process on ``local[2]`` and reads the CPU time of the JVM and of the
-Python workers (``/proc``) after the session starts, after the scoring pass (read, score,
-cache) and after the outputs are written. Comparing two sizes separates the fixed costs
-(JVM start, JIT, Python worker start) from the per-row ones.
+Python workers (``/proc``) after the session starts and after the outputs are written: by
+default through ``score_spark_to`` (the CLI's path: one pass, scores written from it), with
+``cached`` through ``score_spark`` then ``write_outputs`` (a mark after the cached scoring
+pass too). Comparing two sizes separates the fixed costs (JVM start, JIT, Python worker
+start) from the per-row ones.
 
-Usage: python -m benchmarks.bench_spark_stages FILE [parquet|csv]
+Usage: python -m benchmarks.bench_spark_stages FILE [parquet|csv] [cached]
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 import time
 
 from stepdown_ml.core import config
-from stepdown_ml.serving.spark import score_spark, spark_session, write_outputs
+from stepdown_ml.serving.spark import score_spark, score_spark_to, spark_session, write_outputs
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -61,21 +63,54 @@ def cpu_seconds() -> dict[str, float]:
     return {"jvm": round(jvm, 1), "python_workers": round(python, 1)}
 
 
-def main(path: str, fmt: str = "parquet") -> dict:
+def jvm_threads() -> dict[str, float]:
+    """CPU seconds of the JVM's threads, grouped by kind (task threads, JIT compilers, GC, the rest)."""
+    groups: dict[str, float] = {}
+    for pid, (_, _, command) in _processes().items():
+        if not command.split(" ")[0].endswith("java") or not _descends(pid):
+            continue
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                    text = stat.read()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+            kind = next((k for k, p in _THREAD_KINDS if p in name), "other")
+            groups[kind] = round(groups.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / HZ, 1)
+    return groups
+
+
+_THREAD_KINDS = [("tasks", "Executor task"), ("jit", "Compiler"), ("gc", "GC"), ("gc", "G1")]
+
+
+def _descends(pid: int) -> bool:
+    table = _processes()
+    while pid in table and pid != os.getpid():
+        pid = table[pid][0]
+    return pid == os.getpid()
+
+
+def main(path: str, fmt: str = "parquet", path_kind: str = "one-pass") -> dict:
     spark = spark_session("local[2]")
     marks = {"session": cpu_seconds()}
     started = time.perf_counter()
-    result = score_spark(spark, path, config.DEFAULT_MODEL_DIR)
-    marks["scored"] = {**cpu_seconds(), "wall": round(time.perf_counter() - started, 1)}
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        write_outputs(result.scores, result.rejects, f"{out}/o", fmt=fmt)
+        if path_kind == "cached":
+            result = score_spark(spark, path, config.DEFAULT_MODEL_DIR)
+            marks["scored"] = {**cpu_seconds(), "wall": round(time.perf_counter() - started, 1)}
+            write_outputs(result.scores, result.rejects, f"{out}/o", fmt=fmt)
+            rows = result.rows
+        else:
+            rows = score_spark_to(spark, path, f"{out}/o", config.DEFAULT_MODEL_DIR, fmt).rows
     marks["written"] = {**cpu_seconds(), "wall": round(time.perf_counter() - started, 1)}
+    marks["jvm_threads"] = jvm_threads()
     spark.stop()
-    report = {"file": path, "rows": result.rows, **marks}
+    report = {"file": path, "path": path_kind, "rows": rows, **marks}
     print(json.dumps(report), flush=True)
     return report
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

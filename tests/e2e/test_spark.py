@@ -79,7 +79,9 @@ def test_one_pass_writer_equals_the_single_process_scorer(
 
     passes = []
     scored = engine._Scan.scored
-    monkeypatch.setattr(engine._Scan, "scored", lambda scan, *a: passes.append(a) or scored(scan, *a))
+    monkeypatch.setattr(
+        engine._Scan, "scored", lambda scan, *a, **k: passes.append(a) or scored(scan, *a, **k)
+    )
     if cap is not None:
         monkeypatch.setattr(engine, "REJECTS_PER_SPLIT", cap)
     local, local_rejects = single_process(messy_unranked_csv, tmp_path / f"local.{fmt}", DEFAULT)

@@ -60,21 +60,17 @@ from stepdown_ml.serving.batch import csv_blocks, score_block
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-# One row per input row (a score, kind "score", or a problem, kind "reject"), plus one row
-# per split read (kind "split": its file's name, line count and tallies; for CSV its first
-# line). Rows carry a 64-bit key of their file instead of its name (narrower to cache).
-# ``start`` is the split's byte offset in its file; ``line`` a row's line within its split
-# (CSV) or its number in its file (Parquet).
-_ARROW_OUTPUT = pa.schema(
+# One row per input row (a score, kind SCORE, or a problem, kind REJECT), plus one row per
+# split read (kind SPLIT: its file's name, line count and tallies). A score row is the
+# scores layout and, when ranking needs it, ``person_id`` and its location; everything else
+# sits in two structs, null where unused (a null struct costs Spark one bit per row).
+# ``at``: a 64-bit key of the file (narrower than its name), the split's byte offset in its
+# file, and the row's line within its split (CSV) or its number in its file (Parquet).
+_AT = pa.struct([("file_key", pa.int64()), ("start", pa.int64()), ("line", pa.int64())])
+_SIDE = pa.struct(
     [
-        ("kind", pa.int8()),
-        ("file_key", pa.int64()),
-        ("start", pa.int64()),
-        ("line", pa.int64()),
-        *SCORES_SCHEMA,
         ("column", pa.string()),
         ("reason", pa.string()),
-        ("person_id", pa.string()),
         ("file", pa.string()),
         ("lines", pa.int64()),
         ("scored", pa.int64()),
@@ -82,9 +78,20 @@ _ARROW_OUTPUT = pa.schema(
         ("rejected", pa.int64()),
     ]
 )
+_ARROW_OUTPUT = pa.schema(
+    [("kind", pa.int8()), *SCORES_SCHEMA, ("person_id", pa.string()), ("at", _AT), ("side", _SIDE)]
+)
 _SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double", pa.int8(): "byte"}
 SCORE, REJECT, SPLIT = 0, 1, 2  # the kinds of output row
-OUTPUT_SCHEMA = ", ".join(f"{field.name} {_SPARK_TYPES[field.type]}" for field in _ARROW_OUTPUT)
+
+
+def _spark_type(kind: pa.DataType) -> str:
+    if pa.types.is_struct(kind):
+        return "struct<" + ",".join(f"{f.name}:{_spark_type(f.type)}" for f in kind) + ">"
+    return _SPARK_TYPES[kind]
+
+
+OUTPUT_SCHEMA = ", ".join(f"{field.name} {_spark_type(field.type)}" for field in _ARROW_OUTPUT)
 _BOM = "\ufeff"
 _NEWLINE = pa.scalar(b"\n", pa.binary())
 _NOTHING = pa.scalar(b"", pa.binary())
@@ -217,12 +224,16 @@ def _constant(value: Any, n: int, kind: pa.DataType) -> pa.Array:
     return pa.array([value], kind).take(pa.array(np.zeros(n, dtype=np.int64)))
 
 
-def _output(block: Any, split: _Split, rows: np.ndarray, reject_cap: int | None) -> pa.RecordBatch:
+def _output(
+    block: Any, split: _Split, rows: np.ndarray, reject_cap: int | None, located: bool
+) -> pa.RecordBatch:
     """One Arrow batch of scores and rejects in the output layout (no pandas round trip).
 
     Formula-like text is neutralized here, by the single-process scorer's own functions.
-    With ``reject_cap``, at most that many problems of the split leave the task (the split's
-    tallies still count them all, so the driver knows the rejects it holds are incomplete)."""
+    Score rows carry ``person_id`` and their location only when ``located`` (ranking and
+    row numbers need them; the scores layout does not). With ``reject_cap``, at most that
+    many problems of the split leave the task (the split's tallies still count them all,
+    so the driver knows when the rejects it holds are incomplete)."""
     scores, rejects = scores_as_written(block.scores), rejects_as_written(block.rejects)
     split.rejected += len(np.unique(rejects.column("row").to_numpy())) if rejects.num_rows else 0
     if reject_cap is not None:
@@ -230,7 +241,6 @@ def _output(block: Any, split: _Split, rows: np.ndarray, reject_cap: int | None)
     split.scored += scores.num_rows
     split.problems += block.rejects.num_rows
     n_scores, n_rejects = scores.num_rows, rejects.num_rows
-    n = n_scores + n_rejects
 
     def stack(top: Any, bottom: Any, kind: pa.DataType) -> pa.Array:
         top = pa.nulls(n_scores, kind) if top is None else top
@@ -241,18 +251,25 @@ def _output(block: Any, split: _Split, rows: np.ndarray, reject_cap: int | None)
             bottom = bottom.combine_chunks()
         return pa.concat_arrays([top.cast(kind), bottom.cast(kind)])
 
+    def at(count: int, lines: Any) -> pa.Array:
+        keys = (_constant(split.key, count, pa.int64()), _constant(split.start, count, pa.int64()))
+        return pa.StructArray.from_arrays([*keys, pa.array(lines, pa.int64())], fields=list(_AT))
+
+    problems = pa.StructArray.from_arrays(
+        [
+            rejects.column("column").combine_chunks().cast(pa.string()),
+            rejects.column("reason").combine_chunks().cast(pa.string()),
+            *(pa.nulls(n_rejects, f.type) for f in list(_SIDE)[2:]),
+        ],
+        fields=list(_SIDE),
+    )
     arrays = [
         stack(_constant(SCORE, n_scores, pa.int8()), _constant(REJECT, n_rejects, pa.int8()), pa.int8()),
-        _constant(split.key, n, pa.int64()),
-        _constant(split.start, n, pa.int64()),
-        stack(pa.array(rows, pa.int64()), rejects.column("row"), pa.int64()),
         stack(scores.column("candidate_id"), rejects.column("candidate_id"), pa.string()),
         *(stack(scores.column(field.name), None, field.type) for field in list(SCORES_SCHEMA)[1:]),
-        stack(None, rejects.column("column"), pa.string()),
-        stack(None, rejects.column("reason"), pa.string()),
-        stack(block.persons, None, pa.string()),
-        pa.nulls(n, pa.string()),
-        *(pa.nulls(n, pa.int64()) for _ in range(4)),
+        stack(block.persons if located else None, None, pa.string()),
+        stack(at(n_scores, rows) if located else None, at(n_rejects, rejects.column("row")), _AT),
+        stack(None, problems, _SIDE),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
@@ -260,17 +277,25 @@ def _output(block: Any, split: _Split, rows: np.ndarray, reject_cap: int | None)
 def _split_rows(splits: list[_Split]) -> pa.RecordBatch:
     """One ``split`` row per split: its file's name, line count and tallies."""
     n = len(splits)
-    columns: dict[str, pa.Array] = {
-        "kind": _constant(SPLIT, n, pa.int8()),
-        "file": pa.array([s.file for s in splits], pa.string()),
-        "file_key": pa.array([s.key for s in splits], pa.int64()),
-        "start": pa.array([s.start for s in splits], pa.int64()),
-        **{
-            k: pa.array([getattr(s, k) for s in splits], pa.int64())
-            for k in ("lines", "scored", "problems", "rejected")
-        },
-    }
-    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in _ARROW_OUTPUT]
+    side = pa.StructArray.from_arrays(
+        [
+            pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()),
+            pa.array([s.file for s in splits], pa.string()),
+            *(pa.array([getattr(s, f.name) for s in splits], pa.int64()) for f in list(_SIDE)[3:]),
+        ],
+        fields=list(_SIDE),
+    )
+    at = pa.StructArray.from_arrays(
+        [
+            pa.array([s.key for s in splits], pa.int64()),
+            pa.array([s.start for s in splits], pa.int64()),
+            pa.nulls(n, pa.int64()),
+        ],
+        fields=list(_AT),
+    )
+    arrays = [pa.nulls(n, f.type) for f in _ARROW_OUTPUT]
+    arrays[0], arrays[-2], arrays[-1] = _constant(SPLIT, n, pa.int8()), at, side
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
 
@@ -297,20 +322,36 @@ class _Scan:
     first_file: str | None
     model: ShippedModel
 
-    def scored(self, reject_cap: int | None = None) -> DataFrame:
-        """A new scoring pass (its own run id: no two passes share a plan, or a cache)."""
+    def scored(self, reject_cap: int | None = None, located: bool = True) -> DataFrame:
+        """A new scoring pass (its own run id: no two passes share a plan, or a cache).
+
+        ``located``: score rows carry their location and ``person_id`` (see :func:`_output`)."""
         run_id = uuid.uuid4().hex
         if self.header_line is None:
-            function = _score_columns(self.model, self.columns, run_id, reject_cap)
+            function = _score_columns(self.model, self.columns, run_id, reject_cap, located)
         else:
-            function = _score_csv_lines(
-                self.model, self.header_line, str(self.first_file), run_id, reject_cap
-            )
+            header, first_file = self.header_line, str(self.first_file)
+            function = _score_csv_lines(self.model, header, first_file, run_id, reject_cap, located)
         return self.numbered.mapInArrow(function, OUTPUT_SCHEMA)
+
+    def flat(self) -> DataFrame:
+        """A scoring pass with the structs' fields as columns."""
+        return self.scored().select(*_flat_columns())
+
+
+def _flat_columns(scores: bool = True) -> list[Any]:
+    """The output's columns, the structs' fields as columns (without ``scores``: no score columns)."""
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    nested = [
+        F.col(f"{name}.{f.name}").alias(f.name) for name, kind in (("at", _AT), ("side", _SIDE)) for f in kind
+    ]
+    top = ("kind", *SCORES_COLUMNS, "person_id") if scores else ("kind", "candidate_id")
+    return [F.col(c) for c in top] + nested
 
 
 def _score_csv_lines(
-    model: ShippedModel, header_line: str, first_file: str, run_id: str, reject_cap: int | None
+    model: ShippedModel, header_line: str, first_file: str, run_id: str, reject_cap: int | None, located: bool
 ) -> Any:
     header = _header_fields(header_line)
 
@@ -337,7 +378,7 @@ def _score_csv_lines(
                     # numbers count the given lines from 1; lines of the split count from 0.
                     bad = [(first + n - 1, cid, why) for n, cid, why in malformed]
                     block = score_block(scorer, frame, first + numbers - 1, bad)
-                    yield _output(block, split, block.rows, reject_cap)
+                    yield _output(block, split, block.rows, reject_cap, located)
         if splits:
             yield _split_rows(list(splits.values()))
 
@@ -353,7 +394,9 @@ def _check_header(line: str | None, header_line: str, file: str, first_file: str
         )
 
 
-def _score_columns(model: ShippedModel, columns: list[str], run_id: str, reject_cap: int | None) -> Any:
+def _score_columns(
+    model: ShippedModel, columns: list[str], run_id: str, reject_cap: int | None, located: bool
+) -> Any:
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _ = run_id  # in the closure: no two runs have the same plan, so none reads another's cache
         scorer = model.load()
@@ -370,7 +413,7 @@ def _score_columns(model: ShippedModel, columns: list[str], run_id: str, reject_
                     [_plain(part.column(i)) for i in range(part.num_columns)], names=columns
                 )
                 block = score_block(scorer, frame, rows[begin:end])
-                yield _output(block, split, block.rows, reject_cap)
+                yield _output(block, split, block.rows, reject_cap, located)
         if splits:
             yield _split_rows(list(splits.values()))
 
@@ -497,7 +540,7 @@ def score_spark(
     from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
 
     scan = _scan(spark, _paths(input_path), model)
-    out = scan.scored().persist()  # released by SparkScores.unpersist (the CLI calls it)
+    out = scan.flat().persist()  # released by SparkScores.unpersist (the CLI calls it)
     with _task_errors():  # the one pass over the input: scores and rejects stay cached
         splits = out.where(F.col("kind") == SPLIT).select(*_SPLIT_FIELDS).collect()
     offsets = spark.createDataFrame(_offsets(splits, scan.header_line), _OFFSETS_SCHEMA)
@@ -564,9 +607,9 @@ def score_spark_to(
         return SparkSummary(result.rows, result.scored, result.problems, result.rejected_rows)
     out = str(out_dir).rstrip("/")
     observation = Observation(f"stepdown_{uuid.uuid4().hex}")
-    side = [*_SPLIT_FIELDS, "kind", "line", "candidate_id", "column", "reason"]
-    passed = scan.scored(REJECTS_PER_SPLIT).observe(
-        observation, F.collect_list(F.when(F.col("kind") != SCORE, F.struct(*side))).alias("side")
+    side = F.when(F.col("kind") != SCORE, F.struct(*_flat_columns(scores=False)))
+    passed = scan.scored(REJECTS_PER_SPLIT, located=False).observe(
+        observation, F.collect_list(side).alias("side")
     )
     with _task_errors():
         _write_scores(passed.where(F.col("kind") == SCORE).select(*SCORES_COLUMNS), out, fmt)
@@ -584,7 +627,7 @@ def score_spark_to(
         rejects = spark.createDataFrame(located, _REJECTS_SCHEMA)
     else:  # a split with too many problems to send: the rejects of a second pass
         table = spark.createDataFrame(offsets, _OFFSETS_SCHEMA)
-        second = scan.scored().where(F.col("kind") == REJECT).drop("file")
+        second = scan.flat().where(F.col("kind") == REJECT).drop("file")
         rejects = _located(second, table).select(*REJECTS_FIELDS)
     _write_rejects(rejects, out)
     return summary
