@@ -7,7 +7,8 @@ on the same file, and the Spark CLI on a 1,000-row file: its wall time is the fi
 start-up cost (JVM driver, executor, Python workers, job planning), reported separately.
 
 Usage: python -m benchmarks.bench_spark [ROWS ...]   (default 1000000 5000000)
-Environment: BENCH_ROUNDS (default 3), BENCH_EXECUTOR_MEMORY (default 3g).
+Environment: BENCH_ROUNDS (default 3), BENCH_EXECUTOR_MEMORY (default 3g), BENCH_SPARK_CONF
+(more ``key=value`` settings for the Spark runs, separated by spaces).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def main(sizes: list[int]) -> list[dict]:
         cluster = start_cluster(work / "cluster", workers=1, cores=CORES, memory="6g", connect=False)
         try:
             os.environ.update(cluster.env)
+            extra = "".join(
+                f" --conf {setting}" for setting in os.environ.get("BENCH_SPARK_CONF", "").split()
+            )
             os.environ["PYSPARK_SUBMIT_ARGS"] = (
-                f"--conf spark.executor.memory={memory} --conf spark.ui.enabled=false pyspark-shell"
+                f"--conf spark.executor.memory={memory} --conf spark.ui.enabled=false{extra} pyspark-shell"
             )
             tiny = candidates_csv(TINY)
             for rows in sizes:

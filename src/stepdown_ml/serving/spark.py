@@ -688,7 +688,9 @@ def _write_scores(scores: DataFrame, out: str, fmt: str) -> None:
     if fmt == "csv":
         scores.write.option("header", True).csv(f"{out}/scores")
     else:
-        scores.write.parquet(f"{out}/scores")
+        # Ids and probabilities are (nearly) all distinct: a dictionary of them is work for nothing.
+        plain = {f"parquet.enable.dictionary#{c}": "false" for c in ("candidate_id", "p_advance")}
+        scores.write.options(**plain).parquet(f"{out}/scores")
 
 
 def _write_rejects(rejects: DataFrame, out: str) -> None:
