@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from benchmarks.bench_spark_stages import _processes
+from benchmarks.bench_spark_stages import _processes, descendants
 from benchmarks.common import candidates_csv, cli, run_child
 from stepdown_ml.core import config
 from tests.e2e.spark_cluster import start_cluster
@@ -46,14 +46,7 @@ class CpuMeter:
     @staticmethod
     def _snapshot() -> dict[int, float]:
         table = _processes()
-        mine, grew = {os.getpid()}, True
-        while grew:
-            grew = False
-            for pid, (parent, _, _) in table.items():
-                if parent in mine and pid not in mine:
-                    mine.add(pid)
-                    grew = True
-        return {pid: table[pid][1] for pid in mine - {os.getpid()} if pid in table}
+        return {pid: table[pid][1] for pid in descendants(table)}
 
     def _poll(self) -> None:
         while not self.done.wait(0.2):

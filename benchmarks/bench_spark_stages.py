@@ -39,21 +39,23 @@ def _processes() -> dict[int, tuple[int, float, str]]:
     return found
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds of this process's descendants: the JVM, and the Python workers."""
-    table = _processes()
-    mine = {os.getpid()}
-    grew = True
+def descendants(table: dict[int, tuple[int, float, str]]) -> set[int]:
+    """The processes of ``table`` that descend from this one."""
+    mine, grew = {os.getpid()}, True
     while grew:
         grew = False
         for pid, (parent, _, _) in table.items():
             if parent in mine and pid not in mine:
                 mine.add(pid)
                 grew = True
+    return {pid for pid in mine - {os.getpid()} if pid in table}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this process's descendants: the JVM, and the Python workers."""
+    table = _processes()
     jvm = python = 0.0
-    for pid in mine - {os.getpid()}:
-        if pid not in table:
-            continue
+    for pid in descendants(table):
         _, seconds, command = table[pid]
         program = command.split(" ")[0]
         if program.endswith("java"):
@@ -66,8 +68,9 @@ def cpu_seconds() -> dict[str, float]:
 def jvm_threads() -> dict[str, float]:
     """CPU seconds of the JVM's threads, grouped by kind (task threads, JIT compilers, GC, the rest)."""
     groups: dict[str, float] = {}
-    for pid, (_, _, command) in _processes().items():
-        if not command.split(" ")[0].endswith("java") or not _descends(pid):
+    table = _processes()
+    for pid in descendants(table):
+        if not table[pid][2].split(" ")[0].endswith("java"):
             continue
         for task in os.listdir(f"/proc/{pid}/task"):
             try:
@@ -83,13 +86,6 @@ def jvm_threads() -> dict[str, float]:
 
 
 _THREAD_KINDS = [("tasks", "Executor task"), ("jit", "Compiler"), ("gc", "GC"), ("gc", "G1")]
-
-
-def _descends(pid: int) -> bool:
-    table = _processes()
-    while pid in table and pid != os.getpid():
-        pid = table[pid][0]
-    return pid == os.getpid()
 
 
 def main(path: str, fmt: str = "parquet", path_kind: str = "one-pass") -> dict:

@@ -16,7 +16,7 @@ from stepdown_ml.cli import main
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, ContractError
 from stepdown_ml.mlops.tracking import input_example, log_model
-from tests.e2e.parity import assert_same, read_csv_dir, read_parquet_dir, single_process
+from tests.e2e.parity import assert_output_same, read_csv_dir, single_process
 
 pyspark = pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
@@ -88,13 +88,7 @@ def test_one_pass_writer_equals_the_single_process_scorer(
     summary = engine.score_spark_to(spark, str(messy_unranked_csv), tmp_path / "spark", DEFAULT, fmt)
     assert summary.line() == "scored 1197 rows, rejected 5 (5 problems)" and summary.rows == 1202
     assert len(passes) == (1 if cap is None else 2)
-    read = read_csv_dir if fmt == "csv" else read_parquet_dir
-    assert_same(
-        read(tmp_path / "spark" / "scores"),
-        read_csv_dir(tmp_path / "spark" / "rejects"),
-        local,
-        local_rejects,
-    )
+    assert_output_same(tmp_path / "spark", fmt, local, local_rejects)
     assert "rank" not in local.columns and "'=cmd()" in set(local["candidate_id"])
 
 

@@ -17,7 +17,7 @@ import pytest
 from stepdown_ml import cli
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import ContractError
-from tests.e2e.parity import assert_same, read_csv_dir, read_parquet_dir, single_process
+from tests.e2e.parity import assert_output_same, assert_same, read_csv_dir, read_parquet_dir, single_process
 
 pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
@@ -94,13 +94,7 @@ def test_score_spark_through_spark_connect(connect, messy_csv, tmp_path, fmt):
     result = score_spark(connect, str(messy_csv), DEFAULT)
     assert (result.rows, result.scored, result.problems, result.rejected_rows) == (1202, 1197, 5, 5)
     write_outputs(result.scores, result.rejects, tmp_path / "connect", fmt=fmt)
-    read = read_csv_dir if fmt == "csv" else read_parquet_dir
-    assert_same(
-        read(tmp_path / "connect" / "scores"),
-        read_csv_dir(tmp_path / "connect" / "rejects"),
-        local,
-        local_rejects,
-    )
+    assert_output_same(tmp_path / "connect", fmt, local, local_rejects)
 
 
 def test_one_pass_writer_through_spark_connect(connect, messy_unranked_csv, tmp_path, monkeypatch):
@@ -114,7 +108,7 @@ def test_one_pass_writer_through_spark_connect(connect, messy_unranked_csv, tmp_
         out = tmp_path / f"connect-{cap}"
         summary = engine.score_spark_to(connect, str(messy_unranked_csv), out, DEFAULT, "parquet")
         assert (summary.rows, summary.scored, summary.problems, summary.rejected_rows) == (1202, 1197, 5, 5)
-        assert_same(read_parquet_dir(out / "scores"), read_csv_dir(out / "rejects"), local, local_rejects)
+        assert_output_same(out, "parquet", local, local_rejects)
 
 
 def test_parquet_input_through_spark_connect(connect, candidates, tmp_path):
