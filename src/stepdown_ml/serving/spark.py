@@ -17,8 +17,10 @@ The input is read once. Row numbers: for CSV, a row's number is its line number 
 file, minus the header (as in the CLI); for Parquet, its position in its file
 (``_metadata.row_index``). A CSV split knows where it starts (``_metadata.file_block_start``)
 but not how many lines come before it, so every task also reports the line count of each
-of its splits; those few rows turn split-relative line numbers into file row numbers
-(a broadcast join), after the scoring pass, from the cached result.
+of its splits; those few rows turn split-relative line numbers into file row numbers.
+:func:`score_spark_to` (the CLI) writes the scores straight from the scoring pass, which
+needs no row number, and numbers the rejects on the driver from what that pass observed;
+:func:`score_spark` caches the pass and numbers every row from it (a broadcast join).
 """
 
 from __future__ import annotations
