@@ -539,9 +539,13 @@ def score_spark(
         ContractError: a required column is missing, the input is empty, or two CSV files
             of one run have different headers.
     """
+    return _score_cached(spark, _scan(spark, _paths(input_path), model))
+
+
+def _score_cached(spark: SparkSession, scan: _Scan) -> SparkScores:
+    """:func:`score_spark` on a planned read: the pass cached, every row numbered from it."""
     from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
 
-    scan = _scan(spark, _paths(input_path), model)
     out = scan.flat().persist()  # released by SparkScores.unpersist (the CLI calls it)
     with _task_errors():  # the one pass over the input: scores and rejects stay cached
         splits = out.where(F.col("kind") == SPLIT).select(*_SPLIT_FIELDS).collect()
@@ -603,7 +607,7 @@ def score_spark_to(
 
     scan = _scan(spark, _paths(input_path), model)
     if PERSON_ID.name in scan.columns:
-        result = score_spark(spark, input_path, model)
+        result = _score_cached(spark, scan)
         write_outputs(result.scores, result.rejects, out_dir, fmt)
         result.unpersist()
         return SparkSummary(result.rows, result.scored, result.problems, result.rejected_rows)
