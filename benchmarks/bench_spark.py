@@ -7,7 +7,8 @@ on the same file, and the Spark CLI on a 1,000-row file: its wall time is the fi
 start-up cost (JVM driver, executor, Python workers, job planning), reported separately.
 
 Usage: python -m benchmarks.bench_spark [ROWS ...]   (default 1000000 5000000)
-Environment: BENCH_ROUNDS (default 3), BENCH_EXECUTOR_MEMORY (default 3g).
+Environment: BENCH_ROUNDS (default 3), BENCH_EXECUTOR_MEMORY (default 3g), BENCH_SPARK_CONF
+(more ``key=value`` settings for the Spark runs, separated by spaces).
 """
 
 from __future__ import annotations
@@ -16,14 +17,52 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
+from benchmarks.bench_spark_stages import _processes, descendants
 from benchmarks.common import candidates_csv, cli, run_child
 from stepdown_ml.core import config
 from tests.e2e.spark_cluster import start_cluster
 
 CORES = 2
 TINY = 1_000
+
+
+class CpuMeter:
+    """CPU seconds used by this process's descendants during a run (all of them: the CLI, the
+    driver JVM, the executor JVM and its Python workers), read from ``/proc`` every 0.2 s.
+
+    Robust to other load on the machine, unlike wall time: the figure to compare when the
+    machine is shared."""
+
+    def __init__(self) -> None:
+        self.base = self._snapshot()
+        self.last = dict(self.base)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _snapshot() -> dict[int, float]:
+        table = _processes()
+        return {pid: table[pid][1] for pid in descendants(table)}
+
+    def _poll(self) -> None:
+        while not self.done.wait(0.2):
+            self.last.update(self._snapshot())
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        self.last.update(self._snapshot())
+        return round(sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.last.items()), 1)
+
+
+def _measured(run, *args) -> tuple[float, float]:
+    meter = CpuMeter()
+    seconds = run(*args)
+    return seconds, meter.stop()
 
 
 def _spark(master: str, path: Path, out: Path) -> float:
@@ -50,20 +89,40 @@ def main(sizes: list[int]) -> list[dict]:
         cluster = start_cluster(work / "cluster", workers=1, cores=CORES, memory="6g", connect=False)
         try:
             os.environ.update(cluster.env)
+            extra = "".join(
+                f" --conf {setting}" for setting in os.environ.get("BENCH_SPARK_CONF", "").split()
+            )
             os.environ["PYSPARK_SUBMIT_ARGS"] = (
-                f"--conf spark.executor.memory={memory} --conf spark.ui.enabled=false pyspark-shell"
+                f"--conf spark.executor.memory={memory} --conf spark.ui.enabled=false{extra} pyspark-shell"
             )
             tiny = candidates_csv(TINY)
             for rows in sizes:
                 path = candidates_csv(rows)
                 local_s, spark_s, fixed_s = [], [], []
+                cpu: dict[str, list[float]] = {"single_process": [], "spark": [], "spark_1000_rows": []}
                 for i in range(rounds):
-                    local_s.append(_local(path, work / f"local{rows}_{i}.csv"))
-                    spark_s.append(_spark(cluster.master_url, path, work / f"spark{rows}_{i}"))
-                    fixed_s.append(_spark(cluster.master_url, tiny, work / f"tiny{rows}_{i}"))
+                    for name, times, run, args in (
+                        ("single_process", local_s, _local, (path, work / f"local{rows}_{i}.csv")),
+                        ("spark", spark_s, _spark, (cluster.master_url, path, work / f"spark{rows}_{i}")),
+                        (
+                            "spark_1000_rows",
+                            fixed_s,
+                            _spark,
+                            (cluster.master_url, tiny, work / f"tiny{rows}_{i}"),
+                        ),
+                    ):
+                        seconds, cpu_seconds = _measured(run, *args)
+                        times.append(seconds)
+                        cpu[name].append(cpu_seconds)
                     print(
                         json.dumps(
-                            {"rows": rows, "local": local_s[-1], "spark": spark_s[-1], "fixed": fixed_s[-1]}
+                            {
+                                "rows": rows,
+                                "local": local_s[-1],
+                                "spark": spark_s[-1],
+                                "fixed": fixed_s[-1],
+                                "cpu": cpu,
+                            }
                         ),
                         flush=True,
                     )
@@ -83,6 +142,12 @@ def main(sizes: list[int]) -> list[dict]:
                         "per_core_ratio": round(spark_per_core / local_per_core, 3),
                         "per_core_ratio_after_startup": round(
                             rows / (spark - fixed) / CORES / local_per_core, 3
+                        ),
+                        "cpu_seconds": cpu,
+                        # rows per CPU-second, Spark against the single process (best runs), the
+                        # start-up run's CPU taken out: the per-core ratio when cores are not the limit
+                        "cpu_ratio_after_startup": round(
+                            min(cpu["single_process"]) / (min(cpu["spark"]) - min(cpu["spark_1000_rows"])), 3
                         ),
                     }
                 )

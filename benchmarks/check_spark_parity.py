@@ -6,7 +6,10 @@ scores it with ``stepdown-ml score`` and with ``stepdown-ml score --engine spark
 spark://…`` in CSV and in Parquet, and compares scores, recommendations, reasons, ranks and
 rejects row for row.
 
-Usage: python -m benchmarks.check_spark_parity [ROWS]   (default 200000)
+With ``--no-persons`` the file has no ``person_id`` (nothing to rank): the Spark engine then
+writes the scores straight from its scoring pass, and the rejects from what that pass observed.
+
+Usage: python -m benchmarks.check_spark_parity [ROWS] [--no-persons]   (default 200000)
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from tests.e2e.parity import assert_same, read_csv_dir, read_parquet_dir, single
 from tests.e2e.spark_cluster import start_cluster
 
 
-def mixed_file(rows: int, path: Path) -> int:
-    """``rows`` candidates with persons, some bad values and malformed lines; returns the bad lines."""
+def mixed_file(rows: int, path: Path, persons: bool = True) -> int:
+    """``rows`` candidates (with persons), some bad values and malformed lines; returns the bad lines."""
     source = candidates_csv(rows)
     bad = 0
     with open(source, encoding="utf-8") as lines, open(path, "w", encoding="utf-8") as out:
-        out.write(next(lines).rstrip("\n") + ",person_id\n")
+        out.write(next(lines).rstrip("\n") + (",person_id\n" if persons else "\n"))
         for i, line in enumerate(lines):
             if i % 9973 == 5:
                 out.write('"broken,1,2\n')  # a quote that does not close: a malformed row
@@ -37,15 +40,15 @@ def mixed_file(rows: int, path: Path) -> int:
                 bad += 1
             if i % 6007 == 11:
                 fields[0] = "=HYPERLINK()"  # formula-like: neutralized in every output
-            out.write(",".join(fields) + f",p{i % 50021}\n")
+            out.write(",".join(fields) + (f",p{i % 50021}\n" if persons else "\n"))
     return bad
 
 
-def main(rows: int) -> None:
+def main(rows: int, persons: bool = True) -> None:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         work = Path(tmp)
         path = work / "mixed.csv"
-        bad = mixed_file(rows, path)
+        bad = mixed_file(rows, path, persons)
         cluster = start_cluster(work / "cluster", connect=False)
         try:
             for fmt in ("csv", "parquet"):
@@ -81,4 +84,5 @@ def cli_model() -> Path:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
+    numbers = [a for a in sys.argv[1:] if a.isdigit()]
+    main(int(numbers[0]) if numbers else 200_000, persons="--no-persons" not in sys.argv)

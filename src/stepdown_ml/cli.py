@@ -185,23 +185,22 @@ def _drift_outcome(args: argparse.Namespace, report: dict | None) -> int:
 def _score_on_spark(args: argparse.Namespace) -> int:
     import time
 
-    from stepdown_ml.serving.spark import score_spark, spark_session, write_outputs
+    from stepdown_ml.serving.spark import score_spark_to, spark_session
 
     started = time.perf_counter()
     if args.remote and not args.remote.startswith("sc://"):
         raise ContractError(f"--remote {args.remote}: a Spark Connect URL starts with sc://")
     reference = _reference_for(args)
     spark = spark_session(args.remote or args.master)
-    result = score_spark(
-        spark, [str(p) for p in args.input_paths], args.model_uri or args.model_dir, reference=reference
+    paths = [str(p) for p in args.input_paths]
+    result = score_spark_to(
+        spark, paths, args.out, args.model_uri or args.model_dir, args.output_format, reference=reference
     )
-    write_outputs(result.scores, result.rejects, args.out, fmt=args.output_format)
-    result.unpersist()
     report = None
     if reference is not None and result.profile is not None:
         from stepdown_ml.core.monitoring import drift_report, write_report_files
 
-        report = drift_report(reference, result.profile, ", ".join(str(p) for p in args.input_paths))
+        report = drift_report(reference, result.profile, ", ".join(paths))
         write_report_files(report, args.report)
     _say(
         f"{result.line()}, into {args.out}/scores and {args.out}/rejects, "

@@ -12,13 +12,23 @@ from stepdown_ml.core.tables import write_csv
 @pytest.fixture(scope="session")
 def messy_csv(tmp_path_factory, candidates):
     """Candidates with bad values, malformed lines, formula-like ids and persons across partitions."""
+    return _messy(tmp_path_factory.mktemp("spark-in") / "candidates.csv", candidates, persons=True)
+
+
+@pytest.fixture(scope="session")
+def messy_unranked_csv(tmp_path_factory, candidates):
+    """The same without ``person_id``: nothing to rank, so the Spark engine writes scores in one pass."""
+    return _messy(tmp_path_factory.mktemp("spark-in") / "unranked.csv", candidates, persons=False)
+
+
+def _messy(path, candidates, persons: bool):
     frame = candidates.head(1200).astype(object).copy()
-    frame["person_id"] = [f"p{i % 13}" for i in range(len(frame))]
+    if persons:
+        frame["person_id"] = [f"p{i % 13}" for i in range(len(frame))]
     frame.loc[5, "fit_score"] = 9
     frame.loc[700, "region"] = "Mars"
     frame.loc[900, "target_level"] = 10
     frame.loc[11, "candidate_id"] = "=cmd()"
-    path = tmp_path_factory.mktemp("spark-in") / "candidates.csv"
     write_csv(frame, path)
     lines = path.read_text().splitlines()
     lines.insert(400, '"short-row",1,2')

@@ -51,3 +51,9 @@ def assert_same(
     for column in spark_scores.columns.drop(["candidate_id", "p_advance"]):
         assert [str(v) for v in spark_scores[column]] == [str(v) for v in local[column]], column
     assert spark_rejects.to_dict("records") == local_rejects.to_dict("records")
+
+
+def assert_output_same(out: Path, fmt: str, local: pd.DataFrame, local_rejects: pd.DataFrame) -> None:
+    """:func:`assert_same` on a Spark output folder: ``out/scores`` (CSV or Parquet) and ``out/rejects``."""
+    read = read_csv_dir if fmt == "csv" else read_parquet_dir
+    assert_same(read(Path(out) / "scores"), read_csv_dir(Path(out) / "rejects"), local, local_rejects)

@@ -91,14 +91,21 @@ def test_spark_and_the_single_process_report_the_same(spark, messy_csv, tmp_path
     }
 
 
-def test_cli_spark_engine_writes_the_report(messy_csv, tmp_path):
+@pytest.mark.parametrize("ranked", [True, False], ids=["cached-pass", "one-pass"])
+def test_cli_spark_engine_writes_the_single_process_report(messy_csv, messy_unranked_csv, tmp_path, ranked):
+    """Both Spark writers (the cached pass for ranking, the one pass otherwise) count as the CLI does."""
+    source = messy_csv if ranked else messy_unranked_csv
     report = tmp_path / "r.json"
     code = main(
-        ["score", str(messy_csv), "--engine", "spark", "--master", "local[2]", "--out", str(tmp_path / "o")]
+        ["score", str(source), "--engine", "spark", "--master", "local[2]", "--out", str(tmp_path / "o")]
         + ["--model-dir", str(DEFAULT), "--report", str(report)]
     )
     assert code == 0
-    assert json.loads(report.read_text())["rows"]["scored"] == 1197 and (tmp_path / "r.html").exists()
+    remote = json.loads(report.read_text())
+    assert remote["rows"]["scored"] == 1197 and (tmp_path / "r.html").exists()
+    args = ["score", str(source), "--model-dir", str(DEFAULT), "--out", str(tmp_path / "s.csv")]
+    assert main([*args, "--report", str(tmp_path / "local.json")]) == 0
+    assert _numbers(json.loads((tmp_path / "local.json").read_text())) == _numbers(remote)
 
 
 def test_drift_over_batches_is_one_mlflow_run(tmp_path, monkeypatch, capsys):

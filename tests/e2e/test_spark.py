@@ -14,9 +14,9 @@ import pytest
 
 from stepdown_ml.cli import main
 from stepdown_ml.core import config
-from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+from stepdown_ml.core.schema import CANDIDATE_COLUMNS, ContractError
 from stepdown_ml.mlops.tracking import input_example, log_model
-from tests.e2e.parity import read_csv_dir
+from tests.e2e.parity import assert_output_same, read_csv_dir, single_process
 
 pyspark = pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
@@ -67,6 +67,42 @@ def test_spark_equals_the_single_process_scorer(spark, messy_csv, tmp_path):
         assert list(remote[column]) == list(local[column]), column
     assert remote_rejects.to_dict("records") == local_rejects.to_dict("records")
     assert {"expected 21 fields, got 3", "expected 21 fields, got 1"} <= set(remote_rejects["reason"])
+
+
+@pytest.mark.parametrize(("fmt", "cap"), [("csv", None), ("parquet", None), ("csv", 0)])
+def test_one_pass_writer_equals_the_single_process_scorer(
+    spark, messy_unranked_csv, tmp_path, monkeypatch, fmt, cap
+):
+    """score_spark_to (the CLI's path): scores written straight from the scoring pass, rejects
+    from what that pass observed; with no room for problems (cap 0), from a second pass."""
+    from stepdown_ml.serving import spark as engine
+
+    passes = []
+    scored = engine._Scan.scored
+    monkeypatch.setattr(
+        engine._Scan, "scored", lambda scan, *a, **k: passes.append(a) or scored(scan, *a, **k)
+    )
+    if cap is not None:
+        monkeypatch.setattr(engine, "REJECTS_PER_SPLIT", cap)
+    local, local_rejects = single_process(messy_unranked_csv, tmp_path / f"local.{fmt}", DEFAULT)
+    summary = engine.score_spark_to(spark, str(messy_unranked_csv), tmp_path / "spark", DEFAULT, fmt)
+    assert summary.line() == "scored 1197 rows, rejected 5 (5 problems)" and summary.rows == 1202
+    assert len(passes) == (1 if cap is None else 2)
+    assert_output_same(tmp_path / "spark", fmt, local, local_rejects)
+    assert "rank" not in local.columns and "'=cmd()" in set(local["candidate_id"])
+
+
+def test_one_pass_writer_refuses_a_second_header(spark, candidates, tmp_path):
+    """The header is checked in the task that reads it: the scores job fails, nothing is committed."""
+    from stepdown_ml.serving.spark import score_spark_to
+
+    frame = candidates.head(40)
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame[list(reversed(frame.columns))].to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ContractError, match=r"b\.csv: its header differs from the one of .*a\.csv"):
+        score_spark_to(spark, [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], tmp_path / "out", DEFAULT)
+    assert not (tmp_path / "out" / "scores" / "_SUCCESS").exists()
+    assert not (tmp_path / "out" / "rejects").exists()
 
 
 def test_spark_reads_parquet(spark, candidates, tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from stepdown_ml import cli
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import ContractError
-from tests.e2e.parity import assert_same, read_csv_dir, read_parquet_dir, single_process
+from tests.e2e.parity import assert_output_same, assert_same, read_csv_dir, read_parquet_dir, single_process
 
 pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
@@ -42,14 +42,16 @@ def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 @pytest.mark.parametrize("option", ["--master", "--remote"])
-def test_cli_on_the_cluster(spark_cluster, messy_csv, tmp_path, option):
+def test_cli_on_the_cluster(spark_cluster, messy_unranked_csv, tmp_path, option):
     """`stepdown-ml score --engine spark --master spark://…` (a driver JVM of its own) and
-    `--remote sc://…` (a thin client of the Connect server): CSV output equals the single process's."""
-    local, local_rejects = single_process(messy_csv, tmp_path / "local.csv", DEFAULT)
+    `--remote sc://…` (a thin client of the Connect server), on a file without persons (scores
+    written straight from the scoring pass, rejects from what it observed): CSV output equals
+    the single process's."""
+    local, local_rejects = single_process(messy_unranked_csv, tmp_path / "local.csv", DEFAULT)
     url = spark_cluster.master_url if option == "--master" else spark_cluster.connect_url
     out = tmp_path / "cluster"
     done = _run(
-        [str(BIN / "stepdown-ml"), "score", str(messy_csv), "--engine", "spark",
+        [str(BIN / "stepdown-ml"), "score", str(messy_unranked_csv), "--engine", "spark",
          option, url, "--output-format", "csv", "--out", str(out)],
         _driver_env(spark_cluster),
     )  # fmt: skip
@@ -59,7 +61,8 @@ def test_cli_on_the_cluster(spark_cluster, messy_csv, tmp_path, option):
 
 
 def test_spark_submit_on_the_standalone_cluster(spark_cluster, messy_csv, tmp_path):
-    """The CLI module as a spark-submit application; Parquet output equals the single process's."""
+    """The CLI module as a spark-submit application, on a file with persons (ranked, through the
+    cached pass); Parquet output equals the single process's."""
     local, local_rejects = single_process(messy_csv, tmp_path / "local.parquet", DEFAULT)
     out = tmp_path / "submitted"
     _run(
@@ -91,13 +94,21 @@ def test_score_spark_through_spark_connect(connect, messy_csv, tmp_path, fmt):
     result = score_spark(connect, str(messy_csv), DEFAULT)
     assert (result.rows, result.scored, result.problems, result.rejected_rows) == (1202, 1197, 5, 5)
     write_outputs(result.scores, result.rejects, tmp_path / "connect", fmt=fmt)
-    read = read_csv_dir if fmt == "csv" else read_parquet_dir
-    assert_same(
-        read(tmp_path / "connect" / "scores"),
-        read_csv_dir(tmp_path / "connect" / "rejects"),
-        local,
-        local_rejects,
-    )
+    assert_output_same(tmp_path / "connect", fmt, local, local_rejects)
+
+
+def test_one_pass_writer_through_spark_connect(connect, messy_unranked_csv, tmp_path, monkeypatch):
+    """score_spark_to on an sc:// session: the tallies and rejects observed with the pass; with no
+    room for problems in what the pass sends back (cap 0), the rejects of a second pass."""
+    from stepdown_ml.serving import spark as engine
+
+    local, local_rejects = single_process(messy_unranked_csv, tmp_path / "local.parquet", DEFAULT)
+    for cap in (engine.REJECTS_PER_SPLIT, 0):
+        monkeypatch.setattr(engine, "REJECTS_PER_SPLIT", cap)
+        out = tmp_path / f"connect-{cap}"
+        summary = engine.score_spark_to(connect, str(messy_unranked_csv), out, DEFAULT, "parquet")
+        assert (summary.rows, summary.scored, summary.problems, summary.rejected_rows) == (1202, 1197, 5, 5)
+        assert_output_same(out, "parquet", local, local_rejects)
 
 
 def test_parquet_input_through_spark_connect(connect, candidates, tmp_path):

@@ -17,8 +17,10 @@ The input is read once. Row numbers: for CSV, a row's number is its line number 
 file, minus the header (as in the CLI); for Parquet, its position in its file
 (``_metadata.row_index``). A CSV split knows where it starts (``_metadata.file_block_start``)
 but not how many lines come before it, so every task also reports the line count of each
-of its splits; those few rows turn split-relative line numbers into file row numbers
-(a broadcast join), after the scoring pass, from the cached result.
+of its splits; those few rows turn split-relative line numbers into file row numbers.
+:func:`score_spark_to` (the CLI) writes the scores straight from the scoring pass, which
+needs no row number, and numbers the rejects on the driver from what that pass observed;
+:func:`score_spark` caches the pass and numbers every row from it (a broadcast join).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import csv
 import hashlib
 import itertools
 import os
+import re
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,21 +63,17 @@ from stepdown_ml.serving.batch import csv_blocks, score_block
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-# One row per input row (a score, kind "score", or a problem, kind "reject"), plus one row
-# per split read (kind "split": its file's name, line count and tallies; for CSV its first
-# line). Rows carry a 64-bit key of their file instead of its name (narrower to cache).
-# ``start`` is the split's byte offset in its file; ``line`` a row's line within its split
-# (CSV) or its number in its file (Parquet).
-_ARROW_OUTPUT = pa.schema(
+# One row per input row (a score, kind SCORE, or a problem, kind REJECT), plus one row per
+# split read (kind SPLIT: its file's name, line count and tallies). A score row is the
+# scores layout and, when ranking needs it, ``person_id`` and its location; everything else
+# sits in two structs, null where unused (a null struct costs Spark one bit per row).
+# ``at``: a 64-bit key of the file (narrower than its name), the split's byte offset in its
+# file, and the row's line within its split (CSV) or its number in its file (Parquet).
+_AT = pa.struct([("file_key", pa.int64()), ("start", pa.int64()), ("line", pa.int64())])
+_SIDE = pa.struct(
     [
-        ("kind", pa.string()),
-        ("file_key", pa.int64()),
-        ("start", pa.int64()),
-        ("line", pa.int64()),
-        *SCORES_SCHEMA,
         ("column", pa.string()),
         ("reason", pa.string()),
-        ("person_id", pa.string()),
         ("file", pa.string()),
         ("lines", pa.int64()),
         ("scored", pa.int64()),
@@ -84,8 +83,26 @@ _ARROW_OUTPUT = pa.schema(
         ("profile", pa.binary()),
     ]
 )
-_SPARK_TYPES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double", pa.binary(): "binary"}
-OUTPUT_SCHEMA = ", ".join(f"{field.name} {_SPARK_TYPES[field.type]}" for field in _ARROW_OUTPUT)
+_ARROW_OUTPUT = pa.schema(
+    [("kind", pa.int8()), *SCORES_SCHEMA, ("person_id", pa.string()), ("at", _AT), ("side", _SIDE)]
+)
+_SPARK_TYPES = {
+    pa.string(): "string",
+    pa.int64(): "long",
+    pa.float64(): "double",
+    pa.int8(): "byte",
+    pa.binary(): "binary",
+}
+SCORE, REJECT, SPLIT = 0, 1, 2  # the kinds of output row
+
+
+def _spark_type(kind: pa.DataType) -> str:
+    if pa.types.is_struct(kind):
+        return "struct<" + ",".join(f"{f.name}:{_spark_type(f.type)}" for f in kind) + ">"
+    return _SPARK_TYPES[kind]
+
+
+OUTPUT_SCHEMA = ", ".join(f"{field.name} {_spark_type(field.type)}" for field in _ARROW_OUTPUT)
 _BOM = "\ufeff"
 _NEWLINE = pa.scalar(b"\n", pa.binary())
 _NOTHING = pa.scalar(b"", pa.binary())
@@ -186,13 +203,14 @@ class ShippedModel:
         return staging
 
 
-def _runs(*keys: np.ndarray) -> Iterator[tuple[int, int]]:
-    """(start, stop) of each run of equal consecutive keys, in order."""
-    if len(keys[0]) == 0:
+def _runs(*keys: pa.Array) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each run of equal consecutive keys, in order (compared in Arrow, not Python)."""
+    n = len(keys[0])
+    if n == 0:
         return iter(())
-    changes = np.zeros(len(keys[0]) - 1, dtype=bool)
+    changes = np.zeros(n - 1, dtype=bool)
     for key in keys:
-        changes |= key[1:] != key[:-1]
+        changes |= pc.not_equal(key.slice(1), key.slice(0, n - 1)).to_numpy(zero_copy_only=False)
     return itertools.pairwise(np.flatnonzero(np.r_[True, changes, True]).tolist())
 
 
@@ -207,7 +225,6 @@ class _Split:
     scored: int = 0
     problems: int = 0
     rejected: int = 0
-    first_line: str | None = None
     profile: PartialProfile | None = None  # what this task counted of the split (drift report)
 
     def __post_init__(self) -> None:
@@ -219,13 +236,25 @@ def _constant(value: Any, n: int, kind: pa.DataType) -> pa.Array:
     return pa.array([value], kind).take(pa.array(np.zeros(n, dtype=np.int64)))
 
 
-def _output(block: Any, split: _Split, rows: np.ndarray) -> pa.RecordBatch:
+def _output(
+    block: Any, split: _Split, rows: np.ndarray, reject_cap: int | None, located: bool
+) -> pa.RecordBatch:
     """One Arrow batch of scores and rejects in the output layout (no pandas round trip).
 
-    Formula-like text is neutralized here, by the single-process scorer's own functions."""
+    Formula-like text is neutralized here, by the single-process scorer's own functions.
+    Score rows carry ``person_id`` and their location only when ``located`` (ranking and
+    row numbers need them; the scores layout does not). With ``reject_cap``, at most that
+    many problems of the split leave the task (the split's tallies still count them all,
+    so the driver knows when the rejects it holds are incomplete)."""
     scores, rejects = scores_as_written(block.scores), rejects_as_written(block.rejects)
+    split.rejected += len(np.unique(rejects.column("row").to_numpy())) if rejects.num_rows else 0
+    if reject_cap is not None:
+        rejects = rejects.slice(0, max(0, reject_cap - split.problems))
+    split.scored += scores.num_rows
+    split.problems += block.rejects.num_rows
+    if block.profile is not None:
+        split.profile = block.profile if split.profile is None else split.profile.merge(block.profile)
     n_scores, n_rejects = scores.num_rows, rejects.num_rows
-    n = n_scores + n_rejects
 
     def stack(top: Any, bottom: Any, kind: pa.DataType) -> pa.Array:
         top = pa.nulls(n_scores, kind) if top is None else top
@@ -236,48 +265,52 @@ def _output(block: Any, split: _Split, rows: np.ndarray) -> pa.RecordBatch:
             bottom = bottom.combine_chunks()
         return pa.concat_arrays([top.cast(kind), bottom.cast(kind)])
 
-    split.scored += n_scores
-    split.problems += n_rejects
-    split.rejected += len(np.unique(rejects.column("row").to_numpy())) if n_rejects else 0
+    def at(count: int, lines: Any) -> pa.Array:
+        keys = (_constant(split.key, count, pa.int64()), _constant(split.start, count, pa.int64()))
+        return pa.StructArray.from_arrays([*keys, pa.array(lines, pa.int64())], fields=list(_AT))
+
+    problems = pa.StructArray.from_arrays(
+        [
+            rejects.column("column").combine_chunks().cast(pa.string()),
+            rejects.column("reason").combine_chunks().cast(pa.string()),
+            *(pa.nulls(n_rejects, f.type) for f in list(_SIDE)[2:]),
+        ],
+        fields=list(_SIDE),
+    )
     arrays = [
-        stack(
-            _constant("score", n_scores, pa.string()),
-            _constant("reject", n_rejects, pa.string()),
-            pa.string(),
-        ),
-        _constant(split.key, n, pa.int64()),
-        _constant(split.start, n, pa.int64()),
-        stack(pa.array(rows, pa.int64()), rejects.column("row"), pa.int64()),
+        stack(_constant(SCORE, n_scores, pa.int8()), _constant(REJECT, n_rejects, pa.int8()), pa.int8()),
         stack(scores.column("candidate_id"), rejects.column("candidate_id"), pa.string()),
         *(stack(scores.column(field.name), None, field.type) for field in list(SCORES_SCHEMA)[1:]),
-        stack(None, rejects.column("column"), pa.string()),
-        stack(None, rejects.column("reason"), pa.string()),
-        stack(block.persons, None, pa.string()),
-        pa.nulls(n, pa.string()),
-        *(pa.nulls(n, pa.int64()) for _ in range(4)),
-        pa.nulls(n, pa.binary()),
+        stack(block.persons if located else None, None, pa.string()),
+        stack(at(n_scores, rows) if located else None, at(n_rejects, rejects.column("row")), _AT),
+        stack(None, problems, _SIDE),
     ]
-    if block.profile is not None:
-        split.profile = block.profile if split.profile is None else split.profile.merge(block.profile)
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
 
 def _split_rows(splits: list[_Split]) -> pa.RecordBatch:
-    """One ``split`` row per split: its line count, tallies and (CSV) first line."""
+    """One ``split`` row per split: its file's name, line count and tallies."""
     n = len(splits)
-    columns: dict[str, pa.Array] = {
-        "kind": _constant("split", n, pa.string()),
-        "file": pa.array([s.file for s in splits], pa.string()),
-        "file_key": pa.array([s.key for s in splits], pa.int64()),
-        "start": pa.array([s.start for s in splits], pa.int64()),
-        "reason": pa.array([s.first_line for s in splits], pa.string()),
-        **{
-            k: pa.array([getattr(s, k) for s in splits], pa.int64())
-            for k in ("lines", "scored", "problems", "rejected")
-        },
-        "profile": pa.array([s.profile.to_bytes() if s.profile else None for s in splits], pa.binary()),
-    }
-    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in _ARROW_OUTPUT]
+    side = pa.StructArray.from_arrays(
+        [
+            pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()),
+            pa.array([s.file for s in splits], pa.string()),
+            *(pa.array([getattr(s, f.name) for s in splits], pa.int64()) for f in list(_SIDE)[3:-1]),
+            pa.array([s.profile.to_bytes() if s.profile else None for s in splits], pa.binary()),
+        ],
+        fields=list(_SIDE),
+    )
+    at = pa.StructArray.from_arrays(
+        [
+            pa.array([s.key for s in splits], pa.int64()),
+            pa.array([s.start for s in splits], pa.int64()),
+            pa.nulls(n, pa.int64()),
+        ],
+        fields=list(_AT),
+    )
+    arrays = [pa.nulls(n, f.type) for f in _ARROW_OUTPUT]
+    arrays[0], arrays[-2], arrays[-1] = _constant(SPLIT, n, pa.int8()), at, side
     return pa.RecordBatch.from_arrays(arrays, schema=_ARROW_OUTPUT)
 
 
@@ -294,8 +327,55 @@ def _joined_lines(values: pa.Array) -> bytes:
     return ended.buffers()[2].to_pybytes()[first:last]
 
 
+@dataclass(frozen=True)
+class _Scan:
+    """The input as Spark reads it, before scoring: what a scoring pass is built from."""
+
+    numbered: DataFrame
+    columns: list[str]
+    header_line: str | None  # CSV: the first file's header (every file must have it)
+    first_file: str | None
+    model: ShippedModel
+    spec: ProfileSpec | None = None  # the reference profile's bins, when a drift report is asked for
+
+    def scored(self, reject_cap: int | None = None, located: bool = True) -> DataFrame:
+        """A new scoring pass (its own run id: no two passes share a plan, or a cache).
+
+        ``located``: score rows carry their location and ``person_id`` (see :func:`_output`)."""
+        run_id = uuid.uuid4().hex
+        if self.header_line is None:
+            function = _score_columns(self.model, self.columns, run_id, reject_cap, located, self.spec)
+        else:
+            header, first_file = self.header_line, str(self.first_file)
+            function = _score_csv_lines(
+                self.model, header, first_file, run_id, reject_cap, located, self.spec
+            )
+        return self.numbered.mapInArrow(function, OUTPUT_SCHEMA)
+
+    def flat(self) -> DataFrame:
+        """A scoring pass with the structs' fields as columns."""
+        return self.scored().select(*_flat_columns())
+
+
+def _flat_columns(scores: bool = True) -> list[Any]:
+    """The output's columns, the structs' fields as columns (without ``scores``: no score columns)."""
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    nested = [
+        F.col(f"{name}.{f.name}").alias(f.name) for name, kind in (("at", _AT), ("side", _SIDE)) for f in kind
+    ]
+    top = ("kind", *SCORES_COLUMNS, "person_id") if scores else ("kind", "candidate_id")
+    return [F.col(c) for c in top] + nested
+
+
 def _score_csv_lines(
-    model: ShippedModel, header_line: str, run_id: str, spec: ProfileSpec | None = None
+    model: ShippedModel,
+    header_line: str,
+    first_file: str,
+    run_id: str,
+    reject_cap: int | None,
+    located: bool,
+    spec: ProfileSpec | None = None,
 ) -> Any:
     header = _header_fields(header_line)
 
@@ -304,17 +384,16 @@ def _score_csv_lines(
         scorer = model.load()
         splits: dict[tuple[str, int], _Split] = {}
         for record_batch in batches:
-            files = record_batch.column("_file").to_numpy(zero_copy_only=False)
-            starts = record_batch.column("_start").to_numpy()
+            files, starts = record_batch.column("_file"), record_batch.column("_start")
             values = record_batch.column("value")
             for begin, end in _runs(files, starts):
-                key = (str(files[begin]), int(starts[begin]))
+                key = (files[begin].as_py(), starts[begin].as_py())
                 split = splits.setdefault(key, _Split(*key))
                 run = values.slice(begin, end - begin)
                 first = split.lines  # line of the split at the run's first value
                 split.lines += len(run)
                 if key[1] == 0 and first == 0:  # the file's header line
-                    split.first_line = run[0].as_py()
+                    _check_header(run[0].as_py(), header_line, key[0], first_file)
                     run, first = run.slice(1), 1
                 if len(run) == 0:
                     continue
@@ -323,26 +402,39 @@ def _score_csv_lines(
                     # numbers count the given lines from 1; lines of the split count from 0.
                     bad = [(first + n - 1, cid, why) for n, cid, why in malformed]
                     block = score_block(scorer, frame, first + numbers - 1, bad, spec)
-                    yield _output(block, split, block.rows)
+                    yield _output(block, split, block.rows, reject_cap, located)
         if splits:
             yield _split_rows(list(splits.values()))
 
     return score_partition
 
 
+def _check_header(line: str | None, header_line: str, file: str, first_file: str) -> None:
+    """Every CSV file of a run has the first file's header (checked in the task that reads it)."""
+    if (line or "").removeprefix(_BOM).rstrip("\r") != header_line:
+        raise ContractError(
+            f"{file}: its header differs from the one of {first_file}: score files with "
+            "different headers in separate runs"
+        )
+
+
 def _score_columns(
-    model: ShippedModel, columns: list[str], run_id: str, spec: ProfileSpec | None = None
+    model: ShippedModel,
+    columns: list[str],
+    run_id: str,
+    reject_cap: int | None,
+    located: bool,
+    spec: ProfileSpec | None = None,
 ) -> Any:
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _ = run_id  # in the closure: no two runs have the same plan, so none reads another's cache
         scorer = model.load()
         splits: dict[tuple[str, int], _Split] = {}
         for record_batch in batches:
-            files = record_batch.column("_file").to_numpy(zero_copy_only=False)
-            starts = record_batch.column("_start").to_numpy()
+            files, starts = record_batch.column("_file"), record_batch.column("_start")
             rows = record_batch.column("_row").to_numpy() + 1
             for begin, end in _runs(files, starts):
-                key = (str(files[begin]), int(starts[begin]))
+                key = (files[begin].as_py(), starts[begin].as_py())
                 split = splits.setdefault(key, _Split(*key))
                 split.lines += end - begin
                 part = record_batch.slice(begin, end - begin).select(columns)
@@ -350,7 +442,7 @@ def _score_columns(
                     [_plain(part.column(i)) for i in range(part.num_columns)], names=columns
                 )
                 block = score_block(scorer, frame, rows[begin:end], profile=spec)
-                yield _output(block, split, block.rows)
+                yield _output(block, split, block.rows, reject_cap, located)
         if splits:
             yield _split_rows(list(splits.values()))
 
@@ -371,18 +463,36 @@ def _header_fields(line: str) -> list[str]:
 
 
 @dataclass
-class SparkScores:
-    """What :func:`score_spark` returns: the two tables and the tallies of the scoring pass."""
+class SparkSummary:
+    """The tallies of a scoring pass."""
 
-    scores: DataFrame
-    rejects: DataFrame
     rows: int
     scored: int
     problems: int
     rejected_rows: int
+    # The tasks' partial profiles, merged (when a reference profile was given).
+    profile: PartialProfile | None = field(default=None, kw_only=True)
+
+    @classmethod
+    def of(cls, splits: list[Any], csv_input: bool, spec: ProfileSpec | None = None) -> SparkSummary:
+        total = {k: sum(int(s[k] or 0) for s in splits) for k in ("lines", "scored", "problems", "rejected")}
+        headers = sum(1 for s in splits if csv_input and s["start"] == 0)
+        profile = None if spec is None else merged_profile(spec, splits)
+        return cls(
+            total["lines"] - headers, total["scored"], total["problems"], total["rejected"], profile=profile
+        )
+
+    def line(self) -> str:
+        return f"scored {self.scored} rows, rejected {self.rejected_rows} ({self.problems} problems)"
+
+
+@dataclass
+class SparkScores(SparkSummary):
+    """What :func:`score_spark` returns: the two tables and the tallies of the scoring pass."""
+
+    scores: DataFrame
+    rejects: DataFrame
     cached: DataFrame
-    # The tasks' partial profiles, merged (when score_spark was given a reference profile).
-    profile: PartialProfile | None = None
 
     def __iter__(self) -> Iterator[Any]:  # ``scores, rejects = score_spark(...)``
         return iter((self.scores, self.rejects))
@@ -391,8 +501,53 @@ class SparkScores:
         """Release the cached scoring pass (the tables cannot be read after)."""
         self.cached.unpersist()
 
-    def line(self) -> str:
-        return f"scored {self.scored} rows, rejected {self.rejected_rows} ({self.problems} problems)"
+
+def _paths(input_path: str | Path | list[str]) -> list[str]:
+    paths = [input_path] if isinstance(input_path, str | Path) else list(input_path)
+    return [str(p) for p in paths]
+
+
+def _scan(
+    spark: SparkSession, paths: list[str], model: Path | str | None, reference: ReferenceProfile | None = None
+) -> _Scan:
+    """Plan the read of the input (CSV lines or Parquet columns, each row located); reads one line.
+
+    Raises:
+        ContractError: a required column is missing, or the input is empty.
+    """
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    shipped = ShippedModel.from_dir(_model_dir(model))
+    spec = reference.spec if reference is not None else None
+    meta = [F.col("_metadata.file_path").alias("_file"), F.col("_metadata.file_block_start").alias("_start")]
+    if all(p.rstrip("/").endswith(".parquet") for p in paths):
+        raw = spark.read.parquet(*paths)
+        _require(raw.columns, paths)
+        numbered = raw.select(*raw.columns, *meta, F.col("_metadata.row_index").alias("_row"))
+        return _Scan(numbered, raw.columns, None, None, shipped, spec)
+    text = spark.read.option("lineSep", "\n").text(paths)
+    numbered = text.select("value", *meta)
+    first = numbered.where(F.col("_start") == 0).limit(1).collect()  # one split's first line
+    if not first:
+        raise ContractError(f"{paths[0]}: the file is empty (expected a header row)")
+    header_line = first[0]["value"].removeprefix(_BOM).rstrip("\r")
+    columns = _header_fields(header_line)
+    _require(columns, [first[0]["_file"]])
+    return _Scan(numbered, columns, header_line, first[0]["_file"], shipped, spec)
+
+
+@contextlib.contextmanager
+def _task_errors() -> Iterator[None]:
+    """A ContractError raised in a Spark task (a bad header, text that is not UTF-8) as one, here."""
+    try:
+        yield
+    except ContractError:
+        raise
+    except Exception as exc:
+        found = re.search(r"ContractError: ([^\n]+)", str(exc))
+        if found is None:
+            raise
+        raise ContractError(found.group(1).strip()) from None
 
 
 def score_spark(
@@ -416,78 +571,119 @@ def score_spark(
         :class:`SparkScores`, which unpacks as ``(scores, rejects)``: the docs/CONTRACT.md
         layouts (``rank`` when the input has ``person_id``), plus ``file`` and ``row``
         columns that locate every row, and the tallies of the pass. Formula-like text is
-        neutralized, as the single-process scorer writes it in every format.
+        neutralized, as the single-process scorer writes it in every format. The scoring
+        pass is cached until :meth:`SparkScores.unpersist`; to write the outputs, and
+        nothing else, :func:`score_spark_to` is faster (no cache).
 
     Raises:
         ContractError: a required column is missing, the input is empty, or two CSV files
             of one run have different headers.
     """
+    return _score_cached(spark, _scan(spark, _paths(input_path), model, reference))
+
+
+def _score_cached(spark: SparkSession, scan: _Scan) -> SparkScores:
+    """:func:`score_spark` on a planned read: the pass cached, every row numbered from it."""
     from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
 
-    paths = [input_path] if isinstance(input_path, str | Path) else list(input_path)
-    paths = [str(p) for p in paths]
-    shipped = ShippedModel.from_dir(_model_dir(model))
-    run_id = uuid.uuid4().hex
-    spec = reference.spec if reference is not None else None
-    meta = [F.col("_metadata.file_path").alias("_file")]
-    if all(p.rstrip("/").endswith(".parquet") for p in paths):
-        raw = spark.read.parquet(*paths)
-        columns = raw.columns
-        _require(columns, paths)
-        numbered = raw.select(
-            *columns,
-            *meta,
-            F.col("_metadata.file_block_start").alias("_start"),
-            F.col("_metadata.row_index").alias("_row"),
-        )
-        out = numbered.mapInArrow(_score_columns(shipped, columns, run_id, spec), OUTPUT_SCHEMA)
-        header_line = None
-    else:
-        text = spark.read.option("lineSep", "\n").text(paths)
-        numbered = text.select("value", *meta, F.col("_metadata.file_block_start").alias("_start"))
-        first = numbered.where(F.col("_start") == 0).limit(1).collect()  # one split's first line
-        if not first:
-            raise ContractError(f"{paths[0]}: the file is empty (expected a header row)")
-        header_line = first[0]["value"].removeprefix(_BOM).rstrip("\r")
-        columns = _header_fields(header_line)
-        _require(columns, [first[0]["_file"]])
-        out = numbered.mapInArrow(_score_csv_lines(shipped, header_line, run_id, spec), OUTPUT_SCHEMA)
-    out = out.persist()  # released by SparkScores.unpersist (the CLI calls it)
-    splits = (
-        out.where(F.col("kind") == "split")
-        .select("file", "file_key", "start", "reason", "lines", "scored", "problems", "rejected", "profile")
-        .collect()
-    )  # the one pass over the input: scores and rejects stay cached
-    first_file = None if header_line is None else first[0]["_file"]
-    offsets = _offsets(splits, header_line, first_file)
-    # line in split -> row in file (CSV; Parquet lines are rows already), key -> file name
-    table = spark.createDataFrame(offsets, "file_key long, start long, offset long, file string")
-    rows = (
-        out.where(F.col("kind") != "split")
-        .drop("file")
-        .join(F.broadcast(table), ["file_key", "start"])
-        .withColumn("row", F.col("line") + F.col("offset"))
-    )
-    scores = rows.where(F.col("kind") == "score").select("file", "row", *SCORES_COLUMNS, "person_id")
-    if PERSON_ID.name in columns:
+    out = scan.flat().persist()  # released by SparkScores.unpersist (the CLI calls it)
+    with _task_errors():  # the one pass over the input: scores and rejects stay cached
+        splits = out.where(F.col("kind") == SPLIT).select(*_SPLIT_FIELDS).collect()
+    offsets = spark.createDataFrame(_offsets(splits, scan.header_line), _OFFSETS_SCHEMA)
+    rows = _located(out.where(F.col("kind") != SPLIT).drop("file"), offsets)
+    scores = rows.where(F.col("kind") == SCORE).select("file", "row", *SCORES_COLUMNS, "person_id")
+    if PERSON_ID.name in scan.columns:
         from pyspark.sql import Window
 
         by_person = Window.partitionBy("person_id").orderBy(F.desc("p_advance"), "file", "row")
         scores = scores.withColumn(RANK_COLUMN, F.row_number().over(by_person).cast("long"))
-    scores = scores.drop("person_id")
-    rejects = rows.where(F.col("kind") == "reject").select("file", "row", "candidate_id", "column", "reason")
-    total = {k: sum(int(s[k] or 0) for s in splits) for k in ("lines", "scored", "problems", "rejected")}
-    headers = sum(1 for s in splits if header_line is not None and s["start"] == 0)
+    summary = SparkSummary.of(splits, scan.header_line is not None, scan.spec)
     return SparkScores(
-        scores=scores,
-        rejects=rejects,
-        rows=total["lines"] - headers,
-        scored=total["scored"],
-        problems=total["problems"],
-        rejected_rows=total["rejected"],
+        **vars(summary),
+        scores=scores.drop("person_id"),
+        rejects=rows.where(F.col("kind") == REJECT).select(*REJECTS_FIELDS),
         cached=out,
-        profile=None if spec is None else merged_profile(spec, splits),
     )
+
+
+_SPLIT_FIELDS = ("file", "file_key", "start", "lines", "scored", "problems", "rejected", "profile")
+_OFFSETS_SCHEMA = "file_key long, start long, offset long, file string"
+REJECTS_FIELDS = ("file", "row", "candidate_id", "column", "reason")
+# Problems per split that travel to the driver with the scoring pass (score_spark_to): past
+# that, the rejects come from a second pass (a file that is mostly bad is no hot path).
+REJECTS_PER_SPLIT = 5_000
+
+
+def _located(rows: DataFrame, offsets: DataFrame) -> DataFrame:
+    """Rows with their ``file`` and ``row``: line in split + lines before the split (a broadcast join)."""
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    located = rows.join(F.broadcast(offsets), ["file_key", "start"])
+    return located.withColumn("row", F.col("line") + F.col("offset"))
+
+
+def score_spark_to(
+    spark: SparkSession,
+    input_path: str | Path | list[str],
+    out_dir: Path | str,
+    model: Path | str | None = None,
+    fmt: str = "parquet",
+    reference: ReferenceProfile | None = None,
+) -> SparkSummary:
+    """Score candidate files on Spark and write ``OUT/scores/`` and ``OUT/rejects/``, in one pass, no cache.
+
+    The same outputs as :func:`score_spark` then :func:`write_outputs`, for less: the scores
+    are written straight from the scoring pass (the scores layout needs no row number), while
+    the split tallies and the rejects come back to the driver with that pass (``observe``),
+    where row numbers are put on the rejects. A split with more than
+    :data:`REJECTS_PER_SPLIT` problems sends only that many; then the rejects come from a
+    second pass. With ``person_id`` in the input, ranking is a window over all the scores,
+    which needs their row numbers: that run goes through :func:`score_spark`'s cached pass.
+    With ``reference``, the tasks also count their rows on its bins; the summary's
+    ``profile`` holds the merged counts (they travel with the split tallies).
+
+    Raises:
+        ContractError: as :func:`score_spark`.
+    """
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's idiom)
+
+    scan = _scan(spark, _paths(input_path), model, reference)
+    if PERSON_ID.name in scan.columns:
+        result = _score_cached(spark, scan)
+        write_outputs(result.scores, result.rejects, out_dir, fmt)
+        result.unpersist()
+        totals = (result.rows, result.scored, result.problems, result.rejected_rows)
+        return SparkSummary(*totals, profile=result.profile)
+    out = str(out_dir).rstrip("/")
+    observation = Observation(f"stepdown_{uuid.uuid4().hex}")
+    side = F.when(F.col("kind") != SCORE, F.struct(*_flat_columns(scores=False)))
+    passed = scan.scored(REJECTS_PER_SPLIT, located=False).observe(
+        observation, F.collect_list(side).alias("side")
+    )
+    with _task_errors():
+        _write_scores(passed.where(F.col("kind") == SCORE).select(*SCORES_COLUMNS), out, fmt)
+    observed = observation.get["side"]
+    splits = [r for r in observed if r["kind"] == SPLIT]
+    offsets = _offsets(splits, scan.header_line)
+    summary = SparkSummary.of(splits, scan.header_line is not None, scan.spec)
+    problems = [r for r in observed if r["kind"] == REJECT]
+    if len(problems) == summary.problems:
+        where = {(key, start): (offset, file) for key, start, offset, file in offsets}
+        located = []
+        for r in problems:
+            offset, file = where[(r["file_key"], r["start"])]
+            located.append((file, r["line"] + offset, r["candidate_id"], r["column"], r["reason"]))
+        rejects = spark.createDataFrame(located, _REJECTS_SCHEMA)
+    else:  # a split with too many problems to send: the rejects of a second pass
+        table = spark.createDataFrame(offsets, _OFFSETS_SCHEMA)
+        second = scan.flat().where(F.col("kind") == REJECT).drop("file")
+        rejects = _located(second, table).select(*REJECTS_FIELDS)
+    _write_rejects(rejects, out)
+    return summary
+
+
+_REJECTS_SCHEMA = "file string, row long, candidate_id string, column string, reason string"
 
 
 def merged_profile(spec: ProfileSpec, splits: list[Any]) -> PartialProfile:
@@ -507,10 +703,8 @@ def _model_dir(model: Path | str | None) -> Path:
     return local_model_dir(config.DEFAULT_MODEL_DIR if model is None else model)
 
 
-def _offsets(
-    splits: list[Any], header_line: str | None, first_file: str | None
-) -> list[tuple[int, int, int, str]]:
-    """``(file key, split start, lines of the file before the split, file)``; checks CSV headers.
+def _offsets(splits: list[Any], header_line: str | None) -> list[tuple[int, int, int, str]]:
+    """``(file key, split start, lines of the file before the split, file)``.
 
     Parquet rows are numbered in their file already: their offsets are 0.
     """
@@ -521,13 +715,6 @@ def _offsets(
     for file, parts in by_file.items():
         before = 0
         for split in sorted(parts, key=lambda s: s["start"]):
-            if header_line is not None and split["start"] == 0:
-                seen = (split["reason"] or "").removeprefix(_BOM).rstrip("\r")
-                if seen != header_line:
-                    raise ContractError(
-                        f"{file}: its header differs from the one of {first_file}: score files with "
-                        "different headers in separate runs"
-                    )
             offsets.append((int(split["file_key"]), int(split["start"]), before, file))
             if header_line is not None:
                 before += int(split["lines"])
@@ -552,9 +739,18 @@ def write_outputs(scores: DataFrame, rejects: DataFrame, out_dir: Path | str, fm
     # mapInArrow keeps each partition's order and a file's splits follow each other, so only
     # the ranking window (a shuffle) calls for a sort to restore input order.
     ordered = scores.orderBy("file", "row") if RANK_COLUMN in scores.columns else scores
-    ordered = ordered.drop("file", "row")
+    _write_scores(ordered.drop("file", "row"), out, fmt)
+    _write_rejects(rejects, out)
+
+
+def _write_scores(scores: DataFrame, out: str, fmt: str) -> None:
     if fmt == "csv":
-        ordered.write.option("header", True).csv(f"{out}/scores")
+        scores.write.option("header", True).csv(f"{out}/scores")
     else:
-        ordered.write.parquet(f"{out}/scores")
+        # Ids and probabilities are (nearly) all distinct: a dictionary of them is work for nothing.
+        plain = {f"parquet.enable.dictionary#{c}": "false" for c in ("candidate_id", "p_advance")}
+        scores.write.options(**plain).parquet(f"{out}/scores")
+
+
+def _write_rejects(rejects: DataFrame, out: str) -> None:
     rejects.orderBy("file", "row").drop("file").write.option("header", True).csv(f"{out}/rejects")
