@@ -256,6 +256,14 @@ class InputFile:
             self._raw.close()
             self.finished = True
 
+    def describe(self, task: Task) -> str:
+        """Which part of the file ``task`` is, in words (for an error that names it)."""
+        if task.pieces is not None:
+            return f"part {task.index + 1} of {self.path} (decompressed lines)"
+        if self.kind == "parquet":
+            return f"row groups {task.start}-{task.end - 1} of {self.path}"
+        return f"bytes {task.start:,}-{task.end:,} of {self.path}"
+
     def task_blocks(self, task: Task) -> Blocks:
         """The blocks of one task, rows numbered from 1 within it; returns its line count."""
         if task.pieces is not None:
@@ -343,13 +351,6 @@ class Task:
     start: int = 0
     end: int = 0
     pieces: list[tuple[int, bytes]] | None = field(default=None, repr=False)
-
-    def describe(self, path: Path) -> str:
-        if self.pieces is not None:
-            return f"part {self.index + 1} of {path} (decompressed lines)"
-        if path.suffix == ".parquet":
-            return f"row groups {self.start}-{self.end - 1} of {path}"
-        return f"bytes {self.start:,}-{self.end:,} of {path}"
 
 
 class _Range:
@@ -845,20 +846,58 @@ class _PartAppender:
 
 
 @dataclass
+class _Tally:
+    """What a run, or one worker's task, took in from its scored blocks.
+
+    :meth:`take` writes a block's scores and rejects (neutralized) and counts it: the one
+    place both engines do so; :meth:`add` folds in a worker's tally.
+    """
+
+    rows: int = 0
+    scored: int = 0
+    problems: int = 0
+    rejected_rows: int = 0
+    # person_id and p_advance of every score, when the input is ranked.
+    person_ids: list[pa.Array] = field(default_factory=list)
+    p_values: list[np.ndarray] = field(default_factory=list)
+    # The drift report's counts (None when no report is asked for).
+    profile: PartialProfile | None = None
+
+    def take(self, rows: int, block: Block, scores: _Writer, rejects: _Writer, ranking: bool) -> None:
+        """Write ``block`` (``rows`` lines of input) and count it."""
+        scores.write(_scores_table(block.scores))
+        if block.rejects.num_rows:
+            rejects.write(_rejects_table(block.rejects))
+            self.rejected_rows += len(np.unique(to_numpy(block.rejects.column("row"))))
+        if ranking and block.persons is not None:
+            self.person_ids.append(block.persons)
+            self.p_values.append(to_numpy(block.scores.column("p_advance")))
+        self._count(rows, block.scores.num_rows, block.rejects.num_rows, block.profile)
+
+    def add(self, other: _Tally) -> None:
+        """Fold in the tally of the next part of the input."""
+        self.person_ids.extend(other.person_ids)
+        self.p_values.extend(other.p_values)
+        self.rejected_rows += other.rejected_rows
+        self._count(other.rows, other.scored, other.problems, other.profile)
+
+    def _count(self, rows: int, scored: int, problems: int, profile: PartialProfile | None) -> None:
+        self.rows += rows
+        self.scored += scored
+        self.problems += problems
+        if self.profile is not None and profile is not None:
+            self.profile.merge(profile)
+
+
+@dataclass
 class Part:
-    """What a worker made of one task: its rows, counts and the files it wrote."""
+    """What a worker made of one task: its line count, its tally and the files it wrote."""
 
     lines: int
-    rows: int
-    scored: int
-    problems: int
-    rejected_rows: int
+    tally: _Tally
     scores: Path
     rejects: Path | None
-    persons: pa.Array | None
-    p_advance: np.ndarray | None
     peak_rss_mb: float
-    profile: PartialProfile | None = None
 
 
 class _Outputs:
@@ -879,44 +918,24 @@ class _Outputs:
         self.rejects = _Writer(rejects_tmp, REJECTS_SCHEMA, rejects_fmt)
         self.scores: _Writer | _PartAppender | None = None
         self.ranking = False
-        self.person_ids: list[pa.Array] = []
-        self.p_values: list[np.ndarray] = []
-        self.rows = self.scored = self.problems = self.rejected_rows = 0
-        self.lines = 0
-        # The drift report's counts, merged block by block (or part by part).
-        self.profile: PartialProfile | None = spec.new_partial() if spec is not None else None
+        self.tally = _Tally(profile=spec.new_partial() if spec is not None else None)
+        self.lines = 0  # lines of the input in the parts appended so far
 
     def target(self, ranking: bool) -> tuple[Path, str]:
         """The file (and format) the scores are written to before ranking, if any."""
         return (self.unranked, self.unranked_fmt) if ranking else (self.scores_tmp, self.fmt)
 
-    def add_block(
-        self,
-        rows: int,
-        scores: pa.Table,
-        rejects: pa.Table,
-        persons: pa.Array | None,
-        profile: PartialProfile | None = None,
-    ) -> None:
-        """One scored block of the in-process engine."""
-        self._merge(profile)
+    def add_block(self, rows: int, block: Block) -> None:
+        """One scored block of the in-process engine (``rows`` lines of input)."""
         if self.scores is None:
-            self.ranking = persons is not None
+            self.ranking = block.persons is not None
             path, fmt = self.target(self.ranking)
             self.scores = _Writer(path, SCORES_SCHEMA, fmt)
         assert isinstance(self.scores, _Writer)
-        self.scores.write(_scores_table(scores))
-        if rejects.num_rows:
-            self.rejects.write(_rejects_table(rejects))
-            self.rejected_rows += len(np.unique(to_numpy(rejects.column("row"))))
-        if self.ranking and persons is not None:
-            self.person_ids.append(persons)
-            self.p_values.append(to_numpy(scores.column("p_advance")))
-        self._count(rows, scores.num_rows, rejects.num_rows)
+        self.tally.take(rows, block, self.scores, self.rejects, self.ranking)
 
     def add_part(self, part: Part, ranking: bool) -> None:
         """One worker's part (files already in their final layout; rows numbered from 1)."""
-        self._merge(part.profile)
         if self.scores is None:
             self.ranking = ranking
             self.scores = _PartAppender(*self.target(ranking))
@@ -929,21 +948,8 @@ class _Outputs:
             shifted = pc.add(rejects.column("row"), pa.scalar(self.lines, pa.int64()))
             self.rejects.write(rejects.set_column(0, "row", shifted))
             part.rejects.unlink()
-        if ranking and part.persons is not None and part.p_advance is not None:
-            self.person_ids.append(part.persons)
-            self.p_values.append(part.p_advance)
         self.lines += part.lines
-        self.rejected_rows += part.rejected_rows
-        self._count(part.rows, part.scored, part.problems)
-
-    def _merge(self, profile: PartialProfile | None) -> None:
-        if self.profile is not None and profile is not None:
-            self.profile.merge(profile)
-
-    def _count(self, rows: int, scored: int, problems: int) -> None:
-        self.rows += rows
-        self.scored += scored
-        self.problems += problems
+        self.tally.add(part.tally)
 
     def finish(self) -> None:
         """Close the files; rank the scores over the whole file when the input has persons."""
@@ -952,7 +958,8 @@ class _Outputs:
         self.scores.close()
         self.rejects.close()
         if self.ranking:
-            ranks = rank_within(pa.concat_arrays(self.person_ids), np.concatenate(self.p_values))
+            tally = self.tally
+            ranks = rank_within(pa.concat_arrays(tally.person_ids), np.concatenate(tally.p_values))
             _add_ranks(self.unranked, self.scores_tmp, ranks, self.unranked_fmt, self.fmt)
 
 
@@ -1081,14 +1088,15 @@ def score_file(
             parts = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".parts.", dir=out.parent)))
             peak = _score_in_processes(model, reader, tasks, outputs, workers, parts, show, spec)
         outputs.finish()
-        if reference is not None and outputs.profile is not None:
-            drift = drift_report(reference, outputs.profile, str(source))
+        if reference is not None and outputs.tally.profile is not None:
+            drift = drift_report(reference, outputs.tally.profile, str(source))
             write_report(drift, *report_tmps)
+    tally = outputs.tally
     return ScoreSummary(
-        rows=outputs.rows,
-        scored=outputs.scored,
-        rejected_rows=outputs.rejected_rows,
-        problems=outputs.problems,
+        rows=tally.rows,
+        scored=tally.scored,
+        rejected_rows=tally.rejected_rows,
+        problems=tally.problems,
         seconds=time.perf_counter() - started,
         processes=1 if tasks is None else workers,
         worker_peak_mb=peak,
@@ -1109,12 +1117,11 @@ def _score_here(
     def work(frame: Frame, numbers: np.ndarray, skipped: list[Malformed]) -> tuple:
         # One shared session: onnxruntime runs it from several threads, each call on its
         # caller's thread (one intra-op thread), without a second copy of the model.
-        block = score_block(model, frame, numbers, skipped, spec)
-        return len(numbers) + len(skipped), block.scores, block.rejects, block.persons, block.profile
+        return len(numbers) + len(skipped), score_block(model, frame, numbers, skipped, spec)
 
     def drain(block: Future) -> None:
         outputs.add_block(*block.result())
-        bar.update(outputs.rows)
+        bar.update(outputs.tally.rows)
 
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=max(threads, 1)) as pool:
@@ -1128,7 +1135,7 @@ def _score_here(
         finally:
             for block in pending:
                 block.cancel()
-    bar.update(outputs.rows, force=True)
+    bar.update(outputs.tally.rows, force=True)
     bar.close()
 
 
@@ -1170,13 +1177,13 @@ def _score_in_processes(
     position = reader.position if reader.kind == "gz" else (lambda: done[1])
     bar = _Progress(total, position, show)
     peak = 0.0
-    describe = partial(Task.describe, path=reader.path)
-    with OrderedPool(workers, lambda: Model(job.model_dir), partial(_score_task, job), describe) as pool:
+    work = partial(_score_task, job)
+    with OrderedPool(workers, lambda: Model(job.model_dir), work, reader.describe) as pool:
         for part in pool.run(tasks, on_wait=lambda: bar.update(done[0])):
             outputs.add_part(part, ranking)
             peak = max(peak, part.peak_rss_mb)
             bar.update(done[0])
-    bar.update(outputs.rows, force=True)
+    bar.update(outputs.tally.rows, force=True)
     bar.close()
     return peak
 
@@ -1193,11 +1200,9 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
 
     stem = job.parts / f"{task.index:06d}"
     scores = _Writer(stem.with_suffix(".scores"), SCORES_SCHEMA, job.part_fmt, header=False)
-    rejects = _Writer(stem.with_suffix(".rejects"), REJECTS_SCHEMA, "ipc")
-    persons: list[pa.Array] = []
-    p_values: list[np.ndarray] = []
-    rows = scored = problems = rejected = progressed = 0
-    profile = job.spec.new_partial() if job.spec is not None else None
+    rejects = _Writer(stem.with_suffix(".rejects"), REJECTS_SCHEMA, "ipc")  # opened on first write
+    tally = _Tally(profile=job.spec.new_partial() if job.spec is not None else None)
+    progressed = 0
     blocks = job.reader.task_blocks(task)
     while True:
         try:
@@ -1205,43 +1210,26 @@ def _score_task(job: _Job, model: Model, task: Task) -> Part:
         except StopIteration as stop:
             lines = stop.value
             break
-        block = score_block(model, frame, numbers, malformed, job.spec)
-        if profile is not None and block.profile is not None:
-            profile.merge(block.profile)
-        scores.write(_scores_table(block.scores))
-        if block.rejects.num_rows:
-            rejects.write(_rejects_table(block.rejects))
-            rejected += len(np.unique(to_numpy(block.rejects.column("row"))))
-        if job.ranking and block.persons is not None:
-            persons.append(block.persons)
-            p_values.append(to_numpy(block.scores.column("p_advance")))
         count = len(numbers) + len(malformed)
-        rows += count
-        scored += block.scores.num_rows
-        problems += block.rejects.num_rows
+        block = score_block(model, frame, numbers, malformed, job.spec)
+        tally.take(count, block, scores, rejects, job.ranking)
         # Progress: rows, and bytes of the file (rows of a Parquet file); the parsed
         # text stands in for the bytes read until the task's end puts the count right.
         step = len(frame) if job.reader.kind == "parquet" else frame.nbytes
         progressed += step
         _add_progress(job.done, count, step)
     scores.close()
-    if problems:
+    if tally.problems:
         rejects.close()  # opened by its first write: a task without problems has no rejects part
     # gzip: shipped lines have no byte range (the parent's position is the progress there).
     size = lines if job.reader.kind == "parquet" else task.end - task.start
     _add_progress(job.done, 0, max(size - progressed, 0))
     return Part(
         lines=lines,
-        rows=rows,
-        scored=scored,
-        problems=problems,
-        rejected_rows=rejected,
+        tally=tally,
         scores=scores.path,
-        rejects=rejects.path if problems else None,
-        persons=pa.concat_arrays(persons) if persons else None,
-        p_advance=np.concatenate(p_values) if p_values else None,
+        rejects=rejects.path if tally.problems else None,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        profile=profile,
     )
 
 
