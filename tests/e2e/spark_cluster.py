@@ -148,6 +148,8 @@ def start_cluster(
              "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
              "--conf", f"spark.connect.grpc.binding.port={connect_port}",
              "--conf", f"spark.cores.max={WORKERS}",
+             # As docs/SCALING.md's recipe: the scoring code imported once per executor.
+             "--conf", "spark.python.daemon.module=stepdown_ml.serving.spark_daemon",
              *cluster.driver_conf(), "spark-internal"],
         )  # fmt: skip
         _wait_until_listening(cluster, "connect", connect_port)

@@ -168,3 +168,28 @@ def test_spark_udf_on_the_logged_pyfunc(spark, candidates, tmp_path, monkeypatch
     expected = predict(rows, model=DEFAULT)
     assert list(out["candidate_id"]) == list(expected["candidate_id"])
     np.testing.assert_allclose(out["p_advance"], expected["p_advance"], atol=1e-12)
+
+
+def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
+    """Every Python worker is forked by stepdown-ml's daemon, after it imported the scoring
+    code, with the installed pyspark ahead of its zips (no source compiled per worker)."""
+
+    def report(batches):  # nested: pickled by value, so unpickling it imports nothing of ours
+        import sys as worker_sys
+
+        imported = "stepdown_ml.serving.spark" in worker_sys.modules
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as handle:
+            parent = handle.read().replace(b"\0", b" ").decode()
+        pyspark_file = worker_sys.modules["pyspark"].__file__
+        for _ in batches:
+            pass
+        yield pa.RecordBatch.from_pydict(
+            {"parent": [parent], "imported": [imported], "pyspark": [pyspark_file]}
+        )
+
+    schema = "parent string, imported boolean, pyspark string"
+    rows = spark.range(4, numPartitions=2).mapInArrow(report, schema)
+    for row in rows.collect():
+        assert "-m stepdown_ml.serving.spark_daemon" in row["parent"]
+        assert row["imported"]
+        assert ".zip" not in row["pyspark"]

@@ -109,6 +109,11 @@ _NOTHING = pa.scalar(b"", pa.binary())
 _MODELS: dict[str, Model] = {}
 
 
+# Spark's Python daemon: ours imports the scoring code once per executor, before its workers
+# fork (stepdown_ml.serving.spark_daemon). A classic session sets it unless spark-submit did.
+DAEMON_SETTING = "spark.python.daemon.module"
+
+
 def is_remote(master: str | None) -> bool:
     """Whether ``master`` names a Spark Connect server (``sc://host:port``)."""
     return bool(master) and str(master).startswith("sc://")
@@ -131,6 +136,8 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
 
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.appName(app_name)
+        if not SparkConf().contains(DAEMON_SETTING):
+            builder = builder.config(DAEMON_SETTING, "stepdown_ml.serving.spark_daemon")
         if master:
             builder = builder.master(master)
         elif not SparkConf().contains("spark.master"):  # spark-submit sets it; plain python does not
