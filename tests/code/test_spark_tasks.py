@@ -94,3 +94,18 @@ def test_a_contract_error_in_a_task_is_one_here():
         raise RuntimeError(trace)
     with pytest.raises(RuntimeError, match="executor lost"), engine._task_errors():
         raise RuntimeError("executor lost")
+
+
+def test_a_line_too_long_for_the_reader_is_rejected_as_the_cli_rejects_it(lines, monkeypatch):
+    """A task's lines go to the CLI's parser as one piece; a line over the limit is rejected
+    there, with the row and the words of the CLI's reader."""
+    from stepdown_ml.serving import batch
+
+    monkeypatch.setattr(batch, "MAX_ROW_BYTES", 4096)
+    long = [*lines[:11], "x" * 5000, *lines[11:]]  # the 11th line of the split, after the header
+    table = _task(long, reject_cap=None, located=True)
+    scores, rejects = _of_kind(table, engine.SCORE), _of_kind(table, engine.REJECT)
+    assert len(scores) == 38
+    too_long = [r for r in rejects if r["side"]["reason"] == batch._too_long()]
+    assert [r["at"]["line"] for r in too_long] == [11]
+    assert sorted(r["at"]["line"] for r in rejects) == [4, 11, 19, 31]

@@ -172,7 +172,8 @@ def test_spark_udf_on_the_logged_pyfunc(spark, candidates, tmp_path, monkeypatch
 
 def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
     """Every Python worker is forked by stepdown-ml's daemon, after it imported the scoring
-    code, with the installed pyspark ahead of its zips (no source compiled per worker)."""
+    code, with the installed pyspark ahead of its zips (no source compiled per worker); the
+    executors' JIT compiles only what stays hot."""
 
     def report(batches):  # nested: pickled by value, so unpickling it imports nothing of ours
         import sys as worker_sys
@@ -189,6 +190,9 @@ def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
 
     schema = "parent string, imported boolean, pyspark string"
     rows = spark.range(4, numPartitions=2).mapInArrow(report, schema)
+    from stepdown_ml.serving.spark import JIT_OPTIONS
+
+    assert JIT_OPTIONS in spark.sparkContext.getConf().get("spark.executor.extraJavaOptions")
     for row in rows.collect():
         assert "-m stepdown_ml.serving.spark_daemon" in row["parent"]
         assert row["imported"]

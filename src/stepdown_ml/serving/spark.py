@@ -2,9 +2,10 @@
 
 Each partition is scored by :func:`stepdown_ml.serving.batch.score_block` (validation,
 features, the ONNX model, recommendations, reasons) inside ``mapInArrow`` (Arrow batches
-both ways, no pandas conversion by Spark); CSV text is parsed by the same
-:func:`stepdown_ml.serving.batch.csv_blocks` as the CLI, so a malformed line is rejected
-with the same row number and reason.
+both ways, no pandas conversion by Spark); CSV lines are parsed by the same
+:func:`stepdown_ml.serving.batch.line_blocks` as the CLI (a task's lines joined into one
+piece, the header already read), so a malformed line is rejected with the same row number
+and reason.
 
 Works the same on ``local[*]``, a standalone (or YARN, Kubernetes) cluster and a Spark
 Connect (``sc://``) session: only DataFrame operations are used, never ``sparkContext``.
@@ -58,7 +59,7 @@ from stepdown_ml.serving import Model
 # The single-process scorer's own neutralization, so that both engines write the same values.
 from stepdown_ml.serving.batch import _rejects_table as rejects_as_written
 from stepdown_ml.serving.batch import _scores_table as scores_as_written
-from stepdown_ml.serving.batch import csv_blocks, score_block
+from stepdown_ml.serving.batch import line_blocks, score_block
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -109,9 +110,20 @@ _NOTHING = pa.scalar(b"", pa.binary())
 _MODELS: dict[str, Model] = {}
 
 
-# Spark's Python daemon: ours imports the scoring code once per executor, before its workers
-# fork (stepdown_ml.serving.spark_daemon). A classic session sets it unless spark-submit did.
+# Settings of the classic sessions that spark_session starts, unless spark-submit (or the
+# site's spark-defaults.conf) gave its own (docs/SCALING.md, docs/BENCHMARKS.md "Spark"):
+# - Spark's Python daemon: ours imports the scoring code once per executor, before its
+#   workers fork (stepdown_ml.serving.spark_daemon);
+# - the JVMs compile only what stays hot (compile thresholds x10): an application's
+#   executors live for one run, and at 5M rows their JIT compilers took 17 CPU-seconds of
+#   the two cores, against 5.5 with this, while the task threads did the same work.
 DAEMON_SETTING = "spark.python.daemon.module"
+JIT_OPTIONS = "-XX:CompileThresholdScaling=10"
+_CLASSIC_SETTINGS = {
+    DAEMON_SETTING: "stepdown_ml.serving.spark_daemon",
+    "spark.driver.extraJavaOptions": JIT_OPTIONS,
+    "spark.executor.extraJavaOptions": JIT_OPTIONS,
+}
 
 
 def is_remote(master: str | None) -> bool:
@@ -136,8 +148,10 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
 
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.appName(app_name)
-        if not SparkConf().contains(DAEMON_SETTING):
-            builder = builder.config(DAEMON_SETTING, "stepdown_ml.serving.spark_daemon")
+        given = _given_settings(SparkConf())
+        for key, value in _CLASSIC_SETTINGS.items():
+            if key not in given:
+                builder = builder.config(key, value)
         if master:
             builder = builder.master(master)
         elif not SparkConf().contains("spark.master"):  # spark-submit sets it; plain python does not
@@ -146,6 +160,22 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
     for key, value in _session_settings().items():
         session.conf.set(key, value)
     return session
+
+
+def _given_settings(conf: Any) -> set[str]:
+    """Settings already given: to this process (spark-submit), in ``PYSPARK_SUBMIT_ARGS``, or in
+    the ``spark-defaults.conf`` that the JVM's launcher will read."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    given = {key for key, _ in conf.getAll()}
+    given.update(re.findall(r"--conf[ =]['\"]?([\w.]+)=", os.environ.get("PYSPARK_SUBMIT_ARGS", "")))
+    conf_dir = Path(os.environ.get("SPARK_CONF_DIR") or Path(_find_spark_home()) / "conf")
+    with contextlib.suppress(OSError):
+        for line in (conf_dir / "spark-defaults.conf").read_text().splitlines():
+            key = re.split(r"[\s=]", line.strip(), maxsplit=1)[0]
+            if key and not key.startswith("#"):
+                given.add(key)
+    return given
 
 
 def _session_settings() -> dict[str, str]:
@@ -325,13 +355,11 @@ def _joined_lines(values: pa.Array) -> bytes:
     """The lines of a text column as one buffer, each ended by a newline (no Python loop)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    binary = values.cast(pa.large_binary() if pa.types.is_large_string(values.type) else pa.binary())
-    ended = pc.binary_join_element_wise(binary, _NOTHING, _NEWLINE)
-    offsets = np.frombuffer(
-        ended.buffers()[1], dtype=np.int64 if pa.types.is_large_binary(ended.type) else np.int32
-    )
+    # (A batch's text is far below 2 GB; the join has no kernel for large binary.)
+    ended = pc.binary_join_element_wise(values.cast(pa.binary()), _NOTHING, _NEWLINE)
+    offsets = np.frombuffer(ended.buffers()[1], dtype=np.int32)
     first, last = int(offsets[ended.offset]), int(offsets[ended.offset + len(ended)])
-    return ended.buffers()[2].to_pybytes()[first:last]
+    return ended.buffers()[2].slice(first, last - first).to_pybytes()
 
 
 @dataclass(frozen=True)
@@ -404,8 +432,7 @@ def _score_csv_lines(
                     run, first = run.slice(1), 1
                 if len(run) == 0:
                     continue
-                text = header_line.encode("utf-8") + b"\n" + _joined_lines(run)
-                for frame, numbers, malformed in csv_blocks(pa.BufferReader(text), header, key[0]):
+                for frame, numbers, malformed in line_blocks([(0, _joined_lines(run))], header, key[0]):
                     # numbers count the given lines from 1; lines of the split count from 0.
                     bad = [(first + n - 1, cid, why) for n, cid, why in malformed]
                     block = score_block(scorer, frame, first + numbers - 1, bad, spec)

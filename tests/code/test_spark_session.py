@@ -1,4 +1,5 @@
-"""Spark's Python daemon for stepdown-ml: which zips it moves behind the installed pyspark."""
+"""What a classic Spark session of stepdown-ml is given: its Python daemon (which zips it moves
+behind the installed pyspark), and the settings it leaves to spark-submit and the site."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stepdown_ml.serving import spark_daemon
+from stepdown_ml.serving.spark import _CLASSIC_SETTINGS, _given_settings
 
 
 def _installation(root: Path) -> tuple[Path, list[str]]:
@@ -56,3 +58,33 @@ def test_without_an_installed_pyspark_nothing_moves(tmp_path, monkeypatch, entry
     spark_daemon._prefer_installed_pyspark()
 
     assert sys.path == path
+
+
+class _Conf:
+    def __init__(self, pairs: dict[str, str]) -> None:
+        self.pairs = pairs
+
+    def getAll(self) -> list[tuple[str, str]]:  # noqa: N802 (SparkConf's name)
+        return list(self.pairs.items())
+
+
+def test_settings_given_elsewhere_are_left_alone(tmp_path, monkeypatch):
+    """spark-submit's, PYSPARK_SUBMIT_ARGS' and spark-defaults.conf's own values win."""
+    (tmp_path / "spark-defaults.conf").write_text(
+        "# site defaults\nspark.executor.extraJavaOptions  -XX:+UseG1GC\nspark.eventLog.enabled=true\n"
+    )
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    monkeypatch.setenv(
+        "PYSPARK_SUBMIT_ARGS",
+        "--conf 'spark.driver.extraJavaOptions=-Xss4m -Dx=1' --conf spark.ui.enabled=false pyspark-shell",
+    )
+    given = _given_settings(_Conf({"spark.python.daemon.module": "site.daemon"}))
+    assert set(_CLASSIC_SETTINGS) <= given
+    assert {"spark.eventLog.enabled", "spark.ui.enabled"} <= given
+    assert "# site defaults" not in given
+
+
+def test_nothing_given_leaves_every_setting_to_the_session(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))  # no spark-defaults.conf there
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
+    assert not set(_CLASSIC_SETTINGS) & _given_settings(_Conf({}))
