@@ -5,6 +5,10 @@ once; then, alternating, ``stepdown-ml score`` (the single process) and ``stepdo
 --engine spark --master spark://…`` (a new driver and executor each time, Parquet output)
 on the same file, and the Spark CLI on a 1,000-row file: its wall time is the fixed
 start-up cost (JVM driver, executor, Python workers, job planning), reported separately.
+Then a Spark Connect server is started on the same cluster (a long-lived application, as a
+shared cluster runs one) and the same CLI runs through it (``--master sc://…``): its first
+run warms it up, then, alternating, the single process again, the file through the server
+and the 1,000-row file through it (``warm_connect_server``).
 
 Usage: python -m benchmarks.bench_spark [ROWS ...]   (default 1000000 5000000)
 Environment: BENCH_ROUNDS (default 3), BENCH_EXECUTOR_MEMORY (default 3g), BENCH_SPARK_CONF
@@ -23,7 +27,7 @@ from pathlib import Path
 from benchmarks.bench_spark_stages import _processes, descendants
 from benchmarks.common import candidates_csv, cli, run_child
 from stepdown_ml.core import config
-from tests.e2e.spark_cluster import start_cluster
+from tests.e2e.spark_cluster import start_cluster, start_connect
 
 CORES = 2
 TINY = 1_000
@@ -152,9 +156,50 @@ def main(sizes: list[int]) -> list[dict]:
                     }
                 )
                 print(json.dumps(results[-1]), flush=True)
+            _warm_server(cluster, memory, results, tiny, rounds, work)
         finally:
             cluster.stop()
     return results
+
+
+def _warm_server(cluster, memory: str, results: list[dict], tiny: Path, rounds: int, work: Path) -> None:
+    """The same scoring through a Spark Connect server on the same cluster, started once: a
+    long-lived application whose executors, Python workers and JIT are warm after the first
+    run. Its start (a one-off) is not timed; the first run of each file warms it up and is
+    reported apart; then, alternating, the single process again, the file through the server,
+    and the 1,000-row file through it (a client's start-up against a warm server)."""
+    port = int(cluster.connect_url.rsplit(":", 1)[1])
+    conf = ["--conf", f"spark.executor.memory={memory}", "--conf", "spark.ui.enabled=false"]
+    start_connect(cluster, port, conf)
+    for result in results:
+        rows = result["rows"]
+        path = candidates_csv(rows)
+        first = _measured(_spark, cluster.connect_url, path, work / f"warmup{rows}")[0]
+        times: dict[str, list[float]] = {"single_process": [], "spark": [], "spark_1000_rows": []}
+        cpu: dict[str, list[float]] = {name: [] for name in times}
+        for i in range(rounds):
+            for name, run, args in (
+                ("single_process", _local, (path, work / f"wlocal{rows}_{i}.csv")),
+                ("spark", _spark, (cluster.connect_url, path, work / f"wspark{rows}_{i}")),
+                ("spark_1000_rows", _spark, (cluster.connect_url, tiny, work / f"wtiny{rows}_{i}")),
+            ):
+                seconds, cpu_seconds = _measured(run, *args)
+                times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
+        local, spark, start = min(times["single_process"]), min(times["spark"]), min(times["spark_1000_rows"])
+        local_per_core = rows / local / CORES
+        result["warm_connect_server"] = {
+            "first_run_seconds": round(first, 2),
+            "rounds": times,
+            "cpu_seconds": cpu,
+            "single_process_seconds": round(local, 2),
+            "spark_seconds": round(spark, 2),
+            "client_startup_seconds": round(start, 2),
+            "per_core_ratio": round(rows / spark / CORES / local_per_core, 3),
+            "spark_rows_per_second_per_core_after_startup": round(rows / (spark - start) / CORES),
+            "per_core_ratio_after_startup": round(rows / (spark - start) / CORES / local_per_core, 3),
+        }
+        print(json.dumps({"rows": rows, "warm_connect_server": result["warm_connect_server"]}), flush=True)
 
 
 if __name__ == "__main__":

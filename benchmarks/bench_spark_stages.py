@@ -72,17 +72,29 @@ def jvm_threads() -> dict[str, float]:
     for pid in descendants(table):
         if not table[pid][2].split(" ")[0].endswith("java"):
             continue
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{task}/stat") as stat:
-                    text = stat.read()
-            except OSError:
-                continue
-            name = text[text.index("(") + 1 : text.rindex(")")]
-            fields = text.rsplit(")", 1)[1].split()
-            kind = next((k for k, p in _THREAD_KINDS if p in name), "other")
-            groups[kind] = round(groups.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / HZ, 1)
+        for _, kind, seconds in thread_times(pid):
+            groups[kind] = round(groups.get(kind, 0.0) + seconds, 1)
     return groups
+
+
+def thread_times(pid: int) -> list[tuple[int, str, float]]:
+    """``(thread id, kind, CPU seconds)`` of each thread of a JVM (kinds: tasks, jit, gc, other)."""
+    found = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        kind = next((k for k, p in _THREAD_KINDS if p in name), "other")
+        found.append((int(thread), kind, (int(fields[11]) + int(fields[12])) / HZ))
+    return found
 
 
 _THREAD_KINDS = [("tasks", "Executor task"), ("jit", "Compiler"), ("gc", "GC"), ("gc", "G1")]

@@ -111,7 +111,7 @@ def start_cluster(
     for folder in ("worker", "logs", "conf"):
         (work / folder).mkdir(parents=True, exist_ok=True)
     master_port = free_port()
-    connect_port = free_port()
+    connect_port = free_port()  # the Connect server's, started here or by start_connect
     cluster = Cluster(
         master_url=f"spark://127.0.0.1:{master_port}",
         connect_url=f"sc://127.0.0.1:{connect_port}",
@@ -138,21 +138,8 @@ def start_cluster(
             )  # fmt: skip
         for i in range(workers):
             _wait_for(cluster, f"worker{i}", "Successfully registered with master")
-        if not connect:
-            return cluster
-        _start(
-            cluster,
-            "connect",
-            [str(BIN / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
-             "--name", "stepdown-connect-test", "--master", cluster.master_url,
-             "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
-             "--conf", f"spark.connect.grpc.binding.port={connect_port}",
-             "--conf", f"spark.cores.max={WORKERS}",
-             # As docs/SCALING.md's recipe: the scoring code imported once per executor.
-             "--conf", "spark.python.daemon.module=stepdown_ml.serving.spark_daemon",
-             *cluster.driver_conf(), "spark-internal"],
-        )  # fmt: skip
-        _wait_until_listening(cluster, "connect", connect_port)
+        if connect:
+            start_connect(cluster, connect_port, cluster.driver_conf())
     except BaseException:
         cluster.stop()
         raise
@@ -184,3 +171,21 @@ if __name__ == "__main__":  # start one by hand: python -m tests.e2e.spark_clust
         signal.pause()
     finally:
         running.stop()
+
+
+def start_connect(cluster: Cluster, port: int, conf: list[str], cores: int = WORKERS) -> None:
+    """A Spark Connect server on ``cluster`` (its own application, holding ``cores`` cores),
+    listening on 127.0.0.1:``port``; stopped with the cluster."""
+    _start(
+        cluster,
+        "connect",
+        [str(BIN / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
+         "--name", "stepdown-connect-test", "--master", cluster.master_url,
+         "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+         "--conf", f"spark.connect.grpc.binding.port={port}",
+         "--conf", f"spark.cores.max={cores}",
+         # As docs/SCALING.md's recipe: the scoring code imported once per executor.
+         "--conf", "spark.python.daemon.module=stepdown_ml.serving.spark_daemon",
+         *conf, "spark-internal"],
+    )  # fmt: skip
+    _wait_until_listening(cluster, "connect", port)

@@ -783,6 +783,9 @@ def _write_scores(scores: DataFrame, out: str, fmt: str) -> None:
     else:
         # Ids and probabilities are (nearly) all distinct: a dictionary of them is work for nothing.
         plain = {f"parquet.enable.dictionary#{c}": "false" for c in ("candidate_id", "p_advance")}
+        # Min/max statistics stay (as pyarrow writes them for the single process); the size
+        # statistics (per-page byte counts and level histograms) are work no reader here uses.
+        plain["parquet.size.statistics.enabled"] = "false"
         scores.write.options(**plain).parquet(f"{out}/scores")
 
 
