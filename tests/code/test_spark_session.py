@@ -88,3 +88,12 @@ def test_nothing_given_leaves_every_setting_to_the_session(tmp_path, monkeypatch
     monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))  # no spark-defaults.conf there
     monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
     assert not set(_CLASSIC_SETTINGS) & _given_settings(_Conf({}))
+
+
+def test_the_site_defaults_are_read_from_spark_home_without_a_conf_dir(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "spark-defaults.conf").write_text("spark.driver.extraJavaOptions -Xss4m\n")
+    monkeypatch.delenv("SPARK_CONF_DIR", raising=False)
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
+    monkeypatch.setenv("SPARK_HOME", str(tmp_path))
+    assert _given_settings(_Conf({})) & set(_CLASSIC_SETTINGS) == {"spark.driver.extraJavaOptions"}

@@ -115,8 +115,8 @@ _MODELS: dict[str, Model] = {}
 # - Spark's Python daemon: ours imports the scoring code once per executor, before its
 #   workers fork (stepdown_ml.serving.spark_daemon);
 # - the JVMs compile only what stays hot (compile thresholds x10): an application's
-#   executors live for one run, and at 5M rows their JIT compilers took 17 CPU-seconds of
-#   the two cores, against 5.5 with this, while the task threads did the same work.
+#   executors live for one run, and at 5M rows their JIT compilers took 10.7-17.2 CPU-seconds
+#   of the two cores, against 4.3-5.6 with this, while the task threads did the same work.
 DAEMON_SETTING = "spark.python.daemon.module"
 JIT_OPTIONS = "-XX:CompileThresholdScaling=10"
 _CLASSIC_SETTINGS = {
@@ -165,11 +165,14 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
 def _given_settings(conf: Any) -> set[str]:
     """Settings already given: to this process (spark-submit), in ``PYSPARK_SUBMIT_ARGS``, or in
     the ``spark-defaults.conf`` that the JVM's launcher will read."""
-    from pyspark.find_spark_home import _find_spark_home
+    import pyspark
 
     given = {key for key, _ in conf.getAll()}
     given.update(re.findall(r"--conf[ =]['\"]?([\w.]+)=", os.environ.get("PYSPARK_SUBMIT_ARGS", "")))
-    conf_dir = Path(os.environ.get("SPARK_CONF_DIR") or Path(_find_spark_home()) / "conf")
+    # The launcher's own lookup: SPARK_CONF_DIR, else SPARK_HOME/conf (a pip install's home is
+    # the pyspark package).
+    home = os.environ.get("SPARK_HOME") or str(Path(pyspark.__file__).parent)
+    conf_dir = Path(os.environ.get("SPARK_CONF_DIR") or Path(home) / "conf")
     with contextlib.suppress(OSError):
         for line in (conf_dir / "spark-defaults.conf").read_text().splitlines():
             key = re.split(r"[\s=]", line.strip(), maxsplit=1)[0]
