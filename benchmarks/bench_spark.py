@@ -84,6 +84,54 @@ def _local(path: Path, out: Path) -> float:
     return seconds
 
 
+def _alternate(
+    master: str, rows: int, tiny: Path, rounds: int, work: Path, tag: str
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Rounds of, in turn: the single process, Spark on ``rows`` rows, Spark on the 1,000-row
+    file; their wall and CPU seconds by run."""
+    path = candidates_csv(rows)
+    times: dict[str, list[float]] = {"single_process": [], "spark": [], "spark_1000_rows": []}
+    cpu: dict[str, list[float]] = {name: [] for name in times}
+    for i in range(rounds):
+        for name, run, args in (
+            ("single_process", _local, (path, work / f"{tag}local{rows}_{i}.csv")),
+            ("spark", _spark, (master, path, work / f"{tag}spark{rows}_{i}")),
+            ("spark_1000_rows", _spark, (master, tiny, work / f"{tag}tiny{rows}_{i}")),
+        ):
+            seconds, cpu_seconds = _measured(run, *args)
+            times[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+        print(
+            json.dumps({"rows": rows, "round": {k: v[-1] for k, v in times.items()}, "cpu": cpu}), flush=True
+        )
+    return times, cpu
+
+
+def _figures(rows: int, times: dict[str, list[float]], cpu: dict[str, list[float]]) -> dict:
+    """Best of each run, and the per-core rates and ratios, the start-up run's time in and out."""
+    local, spark, fixed = min(times["single_process"]), min(times["spark"]), min(times["spark_1000_rows"])
+    local_per_core = rows / local / CORES
+    spark_per_core = rows / spark / CORES
+    return {
+        "rows": rows,
+        "rounds": times,
+        "single_process_seconds": round(local, 2),
+        "single_process_rows_per_second_per_core": round(local_per_core),
+        "spark_seconds": round(spark, 2),
+        "spark_rows_per_second_per_core": round(spark_per_core),
+        "spark_fixed_startup_seconds": round(fixed, 2),
+        "spark_rows_per_second_per_core_after_startup": round(rows / (spark - fixed) / CORES),
+        "per_core_ratio": round(spark_per_core / local_per_core, 3),
+        "per_core_ratio_after_startup": round(rows / (spark - fixed) / CORES / local_per_core, 3),
+        "cpu_seconds": cpu,
+        # rows per CPU-second, Spark against the single process (best runs), the start-up
+        # run's CPU taken out: the per-core ratio when cores are not the limit
+        "cpu_ratio_after_startup": round(
+            min(cpu["single_process"]) / (min(cpu["spark"]) - min(cpu["spark_1000_rows"])), 3
+        ),
+    }
+
+
 def main(sizes: list[int]) -> list[dict]:
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     memory = os.environ.get("BENCH_EXECUTOR_MEMORY", "3g")
@@ -101,60 +149,7 @@ def main(sizes: list[int]) -> list[dict]:
             )
             tiny = candidates_csv(TINY)
             for rows in sizes:
-                path = candidates_csv(rows)
-                local_s, spark_s, fixed_s = [], [], []
-                cpu: dict[str, list[float]] = {"single_process": [], "spark": [], "spark_1000_rows": []}
-                for i in range(rounds):
-                    for name, times, run, args in (
-                        ("single_process", local_s, _local, (path, work / f"local{rows}_{i}.csv")),
-                        ("spark", spark_s, _spark, (cluster.master_url, path, work / f"spark{rows}_{i}")),
-                        (
-                            "spark_1000_rows",
-                            fixed_s,
-                            _spark,
-                            (cluster.master_url, tiny, work / f"tiny{rows}_{i}"),
-                        ),
-                    ):
-                        seconds, cpu_seconds = _measured(run, *args)
-                        times.append(seconds)
-                        cpu[name].append(cpu_seconds)
-                    print(
-                        json.dumps(
-                            {
-                                "rows": rows,
-                                "local": local_s[-1],
-                                "spark": spark_s[-1],
-                                "fixed": fixed_s[-1],
-                                "cpu": cpu,
-                            }
-                        ),
-                        flush=True,
-                    )
-                local, spark, fixed = min(local_s), min(spark_s), min(fixed_s)
-                local_per_core = rows / local / CORES
-                spark_per_core = rows / spark / CORES
-                results.append(
-                    {
-                        "rows": rows,
-                        "rounds": {"single_process": local_s, "spark": spark_s, "spark_1000_rows": fixed_s},
-                        "single_process_seconds": round(local, 2),
-                        "single_process_rows_per_second_per_core": round(local_per_core),
-                        "spark_seconds": round(spark, 2),
-                        "spark_rows_per_second_per_core": round(spark_per_core),
-                        "spark_fixed_startup_seconds": round(fixed, 2),
-                        "spark_rows_per_second_per_core_after_startup": round(rows / (spark - fixed) / CORES),
-                        "per_core_ratio": round(spark_per_core / local_per_core, 3),
-                        "per_core_ratio_after_startup": round(
-                            rows / (spark - fixed) / CORES / local_per_core, 3
-                        ),
-                        "cpu_seconds": cpu,
-                        # rows per CPU-second, Spark against the single process (best runs), the
-                        # start-up run's CPU taken out: the per-core ratio when cores are not the limit
-                        "cpu_ratio_after_startup": round(
-                            min(cpu["single_process"]) / (min(cpu["spark"]) - min(cpu["spark_1000_rows"])), 3
-                        ),
-                    }
-                )
+                results.append(_figures(rows, *_alternate(cluster.master_url, rows, tiny, rounds, work, "")))
                 print(json.dumps(results[-1]), flush=True)
             _warm_server(cluster, memory, results, tiny, rounds, work)
         finally:
@@ -166,39 +161,16 @@ def _warm_server(cluster, memory: str, results: list[dict], tiny: Path, rounds: 
     """The same scoring through a Spark Connect server on the same cluster, started once: a
     long-lived application whose executors, Python workers and JIT are warm after the first
     run. Its start (a one-off) is not timed; the first run of each file warms it up and is
-    reported apart; then, alternating, the single process again, the file through the server,
-    and the 1,000-row file through it (a client's start-up against a warm server)."""
+    reported apart; then the rounds of :func:`_alternate` through it (its 1,000-row run is a
+    client's start-up against a warm server)."""
     port = int(cluster.connect_url.rsplit(":", 1)[1])
     conf = ["--conf", f"spark.executor.memory={memory}", "--conf", "spark.ui.enabled=false"]
     start_connect(cluster, port, conf)
     for result in results:
         rows = result["rows"]
-        path = candidates_csv(rows)
-        first = _measured(_spark, cluster.connect_url, path, work / f"warmup{rows}")[0]
-        times: dict[str, list[float]] = {"single_process": [], "spark": [], "spark_1000_rows": []}
-        cpu: dict[str, list[float]] = {name: [] for name in times}
-        for i in range(rounds):
-            for name, run, args in (
-                ("single_process", _local, (path, work / f"wlocal{rows}_{i}.csv")),
-                ("spark", _spark, (cluster.connect_url, path, work / f"wspark{rows}_{i}")),
-                ("spark_1000_rows", _spark, (cluster.connect_url, tiny, work / f"wtiny{rows}_{i}")),
-            ):
-                seconds, cpu_seconds = _measured(run, *args)
-                times[name].append(seconds)
-                cpu[name].append(cpu_seconds)
-        local, spark, start = min(times["single_process"]), min(times["spark"]), min(times["spark_1000_rows"])
-        local_per_core = rows / local / CORES
-        result["warm_connect_server"] = {
-            "first_run_seconds": round(first, 2),
-            "rounds": times,
-            "cpu_seconds": cpu,
-            "single_process_seconds": round(local, 2),
-            "spark_seconds": round(spark, 2),
-            "client_startup_seconds": round(start, 2),
-            "per_core_ratio": round(rows / spark / CORES / local_per_core, 3),
-            "spark_rows_per_second_per_core_after_startup": round(rows / (spark - start) / CORES),
-            "per_core_ratio_after_startup": round(rows / (spark - start) / CORES / local_per_core, 3),
-        }
+        first = _measured(_spark, cluster.connect_url, candidates_csv(rows), work / f"warmup{rows}")[0]
+        warm = _figures(rows, *_alternate(cluster.connect_url, rows, tiny, rounds, work, "warm"))
+        result["warm_connect_server"] = {"first_run_seconds": round(first, 2), **warm}
         print(json.dumps({"rows": rows, "warm_connect_server": result["warm_connect_server"]}), flush=True)
 
 
