@@ -868,7 +868,7 @@ class _Tally:
         scores.write(_scores_table(block.scores))
         if block.rejects.num_rows:
             rejects.write(_rejects_table(block.rejects))
-            self.rejected_rows += len(np.unique(to_numpy(block.rejects.column("row"))))
+            self.rejected_rows += rejected_rows(block.rejects)
         if ranking and block.persons is not None:
             self.person_ids.append(block.persons)
             self.p_values.append(to_numpy(block.scores.column("p_advance")))
@@ -961,6 +961,11 @@ class _Outputs:
             tally = self.tally
             ranks = rank_within(pa.concat_arrays(tally.person_ids), np.concatenate(tally.p_values))
             _add_ranks(self.unranked, self.scores_tmp, ranks, self.unranked_fmt, self.fmt)
+
+
+def rejected_rows(rejects: pa.Table) -> int:
+    """How many rows a block's rejects name (one row can have several problems)."""
+    return len(np.unique(to_numpy(rejects.column("row")))) if rejects.num_rows else 0
 
 
 def _scores_table(scores: pa.Table) -> pa.Table:

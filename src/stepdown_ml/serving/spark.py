@@ -59,7 +59,7 @@ from stepdown_ml.serving import Model
 # The single-process scorer's own neutralization, so that both engines write the same values.
 from stepdown_ml.serving.batch import _rejects_table as rejects_as_written
 from stepdown_ml.serving.batch import _scores_table as scores_as_written
-from stepdown_ml.serving.batch import line_blocks, score_block
+from stepdown_ml.serving.batch import line_blocks, rejected_rows, score_block
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -287,7 +287,7 @@ def _output(
     many problems of the split leave the task (the split's tallies still count them all,
     so the driver knows when the rejects it holds are incomplete)."""
     scores, rejects = scores_as_written(block.scores), rejects_as_written(block.rejects)
-    split.rejected += len(np.unique(rejects.column("row").to_numpy())) if rejects.num_rows else 0
+    split.rejected += rejected_rows(rejects)
     if reject_cap is not None:
         rejects = rejects.slice(0, max(0, reject_cap - split.problems))
     split.scored += scores.num_rows
