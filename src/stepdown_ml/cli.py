@@ -142,13 +142,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from stepdown_ml.serving import load_model
-    from stepdown_ml.serving.batch import score_file, use_lean_memory_pool
+    from stepdown_ml.serving.batch import score_file
+    from stepdown_ml.serving.memory import tune_for_batch
 
     if args.report is None and (args.fail_on_drift or args.track):
         raise ContractError("--fail-on-drift and --track need --report PATH.json")
     if args.engine == "spark":
         return _score_on_spark(args)
-    use_lean_memory_pool()
+    tune_for_batch()
     model = load_model(args.model_uri or args.model_dir)
     if len(args.input_paths) != 1:
         raise ContractError("the local engine scores one file at a time (use --engine spark for several)")

@@ -96,7 +96,7 @@ skill_lists = st.lists(tokens, max_size=6).map(";".join)
 @settings(max_examples=200, deadline=None)
 @given(current=skill_lists, target=skill_lists)
 def test_vectorized_overlap_matches_sets(current, target, vocab):
-    """skill_overlap (pyarrow + bitsets) equals plain set arithmetic."""
+    """skill_overlap (one split, a dictionary, a stable sort) equals plain set arithmetic."""
     counts = skill_overlap(pd.Series([current, "sql"]), pd.Series([target, ""]), vocab)
     cur = set(current.split(";")) - {""}
     tgt = set(target.split(";")) - {""}
@@ -107,7 +107,7 @@ def test_vectorized_overlap_matches_sets(current, target, vocab):
     assert (counts["n_current"][1], counts["n_target"][1], counts["shared"][1]) == (1, 0, 0)
 
 
-@pytest.mark.parametrize("longest", [6, 200])  # 200: past the shift comparisons, the sort fallback
+@pytest.mark.parametrize("longest", [6, 200])
 def test_batch_skill_overlap_equals_the_record_path_on_mixed_tokens(vocab, longest):
     """Known, unknown and repeated tokens, in any mix: the block path counts as one record does."""
     rng = np.random.default_rng(longest)
@@ -126,3 +126,38 @@ def test_batch_skill_overlap_equals_the_record_path_on_mixed_tokens(vocab, longe
     for position, name in enumerate(batch):
         np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
     assert expected[:, 2].sum() > 0 and (expected[:, 0] < [len(c.split(";")) for c, _ in rows]).any()
+
+
+def _record_counts(rows: list[tuple[str, str]], index: _SkillIndex) -> np.ndarray:
+    return np.array([_record_overlap(c or None, t or None, index) for c, t in rows]).reshape(len(rows), -1)
+
+
+def test_batch_skill_overlap_with_more_distinct_tokens_than_a_radix_sort_takes(vocab):
+    """Past 32,767 distinct tokens in a block the codes are sorted as int32: the same counts."""
+    rng = np.random.default_rng(3)
+    known = sorted(vocab.general)
+    rows = []
+    for _ in range(6_000):
+        current = [f"rare_{i}" for i in rng.integers(0, 60_000, 6)] + list(rng.choice(known, 2))
+        target = current[:: int(rng.integers(1, 4))] + [f"rare_{i}" for i in rng.integers(0, 60_000, 3)]
+        rows.append((";".join(current), ";".join(target)))
+    index = _SkillIndex(vocab)
+    batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index)
+    assert len({t for c, t in rows for t in (c + ";" + t).split(";")}) > 32_767
+    expected = _record_counts(rows, index)
+    for position, name in enumerate(batch):
+        np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
+
+
+def test_batch_skill_overlap_when_a_list_holds_the_joiner_token(vocab):
+    """Unvalidated text may hold the control character that joins a row's two lists: the
+    counts stay exact (the joiner grows until no list holds it)."""
+    # Inside the lists: a control character at either end of a cell is trimmed as whitespace.
+    rows = [("sql;\x1f;lean", "a;\x1f;python"), ("a;\x1f\x1f;excel", "excel"), ("", "b;\x1f;c")]
+    index = _SkillIndex(vocab)
+    unknown: dict[str, np.ndarray] = {}
+    batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index, unknown)
+    expected = _record_counts(rows, index)
+    for position, name in enumerate(batch):
+        np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
+    assert unknown["current"].tolist() == [1, 2, 0] and unknown["target"].tolist() == [2, 0, 3]

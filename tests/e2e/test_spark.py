@@ -172,8 +172,8 @@ def test_spark_udf_on_the_logged_pyfunc(spark, candidates, tmp_path, monkeypatch
 
 def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
     """Every Python worker is forked by stepdown-ml's daemon, after it imported the scoring
-    code, with the installed pyspark ahead of its zips (no source compiled per worker); the
-    executors' JIT compiles only what stays hot."""
+    code and made the batch allocator settings, with the installed pyspark ahead of its zips
+    (no source compiled per worker); the executors' JIT compiles only what stays hot."""
 
     def report(batches):  # nested: pickled by value, so unpickling it imports nothing of ours
         import sys as worker_sys
@@ -184,11 +184,12 @@ def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
         pyspark_file = worker_sys.modules["pyspark"].__file__
         for _ in batches:
             pass
+        pool = pa.default_memory_pool().backend_name
         yield pa.RecordBatch.from_pydict(
-            {"parent": [parent], "imported": [imported], "pyspark": [pyspark_file]}
+            {"parent": [parent], "imported": [imported], "pyspark": [pyspark_file], "pool": [pool]}
         )
 
-    schema = "parent string, imported boolean, pyspark string"
+    schema = "parent string, imported boolean, pyspark string, pool string"
     rows = spark.range(4, numPartitions=2).mapInArrow(report, schema)
     from stepdown_ml.serving.spark import JIT_OPTIONS
 
@@ -197,3 +198,4 @@ def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
         assert "-m stepdown_ml.serving.spark_daemon" in row["parent"]
         assert row["imported"]
         assert ".zip" not in row["pyspark"]
+        assert row["pool"] == "jemalloc"  # the daemon's allocator settings (serving.memory) reached it

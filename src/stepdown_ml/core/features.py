@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.core.arrow import EMPTY_TEXT, strings, to_bool, to_codes, to_numpy
+from stepdown_ml.core.arrow import EMPTY_TEXT, scalar, strings, to_bool, to_codes, to_numpy
 from stepdown_ml.core.parsing import is_pandas
 from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS, SKILL_SEPARATOR
 from stepdown_ml.core.skills import SkillVocabulary
@@ -124,8 +124,6 @@ MONOTONIC = {
     "shared_specialized_skills": 1,
 }
 
-_WORD_BITS = 64
-
 
 def arrow_text(column: Any) -> pa.Array:
     """A text column as one Arrow string array (zero-copy when it is Arrow-backed)."""
@@ -142,12 +140,8 @@ def arrow_text(column: Any) -> pa.Array:
     return array.cast(pa.string()) if array.type != pa.string() else array
 
 
-def _split_tokens(skills: Any) -> pa.ListArray:
-    return pc.split_pattern(pc.utf8_trim_whitespace(arrow_text(skills)), SKILL_SEPARATOR)
-
-
 class _SkillIndex:
-    """Bit positions of the vocabulary's tokens: general tokens first, then specialized."""
+    """The vocabulary's tokens (general first, then specialized), as sets and as Arrow."""
 
     def __init__(self, vocab: SkillVocabulary) -> None:
         specialized = [t for f in FUNCTIONS for t in vocab.specialized[f]]
@@ -156,76 +150,40 @@ class _SkillIndex:
         self.general = vocab.general_set
         self.specialized = frozenset(specialized)
         self.value_set = strings(self.tokens)
-        self.words = (len(self.tokens) + _WORD_BITS - 1) // _WORD_BITS
-        general_bits = np.zeros(self.words * _WORD_BITS, dtype=bool)
-        general_bits[: self.n_general] = True
-        specialized_bits = np.zeros_like(general_bits)
-        specialized_bits[self.n_general : len(self.tokens)] = True
-        self.general_mask = _pack(general_bits)
-        self.specialized_mask = _pack(specialized_bits)
 
 
-def _pack(bits: np.ndarray) -> np.ndarray:
-    weights = np.left_shift(np.uint64(1), np.arange(_WORD_BITS, dtype=np.uint64))
-    return (bits.reshape(-1, _WORD_BITS).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+# What a distinct token of a row is: a skill outside the vocabulary, a general or a
+# specialized one; or no skill at all (the empty token of a blank list, the joiner below).
+_OTHER, _GENERAL, _SPECIALIZED, _NONE = 0, 1, 2, 3
+# Counted per row: (current, target, shared) x (the four kinds above).
+_KINDS = 4
+_EMPTY_TOKEN = strings([""])
 
 
-def _bitsets(rows: np.ndarray, positions: np.ndarray, index: _SkillIndex, n: int) -> np.ndarray:
-    """(n, words) bitsets of the vocabulary tokens at ``positions`` (>= 0) of ``rows``."""
-    known = positions >= 0
-    rows, code = rows[known], positions[known]
-    bits = np.zeros((n, index.words), dtype=np.uint64)
-    bit = np.left_shift(np.uint64(1), (code % _WORD_BITS).astype(np.uint64))
-    np.bitwise_or.at(bits.reshape(-1), rows * index.words + code // _WORD_BITS, bit)
-    return bits
+def _cells(skills: Any) -> pa.Array:
+    """Skill lists as Arrow text, trimmed, a missing list as a blank one."""
+    text = pc.utf8_trim_whitespace(arrow_text(skills))
+    return text.fill_null(EMPTY_TEXT) if text.null_count else text
 
 
-# Beyond this many unknown tokens in one row, duplicates are found by sorting instead.
-_MAX_SHIFTS = 48
+def _joined_tokens(current: pa.Array, target: pa.Array) -> tuple[pa.ListArray, np.ndarray, np.ndarray, int]:
+    """Each row's current tokens, a joiner token, then its target tokens: one split, one dictionary.
 
-
-def _first_of_row(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Whether each key is the first of its value; equal keys lie in one row, rows in order.
-
-    Comparing each key with the few before it (at most the longest row) is linear and
-    much cheaper than hashing or sorting every token; a hostile row of thousands of
-    tokens falls back to a sort.
+    Returns the token lists, every token's dictionary code, the dictionary's kinds of
+    token to be filled in by the caller, and the joiner's code. The joiner is a token no
+    list of the block holds (one more control character each time one does), so exactly one
+    per row tells current tokens from target ones.
     """
-    first = np.ones(len(keys), dtype=bool)
-    longest = int(np.bincount(rows).max()) if len(rows) else 0
-    if longest > _MAX_SHIFTS:
-        order = np.argsort(keys, kind="stable")
-        first[order[1:]] = keys[order[1:]] != keys[order[:-1]]
-        return first
-    for shift in range(1, longest):
-        first[shift:] &= keys[shift:] != keys[:-shift]
-    return first
-
-
-def _unknown_counts(
-    rows: tuple[np.ndarray, np.ndarray], keys: tuple[np.ndarray, np.ndarray], n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct unknown tokens per row in current and target, and those they share."""
-    (cur_rows, tgt_rows), (cur_keys, tgt_keys) = rows, keys
-    cur_first, tgt_first = _first_of_row(cur_keys, cur_rows), _first_of_row(tgt_keys, tgt_rows)
-    cur_rows, cur_keys = cur_rows[cur_first], cur_keys[cur_first]
-    tgt_rows, tgt_keys = tgt_rows[tgt_first], tgt_keys[tgt_first]
-    # One row's current tokens, then its target tokens (a stable merge of two sorted runs):
-    # a shared token is a target key equal to a key shortly before it.
-    both_rows = np.concatenate([cur_rows, tgt_rows])
-    order = np.argsort(both_rows, kind="stable")
-    merged_rows = both_rows[order]
-    merged = np.concatenate([cur_keys, tgt_keys])[order]
-    in_both = ~_first_of_row(merged, merged_rows) & (order >= len(cur_keys))
-    return (
-        np.bincount(cur_rows, minlength=n),
-        np.bincount(tgt_rows, minlength=n),
-        np.bincount(merged_rows[in_both], minlength=n),
-    )
-
-
-# Positions of a token in the skill index; an empty token (from a blank list) is no skill.
-_UNKNOWN, _BLANK = -1, -2
+    joiner = "\x1f"
+    while True:
+        between = scalar(f"{SKILL_SEPARATOR}{joiner}{SKILL_SEPARATOR}")
+        lists = pc.split_pattern(pc.binary_join_element_wise(current, target, between), SKILL_SEPARATOR)
+        encoded = pc.list_flatten(lists).dictionary_encode()
+        codes = to_numpy(encoded.indices)
+        at = to_codes(pc.index_in(strings([joiner]), value_set=encoded.dictionary))[0]
+        if np.count_nonzero(codes == at) == len(current):
+            return lists, codes, encoded.dictionary, int(at)
+        joiner += "\x1f"
 
 
 def skill_overlap(
@@ -239,11 +197,13 @@ def skill_overlap(
     Tokens are deduplicated within a row. Tokens outside the vocabulary count as skills
     and match only themselves; they are neither general nor specialized.
 
-    Every token of both columns is hashed once (one dictionary for the block); only the
-    dictionary is looked up in the vocabulary. Vocabulary tokens become bitsets; the others
-    (row, token) keys, deduplicated and matched by comparing neighbours within a row
-    (:func:`_first_of_row`), so a block of unknown skills costs about what a block of known
-    ones does.
+    One pass treats every token alike, known to the vocabulary or not, so a block costs
+    the same whatever its share of unknown skills. Each row's two lists are split as one
+    (current tokens, a joiner, target tokens), every token gets its code in the block's
+    dictionary (only the dictionary is looked up in the vocabulary), and a stable sort of
+    the codes (a radix sort for up to 32,767 distinct tokens) lines up each token's
+    occurrences row by row, current before target. Equal neighbours are then repeats
+    within a list, or a token the row's two lists share.
 
     Returns:
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
@@ -252,46 +212,42 @@ def skill_overlap(
         the vocabulary under ``current`` and ``target`` (for the monitoring report).
     """
     index = vocab if isinstance(vocab, _SkillIndex) else _SkillIndex(vocab)
-    current_lists, target_lists = _split_tokens(current), _split_tokens(target)
-    n = len(current_lists)
-    cur_rows = to_numpy(pc.list_parent_indices(current_lists))
-    tgt_rows = to_numpy(pc.list_parent_indices(target_lists))
-    encoded = pa.concat_arrays(
-        [pc.list_flatten(current_lists), pc.list_flatten(target_lists)]
-    ).dictionary_encode()
-    codes = to_numpy(encoded.indices)
-    dictionary = encoded.dictionary
-    lookup = to_codes(pc.index_in(dictionary, value_set=index.value_set))
-    lookup[to_bool(pc.equal(dictionary, EMPTY_TEXT))] = _BLANK
-    positions = lookup[codes]
-    split = len(cur_rows)
-    cur_pos, tgt_pos = positions[:split], positions[split:]
-    cur_bits = _bitsets(cur_rows, cur_pos, index, n)
-    tgt_bits = _bitsets(tgt_rows, tgt_pos, index, n)
-    both = cur_bits & tgt_bits
-    count = np.bitwise_count
-    general, specialized = index.general_mask, index.specialized_mask
-    n_codes = max(len(dictionary), 1)
-    cur_unknown, tgt_unknown = cur_pos == _UNKNOWN, tgt_pos == _UNKNOWN
-    unknown_rows = (cur_rows[cur_unknown].astype(np.int64), tgt_rows[tgt_unknown].astype(np.int64))
-    cur_only, tgt_only, shared_only = _unknown_counts(
-        unknown_rows,
-        (
-            unknown_rows[0] * n_codes + codes[:split][cur_unknown],
-            unknown_rows[1] * n_codes + codes[split:][tgt_unknown],
-        ),
-        n,
-    )
+    cur, tgt = _cells(current), _cells(target)
+    n = len(cur)
+    counts = np.zeros((n, 3, _KINDS), dtype=np.int64)
+    if n:
+        lists, codes, dictionary, joiner = _joined_tokens(cur, tgt)
+        found = to_codes(pc.index_in(dictionary, value_set=index.value_set))
+        kinds = np.where(found < 0, _OTHER, np.where(found < index.n_general, _GENERAL, _SPECIALIZED))
+        kinds[to_bool(pc.index_in(dictionary, value_set=_EMPTY_TOKEN).is_valid())] = _NONE
+        kinds[joiner] = _NONE
+        rows = to_numpy(pc.list_parent_indices(lists)).astype(np.int64)
+        in_target = np.cumsum(codes == joiner) > rows  # past the row's joiner
+        row_bits = int(n).bit_length()
+        # (code, row, list) as one integer; sorted by code stably, the keys come out sorted.
+        keys = (codes.astype(np.int64) << (row_bits + 1)) | (rows << 1) | in_target
+        small = codes.astype(np.int16) if len(dictionary) <= np.iinfo(np.int16).max else codes
+        keys = keys[np.argsort(small, kind="stable")]
+        distinct = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+        pair = distinct >> 1  # (code, row)
+        kind = kinds[distinct >> (row_bits + 1)]
+        row = pair & ((1 << row_bits) - 1)
+        shared = np.flatnonzero(pair[1:] == pair[:-1]) + 1  # the target's copy of a shared token
+        slots = np.concatenate(
+            [(row * 3 + (distinct & 1)) * _KINDS + kind, (row[shared] * 3 + 2) * _KINDS + kind[shared]]
+        )
+        counts = np.bincount(slots, minlength=n * 3 * _KINDS).reshape(n, 3, _KINDS)
+    skills = counts[:, :, :_NONE].sum(axis=2)
     if unknown is not None:
-        unknown.update(current=cur_only, target=tgt_only)
+        unknown.update(current=counts[:, 0, _OTHER], target=counts[:, 1, _OTHER])
     return {
-        "n_current": count(cur_bits).sum(axis=1) + cur_only,
-        "n_target": count(tgt_bits).sum(axis=1) + tgt_only,
-        "shared": count(both).sum(axis=1) + shared_only,
-        "shared_general": count(both & general).sum(axis=1),
-        "shared_specialized": count(both & specialized).sum(axis=1),
-        "target_general": count(tgt_bits & general).sum(axis=1),
-        "target_specialized": count(tgt_bits & specialized).sum(axis=1),
+        "n_current": skills[:, 0],
+        "n_target": skills[:, 1],
+        "shared": skills[:, 2],
+        "shared_general": counts[:, 2, _GENERAL],
+        "shared_specialized": counts[:, 2, _SPECIALIZED],
+        "target_general": counts[:, 1, _GENERAL],
+        "target_specialized": counts[:, 1, _SPECIALIZED],
     }
 
 

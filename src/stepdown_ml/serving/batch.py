@@ -1008,19 +1008,6 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def use_lean_memory_pool() -> str:
-    """Make jemalloc pyarrow's default memory pool, where this build of pyarrow has it.
-
-    Measured here on 1M rows (in-process scoring): jemalloc 2.33 s and 201 MB peak RSS,
-    the default mimalloc pool 2.61 s and 282 MB (it keeps freed pages of the many
-    short-lived block buffers), the system allocator 2.56 s and 262 MB. A process-wide
-    setting, so the CLI makes it, not the library. Returns the pool's backend name.
-    """
-    with contextlib.suppress(NotImplementedError):
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    return pa.default_memory_pool().backend_name
-
-
 def score_file(
     input_path: Path | str,
     out_path: Path | str,

@@ -13,6 +13,8 @@ validation). :func:`spark_session` names this module as the daemon; it
   another Spark installation (a cluster's own ``SPARK_HOME``) keeps its place, since it
   must match that cluster's JVM;
 - imports PySpark's worker and the scoring stack;
+- makes the batch run's allocator settings (:mod:`stepdown_ml.serving.memory`: a block's
+  freed memory is kept for the next block), which the workers inherit;
 - then runs PySpark's daemon unchanged.
 
 Forking after NumPy, Arrow and ONNX Runtime are imported (their idle pools exist in the
@@ -60,6 +62,9 @@ def main() -> None:
     _prefer_installed_pyspark()
     for module in PRELOADED:
         importlib.import_module(module)
+    from stepdown_ml.serving.memory import tune_for_batch
+
+    tune_for_batch()
     import pyspark.daemon
 
     pyspark.daemon.manager()
