@@ -133,17 +133,20 @@ def _record_counts(rows: list[tuple[str, str]], index: _SkillIndex) -> np.ndarra
 
 
 def test_batch_skill_overlap_with_more_distinct_tokens_than_a_radix_sort_takes(vocab):
-    """Past 32,767 distinct tokens in a block the codes are sorted as int32: the same counts."""
+    """Past 32,767 distinct tokens in a block the codes are sorted as int32: the same counts.
+
+    Past 65,536 of them, codes sorted as int16 would wrap onto each other and mix tokens.
+    """
     rng = np.random.default_rng(3)
     known = sorted(vocab.general)
     rows = []
-    for _ in range(6_000):
-        current = [f"rare_{i}" for i in rng.integers(0, 60_000, 6)] + list(rng.choice(known, 2))
-        target = current[:: int(rng.integers(1, 4))] + [f"rare_{i}" for i in rng.integers(0, 60_000, 3)]
+    for _ in range(10_000):
+        current = [f"rare_{i}" for i in rng.integers(0, 1_000_000, 6)] + list(rng.choice(known, 2))
+        target = current[:: int(rng.integers(1, 4))] + [f"rare_{i}" for i in rng.integers(0, 1_000_000, 3)]
         rows.append((";".join(current), ";".join(target)))
     index = _SkillIndex(vocab)
     batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index)
-    assert len({t for c, t in rows for t in (c + ";" + t).split(";")}) > 32_767
+    assert len({t for c, t in rows for t in (c + ";" + t).split(";")}) > 65_536
     expected = _record_counts(rows, index)
     for position, name in enumerate(batch):
         np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
@@ -151,9 +154,9 @@ def test_batch_skill_overlap_with_more_distinct_tokens_than_a_radix_sort_takes(v
 
 def test_batch_skill_overlap_when_a_list_holds_the_joiner_token(vocab):
     """Unvalidated text may hold the control character that joins a row's two lists: the
-    counts stay exact (the joiner grows until no list holds it)."""
+    counts stay exact (a second split, with a joiner that no list holds)."""
     # Inside the lists: a control character at either end of a cell is trimmed as whitespace.
-    rows = [("sql;\x1f;lean", "a;\x1f;python"), ("a;\x1f\x1f;excel", "excel"), ("", "b;\x1f;c")]
+    rows = [("sql;\x1f;lean", "a;\x1f;python"), ("a;\x1f0;excel", "excel"), ("", "b;\x1f;c")]
     index = _SkillIndex(vocab)
     unknown: dict[str, np.ndarray] = {}
     batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index, unknown)

@@ -166,24 +166,28 @@ def _cells(skills: Any) -> pa.Array:
     return text.fill_null(EMPTY_TEXT) if text.null_count else text
 
 
-def _joined_tokens(current: pa.Array, target: pa.Array) -> tuple[pa.ListArray, np.ndarray, np.ndarray, int]:
+def _joined_tokens(current: pa.Array, target: pa.Array) -> tuple[pa.ListArray, np.ndarray, pa.Array, int]:
     """Each row's current tokens, a joiner token, then its target tokens: one split, one dictionary.
 
-    Returns the token lists, every token's dictionary code, the dictionary's kinds of
-    token to be filled in by the caller, and the joiner's code. The joiner is a token no
-    list of the block holds (one more control character each time one does), so exactly one
-    per row tells current tokens from target ones.
+    Returns the token lists, every token's dictionary code, the dictionary and the joiner's
+    code. The joiner must be a token no list of the block holds, so that exactly one per row
+    tells current tokens from target ones: a control character, which validated lists
+    never hold. When unvalidated text does hold it, the block is split once more with a
+    joiner the first pass's dictionary shows to be absent.
     """
     joiner = "\x1f"
-    while True:
+    for _ in range(2):
         between = scalar(f"{SKILL_SEPARATOR}{joiner}{SKILL_SEPARATOR}")
         lists = pc.split_pattern(pc.binary_join_element_wise(current, target, between), SKILL_SEPARATOR)
         encoded = pc.list_flatten(lists).dictionary_encode()
-        codes = to_numpy(encoded.indices)
-        at = to_codes(pc.index_in(strings([joiner]), value_set=encoded.dictionary))[0]
+        codes, dictionary = to_numpy(encoded.indices), encoded.dictionary
+        at = int(to_codes(pc.index_in(strings([joiner]), value_set=dictionary))[0])
         if np.count_nonzero(codes == at) == len(current):
-            return lists, codes, encoded.dictionary, int(at)
-        joiner += "\x1f"
+            return lists, codes, dictionary, at
+        # One of these is not in the dictionary, which holds every token of the block.
+        candidates = strings([f"\x1f{i}" for i in range(len(dictionary) + 1)])
+        joiner = candidates.filter(pc.invert(pc.is_in(candidates, value_set=dictionary)))[0].as_py()
+    raise AssertionError("unreachable: the second joiner is absent from the block")
 
 
 def skill_overlap(
