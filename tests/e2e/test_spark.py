@@ -185,11 +185,20 @@ def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
         for _ in batches:
             pass
         pool = pa.default_memory_pool().backend_name
+        import gc as worker_gc
+
+        frozen = worker_gc.get_freeze_count()
         yield pa.RecordBatch.from_pydict(
-            {"parent": [parent], "imported": [imported], "pyspark": [pyspark_file], "pool": [pool]}
+            {
+                "parent": [parent],
+                "imported": [imported],
+                "pyspark": [pyspark_file],
+                "pool": [pool],
+                "frozen": [frozen],
+            }
         )
 
-    schema = "parent string, imported boolean, pyspark string, pool string"
+    schema = "parent string, imported boolean, pyspark string, pool string, frozen long"
     rows = spark.range(4, numPartitions=2).mapInArrow(report, schema)
     from stepdown_ml.serving.spark import JIT_OPTIONS
 
@@ -199,3 +208,4 @@ def test_python_workers_fork_from_the_daemon_that_imported_the_scorer(spark):
         assert row["imported"]
         assert ".zip" not in row["pyspark"]
         assert row["pool"] == "jemalloc"  # the daemon's allocator settings (serving.memory) reached it
+        assert row["frozen"] > 10_000  # the daemon froze what it imported before forking

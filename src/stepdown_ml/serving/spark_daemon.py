@@ -15,6 +15,11 @@ validation). :func:`spark_session` names this module as the daemon; it
 - imports PySpark's worker and the scoring stack;
 - makes the batch run's allocator settings (:mod:`stepdown_ml.serving.memory`: a block's
   freed memory is kept for the next block), which the workers inherit;
+- freezes the objects it holds (``gc.freeze``): PySpark's daemon runs ``gc.collect()`` in a
+  reused worker after every task, which then scans only what the task made, not every
+  object imported before the fork (a py-spy profile of 1M rows on ``local[2]``: 119 samples
+  in that collection before, 1 after; on the 2-core standalone cluster, where it cost
+  little, no measurable change);
 - then runs PySpark's daemon unchanged.
 
 Forking after NumPy, Arrow and ONNX Runtime are imported (their idle pools exist in the
@@ -24,6 +29,7 @@ does too (:mod:`stepdown_ml.serving.processes`).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -66,6 +72,8 @@ def main() -> None:
 
     tune_for_batch()
     import pyspark.daemon
+
+    gc.freeze()
 
     pyspark.daemon.manager()
 
