@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from benchmarks.common import candidates_csv, oov_candidates_csv
+from benchmarks.common import chosen_files
 from stepdown_ml.core import config
 from stepdown_ml.core.features import arrow_text
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS
@@ -67,11 +67,9 @@ def main(rows: int) -> list[dict]:
     tune_for_batch()
     model = Model(config.DEFAULT_MODEL_DIR)
     (config.GENERATED_DIR / "bench").mkdir(parents=True, exist_ok=True)
-    files = {"gen": candidates_csv, "oov": oov_candidates_csv}
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     results = []
-    for name in os.environ.get("BENCH_FILES", "gen,oov").split(","):
-        path = files[name](rows)
+    for name, path in chosen_files(rows).items():
         runs = [stages(model, path) for _ in range(rounds)]
         scale = 1_000_000 / rows
         best = {stage: min(run[stage] for run in runs) * scale for stage in STAGES}

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import candidates_csv, oov_candidates_csv
+from benchmarks.common import chosen_files
 
 FLOOR = (
     "import sys, pyarrow as pa, pyarrow.csv as pacsv\n"
@@ -103,14 +103,11 @@ def run(command: list[str], sample: bool = False) -> tuple[float, float]:
 
 def main(rows: int, workers: list[int]) -> list[dict]:
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    files = {"gen": candidates_csv, "oov": oov_candidates_csv}
-    chosen = os.environ.get("BENCH_FILES", "gen,oov").split(",")
     cores = len(os.sched_getaffinity(0))
     results = []
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         out = Path(tmp)
-        for name in chosen:
-            path = files[name](rows)
+        for name, path in chosen_files(rows).items():
             floor_cmd = [sys.executable, "-c", FLOOR, str(path), str(out / "floor.csv")]
 
             def score_cmd(w: int, path: Path = path) -> list[str]:

@@ -89,6 +89,13 @@ def oov_candidates_csv(rows: int, seed: int = 99) -> Path:
     return path
 
 
+def chosen_files(rows: int) -> dict[str, Path]:
+    """The input files ``BENCH_FILES`` names (default ``gen,oov``), built if missing: ``gen``
+    the generator's candidates, ``oov`` the same rows with skills outside the vocabulary."""
+    builders = {"gen": candidates_csv, "oov": oov_candidates_csv}
+    return {name: builders[name](rows) for name in os.environ.get("BENCH_FILES", "gen,oov").split(",")}
+
+
 # A fork of a large process starts with that process's pages, and Linux keeps the
 # high-water mark across exec: so the measured command is started by a small launcher.
 _LAUNCHER = (

@@ -157,7 +157,6 @@ class _SkillIndex:
 _OTHER, _GENERAL, _SPECIALIZED, _NONE = 0, 1, 2, 3
 # Counted per row: (current, target, shared) x (the four kinds above).
 _KINDS = 4
-_EMPTY_TOKEN = strings([""])
 
 
 def _cells(skills: Any) -> pa.Array:
@@ -223,7 +222,7 @@ def skill_overlap(
         lists, codes, dictionary, joiner = _joined_tokens(cur, tgt)
         found = to_codes(pc.index_in(dictionary, value_set=index.value_set))
         kinds = np.where(found < 0, _OTHER, np.where(found < index.n_general, _GENERAL, _SPECIALIZED))
-        kinds[to_bool(pc.index_in(dictionary, value_set=_EMPTY_TOKEN).is_valid())] = _NONE
+        kinds[to_bool(pc.equal(dictionary, EMPTY_TEXT))] = _NONE
         kinds[joiner] = _NONE
         rows = to_numpy(pc.list_parent_indices(lists)).astype(np.int64)
         in_target = np.cumsum(codes == joiner) > rows  # past the row's joiner

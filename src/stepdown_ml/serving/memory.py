@@ -5,10 +5,10 @@ library's ``malloc``, Arrow through its jemalloc pool) and frees them before the
 block. Left as it is, glibc hands the NumPy part back to the kernel at once: it maps
 arrays above its mmap threshold (128 KB at start, raised to the largest one freed so far)
 on their own and unmaps them when freed, and trims the top of its heap whenever more than
-twice that threshold lies free there. Each block then takes a page
-fault for every 4 KB it gets back. Measured on 1M out-of-vocabulary rows with two worker
+twice that threshold lies free there. Each block then takes a page fault for every 4 KB
+it gets back. Measured on 1M out-of-vocabulary rows with two worker
 processes: about 440,000 minor faults and 1.2 s of system CPU; with the settings below
-about 85,000 faults and 0.4 s, the run 14 % faster, peak memory about 35 MB higher
+about 85,000 faults and 0.4 s, the run 14 % faster, peak memory about 30 MB higher
 (docs/BENCHMARKS.md, "Batch scoring on every core"). Arrow's jemalloc pool is left with
 its own decay: ``pyarrow.jemalloc_set_decay_ms`` only reaches arenas created after the
 call, and the arena already in use keeps purging (measured: the same faults either way).
