@@ -3,13 +3,19 @@ behind the installed pyspark), and the settings it leaves to spark-submit and th
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from stepdown_ml.serving import spark_daemon
-from stepdown_ml.serving.spark import _CLASSIC_SETTINGS, _given_settings
+from stepdown_ml.serving.spark import (
+    _CLASSIC_SETTINGS,
+    CONNECT_MARK,
+    _forget_stopped_connect,
+    _given_settings,
+)
 
 
 def _installation(root: Path) -> tuple[Path, list[str]]:
@@ -97,3 +103,37 @@ def test_the_site_defaults_are_read_from_spark_home_without_a_conf_dir(tmp_path,
     monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
     monkeypatch.setenv("SPARK_HOME", str(tmp_path))
     assert _given_settings(_Conf({})) & set(_CLASSIC_SETTINGS) == {"spark.driver.extraJavaOptions"}
+
+
+def test_the_mark_of_a_stopped_connect_session_is_forgotten(monkeypatch):
+    """PySpark keeps SPARK_CONNECT_MODE_ENABLED after an sc:// session stops; left there, every
+    later session would be built as a Connect one (CONNECT_URL_NOT_SET)."""
+    pytest.importorskip("pyspark.sql.connect.session")
+    monkeypatch.setenv(CONNECT_MARK, "1")
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+
+    _forget_stopped_connect()
+
+    assert CONNECT_MARK not in os.environ
+
+
+def test_a_live_connect_session_keeps_its_mark_and_says_so(monkeypatch):
+    connect = pytest.importorskip("pyspark.sql.connect.session")
+    monkeypatch.setenv(CONNECT_MARK, "1")
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    live = type("Live", (), {"is_stopped": False})()
+    monkeypatch.setattr(connect.SparkSession, "_default_session", live)
+
+    with pytest.raises(RuntimeError, match="Spark Connect session is open in this process"):
+        _forget_stopped_connect()
+    assert os.environ[CONNECT_MARK] == "1"
+
+
+def test_a_remote_named_by_the_environment_keeps_its_mark(monkeypatch):
+    """`pyspark --remote` sets SPARK_REMOTE with the mark: that process is a Connect one."""
+    monkeypatch.setenv(CONNECT_MARK, "1")
+    monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:15002")
+
+    _forget_stopped_connect()
+
+    assert os.environ[CONNECT_MARK] == "1"

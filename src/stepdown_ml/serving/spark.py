@@ -146,6 +146,7 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
     else:
         from pyspark import SparkConf
 
+        _forget_stopped_connect()
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.appName(app_name)
         given = _given_settings(SparkConf())
@@ -160,6 +161,31 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
     for key, value in _session_settings().items():
         session.conf.set(key, value)
     return session
+
+
+# PySpark marks a process that opened a Spark Connect session with this variable, and keeps
+# the mark after the session is stopped (it clears it only for a local Connect server).
+CONNECT_MARK = "SPARK_CONNECT_MODE_ENABLED"
+
+
+def _forget_stopped_connect() -> None:
+    """Let a classic session start in a process whose Spark Connect session was stopped.
+
+    While the mark stays, PySpark builds every later session as a Connect one, and fails
+    for want of a URL (``CONNECT_URL_NOT_SET``): scoring through ``sc://`` and then on a
+    cluster from the same process (a notebook, a service) would need a new process. A live
+    Connect session keeps the mark: PySpark cannot run both kinds in one process.
+    """
+    if CONNECT_MARK not in os.environ or os.environ.get("SPARK_REMOTE"):
+        return
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    if ConnectSession.getActiveSession() is not None or ConnectSession._get_default_session() is not None:
+        raise RuntimeError(
+            "a Spark Connect session is open in this process: stop it (session.stop()) "
+            "before starting a session on a master"
+        )
+    del os.environ[CONNECT_MARK]
 
 
 def _given_settings(conf: Any) -> set[str]:
