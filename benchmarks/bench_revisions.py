@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import compile_package
 from benchmarks.common import candidates_csv, oov_candidates_csv, run_child
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS, names
@@ -65,6 +66,7 @@ def main(revision: str, rounds: int = 3) -> dict:
     )
     try:
         sides = {"this": config.PACKAGE_DIR.parent, revision: other / "src"}
+        compile_package(other / "src")  # as installed, like this side (benchmarks/__init__.py)
         frame = generate_transitions(CALLS, 5)[names(CANDIDATE_COLUMNS)].astype(object)
         records = work / "records.json"
         records.write_text(json.dumps(frame.where(frame.notna(), None).to_dict("records")))
