@@ -5,41 +5,63 @@ Usage: python -m benchmarks.bench_stages [ROWS]   (default 1000000)
 Environment: BENCH_FILES=gen,oov (the generator's file, and the same rows with skills outside
 the vocabulary), BENCH_ROUNDS (best of; default 2), STEPDOWN_BENCH_DIR (where the files are
 built; use tmpfs). Stages are timed in CPU seconds of this thread, with the CLI's allocator
-settings (serving.memory).
+settings (serving.memory). The file is read as two worker processes read it (byte ranges of
+whole lines, checked, then parsed as text); "onnx" is the ONNX Runtime call alone, and
+"rules_reasons" the rest of the scoring call (probability, recommendation, reasons).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from benchmarks.common import chosen_files
 from stepdown_ml.core import config
+from stepdown_ml.core.config import DEFAULT_CHUNK_ROWS
 from stepdown_ml.core.features import arrow_text
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.serving import Model
-from stepdown_ml.serving.batch import BLOCK_BYTES, SCORES_SCHEMA, _scores_table
+from stepdown_ml.serving.batch import SCORES_SCHEMA, InputFile, _scores_table
 from stepdown_ml.serving.memory import tune_for_batch
 
-STAGES = ("read", "validate", "features", "infer_rules_reasons", "write")
+# "onnx" is the ONNX Runtime call alone (its share of score_features_arrow); "rules_reasons" the
+# rest of that call: probabilities, recommendation rules, reasons and the Arrow table.
+STAGES = ("read", "validate", "features", "onnx", "rules_reasons", "write")
+
+
+class _TimedSession:
+    """The model's ONNX session, with the thread CPU time its ``run`` calls take added up."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.seconds = 0.0
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return self.session.run(*args, **kwargs)
+        finally:
+            self.seconds += time.thread_time() - start
 
 
 def stages(model: Model, path: Path) -> dict[str, float]:
     """CPU seconds of each stage over the whole file."""
-    names = [c.name for c in CANDIDATE_COLUMNS]
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
-        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
-    )
+    reader = InputFile(path, DEFAULT_CHUNK_ROWS)
+    tasks = reader.tasks(2)
+    assert tasks is not None, f"{path}: too small to cut into tasks"
+    # The worker processes' reader: byte ranges of whole lines, checked and parsed as text.
+    blocks = itertools.chain.from_iterable(reader.task_blocks(task) for task in tasks)
     seconds = dict.fromkeys(STAGES, 0.0)
+    timed = _TimedSession(model.session)
+    model.session = timed  # type: ignore[assignment]
     out = pacsv.CSVWriter(str(config.GENERATED_DIR / "bench" / "stages_out.csv"), SCORES_SCHEMA)
     mark = time.thread_time()
 
@@ -49,17 +71,21 @@ def stages(model: Model, path: Path) -> dict[str, float]:
         seconds[stage] += now - mark
         mark = now
 
-    for batch in reader:
+    for batch, numbers, _ in blocks:
         lap("read")
-        valid = validate_frame(batch).valid_columns()
+        valid = validate_frame(batch, CANDIDATE_COLUMNS, row_numbers=numbers).valid_columns()
         lap("validate")
         features = model.features.transform(valid)
         lap("features")
+        onnx_before = timed.seconds
         table = model.score_features_arrow(features, arrow_text(valid["candidate_id"]))
-        lap("infer_rules_reasons")
+        lap("rules_reasons")
+        seconds["onnx"] += timed.seconds - onnx_before
+        seconds["rules_reasons"] -= timed.seconds - onnx_before
         out.write_table(_scores_table(table))
         lap("write")
     out.close()
+    model.session = timed.session
     return seconds
 
 
