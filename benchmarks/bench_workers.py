@@ -6,7 +6,8 @@ in the same run, alternating, best of ``BENCH_ROUNDS`` (default 3):
 - the floor: a new Python process that reads the file with pyarrow's multi-threaded CSV
   reader and writes one column of it (interpreter start-up included, as for the scorer), run
   twice in a row each round;
-- ``python -m stepdown_ml score FILE --out OUT --workers W`` for each W.
+- ``python -m stepdown_ml score FILE --out OUT --workers W`` for each W;
+- the scorer's start-up: the same command on the file's first 1,000 rows.
 
 Peak memory is measured in one more run of each command: the largest sum over the whole
 process tree (the scorer and its workers) of the proportional set size (PSS: shared pages
@@ -20,6 +21,7 @@ BENCH_FILES=gen,oov.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -114,9 +116,15 @@ def main(rows: int, workers: list[int]) -> list[dict]:
                 base = [sys.executable, "-m", "stepdown_ml", "score", str(path), "--out", str(out / "s.csv")]
                 return [*base, "--workers", str(w)]
 
+            # The scorer's fixed cost: start-up, imports and model on the file's first 1,000 rows.
+            small = out / f"{name}_1000.csv"
+            with open(path, "rb") as source, open(small, "wb") as head:
+                head.writelines(itertools.islice(source, 1001))
             floors: list[float] = []
+            startups: list[float] = []
             times: dict[int, list[float]] = {w: [] for w in workers}
             for _ in range(rounds):
+                startups.append(run(score_cmd(max(workers), small))[0])
                 # Twice in a row: on a virtual machine, the first process after another that
                 # freed its memory can wait on the host for fresh pages (1 GB here), which
                 # the second does not: the best of both is the floor.
@@ -143,6 +151,7 @@ def main(rows: int, workers: list[int]) -> list[dict]:
                         "floor_seconds_all": [round(f, 2) for f in floors],
                         "floor_peak_memory_mb": round(floor_peak),
                         "ratio_to_floor": round(best / floor, 2),
+                        "startup_seconds_best": round(min(startups), 2),
                     }
                 )
                 print(json.dumps(results[-1]), flush=True)
