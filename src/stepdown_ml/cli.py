@@ -465,6 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if processes is not None and isinstance(exc, processes.WorkerError):
             _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}; no output written")
             return EXIT_FAILED
+        spark = sys.modules.get("stepdown_ml.serving.spark")
+        if spark is not None and isinstance(exc, spark.SparkSessionError):
+            _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}")
+            return EXIT_BAD_INPUT
         arrow = sys.modules.get("pyarrow")
         if arrow is not None and isinstance(exc, arrow.ArrowException):
             # An input pyarrow cannot read (a corrupt Parquet file, a duplicated column, ...).

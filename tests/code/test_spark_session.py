@@ -13,6 +13,7 @@ from stepdown_ml.serving import spark_daemon
 from stepdown_ml.serving.spark import (
     _CLASSIC_SETTINGS,
     CONNECT_MARK,
+    SparkSessionError,
     _forget_stopped_connect,
     _given_settings,
 )
@@ -124,7 +125,7 @@ def test_a_live_connect_session_keeps_its_mark_and_says_so(monkeypatch):
     live = type("Live", (), {"is_stopped": False})()
     monkeypatch.setattr(connect.SparkSession, "_default_session", live)
 
-    with pytest.raises(RuntimeError, match="Spark Connect session is open in this process"):
+    with pytest.raises(SparkSessionError, match="Spark Connect session is open in this process"):
         _forget_stopped_connect()
     assert os.environ[CONNECT_MARK] == "1"
 
@@ -137,3 +138,20 @@ def test_a_remote_named_by_the_environment_keeps_its_mark(monkeypatch):
     _forget_stopped_connect()
 
     assert os.environ[CONNECT_MARK] == "1"
+
+
+def test_a_master_named_while_spark_remote_is_set_is_refused_in_one_line(monkeypatch, capsys):
+    """PySpark builds a Connect session whenever SPARK_REMOTE is set, whatever master is named:
+    the CLI says so instead of scoring somewhere else."""
+    pytest.importorskip("pyspark")
+    from stepdown_ml.cli import EXIT_BAD_INPUT, main
+
+    monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:15002")
+    code = main(["score", "in.csv", "--engine", "spark", "--master", "local[1]", "--out", "out"])
+
+    assert code == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "stepdown-ml score: error: SPARK_REMOTE is set (sc://127.0.0.1:15002): PySpark would open a "
+        "Spark Connect session there, not on local[1]; unset SPARK_REMOTE to use local[1]"
+    ]

@@ -137,6 +137,10 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
     Without ``master``, spark-submit's choice (or ``SPARK_REMOTE``) holds, else ``local[*]``.
     Executors use this interpreter unless ``PYSPARK_PYTHON`` says otherwise (the system
     Python lacks the project's packages); a Spark Connect server uses its own setting.
+
+    Raises:
+        SparkSessionError: a master is named while ``SPARK_REMOTE`` is set (PySpark would
+            connect there instead), or while a Spark Connect session is still open here.
     """
     from pyspark.sql import SparkSession
 
@@ -146,6 +150,11 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
     else:
         from pyspark import SparkConf
 
+        if master and os.environ.get("SPARK_REMOTE"):
+            raise SparkSessionError(
+                f"SPARK_REMOTE is set ({os.environ['SPARK_REMOTE']}): PySpark would open a Spark "
+                f"Connect session there, not on {master}; unset SPARK_REMOTE to use {master}"
+            )
         _forget_stopped_connect()
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.appName(app_name)
@@ -161,6 +170,10 @@ def spark_session(master: str | None = None, app_name: str = "stepdown-ml") -> S
     for key, value in _session_settings().items():
         session.conf.set(key, value)
     return session
+
+
+class SparkSessionError(RuntimeError):
+    """A Spark session cannot start as asked, given the process's Spark Connect settings."""
 
 
 # PySpark marks a process that opened a Spark Connect session with this variable, and keeps
@@ -181,7 +194,7 @@ def _forget_stopped_connect() -> None:
     from pyspark.sql.connect.session import SparkSession as ConnectSession
 
     if ConnectSession.getActiveSession() is not None or ConnectSession._get_default_session() is not None:
-        raise RuntimeError(
+        raise SparkSessionError(
             "a Spark Connect session is open in this process: stop it (session.stop()) "
             "before starting a session on a master"
         )
