@@ -454,13 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pip install 'stepdown_ml[train]'"
         )
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        _say(f"stepdown-ml {args.command}: interrupted; no output written")
-        return EXIT_INTERRUPTED
-    except Terminated:
-        _say(f"stepdown-ml {args.command}: terminated (SIGTERM); no output written")
-        return EXIT_TERMINATED
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _stopped(args.command, exc)
     except Exception as exc:
+        stop = _stop_behind(exc)
+        if stop is not None:  # an import that turned Ctrl-C into an error of its own (onnxruntime's)
+            return _stopped(args.command, stop)
         processes = sys.modules.get("stepdown_ml.serving.processes")
         if processes is not None and isinstance(exc, processes.WorkerError):
             _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}; no output written")
@@ -478,6 +477,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(command: str, stop: BaseException) -> int:
+    if isinstance(stop, Terminated):
+        _say(f"stepdown-ml {command}: terminated (SIGTERM); no output written")
+        return EXIT_TERMINATED
+    _say(f"stepdown-ml {command}: interrupted; no output written")
+    return EXIT_INTERRUPTED
+
+
+def _stop_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM an exception was raised from, if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

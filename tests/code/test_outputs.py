@@ -268,3 +268,22 @@ def test_a_parquet_file_with_a_duplicated_column_is_one_line(tmp_path, src, serv
     assert score(served_model_dir, tmp_path / "dup.parquet", "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
     assert "fit_score" in one_error_line(capsys)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_ctrl_c_turned_into_an_import_error_is_still_an_interruption(tmp_path, src, monkeypatch, capsys):
+    """onnxruntime's import turns a Ctrl-C during it into ImportError('initialization failed')
+    raised from the KeyboardInterrupt: the run says it was interrupted, in one line, exit 130."""
+    from stepdown_ml import serving
+    from stepdown_ml.cli import EXIT_INTERRUPTED
+
+    def interrupted_import(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise ImportError("initialization failed") from stop
+
+    monkeypatch.setattr(serving, "load_model", interrupted_import)
+    assert main(["score", str(src), "--out", str(tmp_path / "s.csv")]) == EXIT_INTERRUPTED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["stepdown-ml score: interrupted; no output written"]
+    assert not (tmp_path / "s.csv").exists()

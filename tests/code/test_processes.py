@@ -55,3 +55,60 @@ def test_a_killed_worker_fails_the_run_naming_the_signal_and_the_task():
     with pytest.raises(WorkerError, match=r"killed by SIGKILL while scoring task 5"), pool:
         list(pool.run(iter(range(20))))
     assert not any(p.is_alive() for p in processes)  # the others were stopped too
+
+
+class _StopError(Exception):
+    pass
+
+
+_SIGNAL_AT_FORK: list[bool] = []
+
+
+def _signal_at_fork() -> None:  # registered once; acts only while a test arms it
+    if _SIGNAL_AT_FORK:
+        _SIGNAL_AT_FORK.clear()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+os.register_at_fork(after_in_parent=_signal_at_fork)
+
+
+def _raise_stop(*_: object) -> None:
+    raise _StopError
+
+
+def test_a_stop_during_a_fork_is_handled_once_the_workers_exist_and_stops_them(monkeypatch):
+    """A handler that raises inside the fork's own hooks is ignored by Python: held back until
+    the workers exist, SIGTERM reaches the caller, and the workers started so far are stopped."""
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    children_before = set(_children())
+    try:
+        _SIGNAL_AT_FORK.append(True)
+        with pytest.raises(_StopError):
+            OrderedPool(3, _setup, _square_slowly)
+    finally:
+        _SIGNAL_AT_FORK.clear()
+        signal.signal(signal.SIGTERM, previous)
+    assert set(_children()) <= children_before, "a worker outlived the stopped pool"
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    path = f"/proc/{me}/task/{me}/children"
+    with open(path) as handle:
+        return [int(pid) for pid in handle.read().split()]
+
+
+def test_a_setup_failure_is_reported_as_itself_whichever_worker_the_parent_reaches_first():
+    """Workers that failed in setup exit; the parent, sending them tasks, reports their error,
+    not 'exited with code 0'."""
+    for _ in range(3):
+        with (
+            pytest.raises(ContractError, match="no model here"),
+            OrderedPool(8, _no_model, _square_slowly) as pool,
+        ):
+            list(pool.run(iter(range(40))))
+
+
+def _no_model() -> int:
+    raise ContractError("no model here")

@@ -70,3 +70,35 @@ def test_a_stopped_run_has_one_line_no_output_and_no_worker_left(
     assert words in lines[0] and "no output written" in lines[0]
     assert not out.parent.exists() or not any(out.parent.iterdir())  # no output, no temporary file
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # no worker outlived the run
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie (ended; a container's init may never reap it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_workers_end_with_a_killed_parent_and_free_the_output(big_csv, tmp_path, served_model_dir):
+    """SIGKILL to the parent (no handler runs): the kernel ends the workers with it, so none keeps
+    scoring or holds the output's lock, and the next run to the same output succeeds."""
+    out = tmp_path / "out" / "scores.csv"
+    returncode, _, workers = _start_and_hit(
+        big_csv, out, served_model_dir, lambda parent, workers: os.kill(parent, signal.SIGKILL)
+    )
+    assert returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_ended(pid) for pid in workers), "a worker outlived its killed parent"
+    small = tmp_path / "small.csv"
+    with open(big_csv, "rb") as source, open(small, "wb") as head:
+        head.writelines(line for _, line in zip(range(101), source, strict=False))
+    done = subprocess.run(
+        [sys.executable, "-m", "stepdown_ml", "score", str(small), "--out", str(out), "--workers", "2",
+         "--model-dir", str(served_model_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

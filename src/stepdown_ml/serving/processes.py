@@ -11,19 +11,30 @@ A worker that dies (killed by a signal, the out-of-memory killer) is seen at onc
 its process sentinel; the run then fails with :class:`WorkerError` and the other workers are
 stopped. An exception raised by a task in a worker is raised again in the parent. Workers
 ignore SIGINT (Ctrl-C reaches the whole process group): the parent stops them.
+
+No worker outlives its parent. SIGINT and SIGTERM are held back while the workers are
+forked, so a stop that arrives meanwhile is handled once they exist (and stops them), not
+lost in the fork's own hooks; each worker keeps only its own end of its pipe, and asks the
+kernel to kill it when the parent dies (SIGKILL included), so an orphan never keeps the
+output's lock or its memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
 Task = TypeVar("Task")
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# prctl(2): the signal a process gets when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
 Result = TypeVar("Result")
 # How often the parent wakes up while waiting (for its progress line).
 POLL_SECONDS = 0.5
@@ -47,29 +58,84 @@ def _signal_name(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then act as they would have.
+
+    A handler that raises while ``os.fork`` runs its hooks is ignored by Python, so a stop
+    arriving then would be lost. Blocking the signals covers the children (forked with them
+    blocked, they unblock once their own handlers are set); in the parent, another thread
+    (Arrow's, ONNX Runtime's) could still take them, so the handlers note them meanwhile.
+    """
+    held: list[int] = []
+    handlers: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # handlers run there only
+        for signum in _STOP_SIGNALS:
+            if signal.getsignal(signum) is not None:  # None: set outside Python, left alone
+                handlers[signum] = signal.signal(signum, lambda number, _: held.append(number))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for restored, handler in handlers.items():
+            signal.signal(restored, handler)
+        for number in dict.fromkeys(held):
+            signal.raise_signal(number)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` ends (Linux); exit if it already has."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os._exit(1)
+
+
 def _worker_main(
-    conn: Connection, setup: Callable[[], Any], work: Callable[[Any, Any], Any]
+    conn: Connection,
+    setup: Callable[[], Any],
+    work: Callable[[Any, Any], Any],
+    parent: int,
+    inherited: list[Connection],
 ) -> None:  # pragma: no cover - runs in the child process (covered by the end-to-end tests)
+    # Forked with SIGINT and SIGTERM held back (OrderedPool): the parent's handlers go first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    _die_with(parent)
+    for other in inherited:  # the parent's ends: held here, they would hide its exit
+        other.close()
     try:
         state = setup()
     except BaseException as exc:
-        conn.send(_Failure(_picklable(exc)))
+        _tell(conn, _Failure(_picklable(exc)))
         return
     while True:
         try:
             task = conn.recv()
-        except EOFError:  # the parent is gone
+        except (EOFError, OSError):  # the parent is gone
             return
         if task is None:
             return
         try:
             result = work(state, task)
         except BaseException as exc:
-            conn.send(_Failure(_picklable(exc)))
+            _tell(conn, _Failure(_picklable(exc)))
             return
-        conn.send(result)
+        if not _tell(conn, result):
+            return
+
+
+def _tell(conn: Connection, message: Any) -> bool:
+    """Send ``message`` to the parent; False when it no longer listens (it is stopping the workers)."""
+    try:
+        conn.send(message)
+    except OSError:
+        return False
+    return True
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -100,20 +166,30 @@ class OrderedPool(Generic[Task, Result]):
         describe: Callable[[Task], str] = str,
     ) -> None:
         self.describe = describe
-        context = multiprocessing.get_context("fork")
         self._conns: list[Connection] = []
         self._processes: list[Any] = []
+        try:
+            with _stops_held():
+                self._start(workers, setup, work)
+        except BaseException:  # a stop held back while forking is raised here
+            self.close(failed=True)
+            raise
+
+    def _start(self, workers: int, setup: Callable[[], Any], work: Callable[[Any, Task], Result]) -> None:
+        context = multiprocessing.get_context("fork")
         for number in range(workers):
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=_worker_main,
-                args=(theirs, setup, work),
+                args=(theirs, setup, work, os.getpid(), [*self._conns, ours]),
                 name=f"stepdown-ml worker {number + 1}",
                 daemon=True,
             )
-            process.start()
-            theirs.close()
             self._conns.append(ours)
+            try:
+                process.start()
+            finally:
+                theirs.close()
             self._processes.append(process)
 
     def run(self, tasks: Iterator[Task], on_wait: Callable[[], None] = lambda: None) -> Iterator[Result]:
@@ -167,13 +243,16 @@ class OrderedPool(Generic[Task, Result]):
             if not conn.poll():
                 self._died(worker, task)
             message = conn.recv()
-        except (EOFError, ConnectionResetError):
+        except (EOFError, OSError):  # OSError: the worker died halfway through its message
             self._died(worker, task)
         if isinstance(message, _Failure):
             raise message.error
         return message
 
     def _died(self, worker: int, task: Task | None) -> Any:
+        failure = self._last_word(worker)
+        if failure is not None:  # the worker failed (its setup, say) and said why before it exited
+            raise failure.error
         process = self._processes[worker]
         process.join(timeout=5)
         doing = f" while scoring {self.describe(task)}" if task is not None else ""
@@ -181,6 +260,15 @@ class OrderedPool(Generic[Task, Result]):
             f"worker process {worker + 1} of {len(self._processes)} (pid {process.pid}) "
             f"{_signal_name(process.exitcode)}{doing}"
         )
+
+    def _last_word(self, worker: int) -> _Failure | None:
+        """The failure a worker sent before it ended, if it is still waiting in the pipe."""
+        conn = self._conns[worker]
+        try:
+            message = conn.recv() if conn.poll() else None
+        except (EOFError, OSError):
+            return None
+        return message if isinstance(message, _Failure) else None
 
     def close(self, failed: bool = False) -> None:
         """Stop the workers: asked to finish when the run went well, by SIGTERM when it failed."""
