@@ -116,3 +116,67 @@ def test_an_even_number_of_quotes_that_still_opens_a_field(tmp_path, candidates,
     scores, rejects = outcome(tmp_path / "s.csv")
     assert list(rejects["row"]) == ["4"]
     assert len(scores) == 7
+
+
+def _fates(parser: batch._LineParser, piece: bytes, first: int = 1) -> dict[int, str]:
+    """Each line's fate in a piece: 'scored', or 'rejected' (reasons aside)."""
+    _, numbers, malformed, _, _ = parser.parse(first, piece)
+    fates = dict.fromkeys(numbers.tolist(), "scored")
+    fates.update({row: "rejected" for row, _, _ in malformed})
+    return fates
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_lines_fate_depends_on_that_line_alone(seed):
+    """Hostile lines (quotes, bare carriage returns, short rows) in random pieces: each line is
+    scored or rejected as it is when it is a piece of its own, wherever a piece or a worker's
+    byte range ends. Before, a quoted field left open by a piece's last line was read to the
+    end of the text and scored, and a neighbour's failure made its lines' checks stricter."""
+    import random
+
+    parser = batch._LineParser(["candidate_id", "a", "b"], "test")
+    alphabet = [b'"', b",", b"x", b"\r", b" ", b'""', b"y"]
+    pick = random.Random(seed)
+    for _ in range(400):
+        lines = [b"".join(pick.choice(alphabet) for _ in range(pick.randint(0, 8))) for _ in range(5)]
+        piece = b"\n".join(lines) + b"\n"
+        alone: dict[int, str] = {}
+        for number, line in enumerate(lines, start=1):
+            alone.update(_fates(parser, line + b"\n", number))
+        assert _fates(parser, piece) == alone, piece
+
+
+def test_an_unclosed_quote_on_the_last_line_is_rejected_as_on_any_other(
+    tmp_path, candidates, served_model_dir
+):
+    """`b0"3,…,"EU`: an even number of quotes, the last field opened and never closed."""
+    src = tmp_path / "in.csv"
+    candidates.head(4).to_csv(src, index=False)
+    lines = src.read_text().rstrip("\n").split("\n")
+    bad = 'b0"3,' + lines[3].split(",", 1)[1] + ',"EU'
+    for where, text in {"middle": [*lines[:3], bad, lines[4]], "last": [*lines[:4], bad]}.items():
+        src.write_text("\n".join(text) + "\n")
+        assert score(served_model_dir, src, tmp_path / f"{where}.csv") == 0
+        _, rejects = outcome(tmp_path / f"{where}.csv")
+        assert list(rejects["row"]) == [str(text.index(bad))], where
+        assert "quote" in rejects["reason"][0]
+
+
+def test_a_line_of_carriage_returns_alone_is_blank(tmp_path, candidates, served_model_dir):
+    """`\\r\\r` reads as no record to the parser: a blank line, numbered, not a failed file."""
+    src = tmp_path / "in.csv"
+    candidates.head(6).to_csv(src, index=False)
+    lines = src.read_bytes().split(b"\n")
+    lines.insert(3, b"\r\r")
+    src.write_bytes(b"\n".join(lines))
+    assert score(served_model_dir, src, tmp_path / "s.csv") == 0
+    scores, rejects = outcome(tmp_path / "s.csv")
+    assert len(scores) == 6 and rejects.empty
+
+
+def test_a_header_with_a_bare_carriage_return_is_one_clear_line(tmp_path, served_model_dir, capsys):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"candidate_id\rmotive\n1,2\n")
+    assert score(served_model_dir, src, tmp_path / "s.csv") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the header is not a CSV row" in err[0]

@@ -137,3 +137,21 @@ def test_the_drift_report_of_workers_equals_the_single_process_report(messy_line
     assert one.report is not None and many.report is not None
     assert one.report["rows"]["read"] == 1500 + 5 - 1  # every line after the header but the blank one
     assert many.report == one.report
+
+
+@pytest.mark.parametrize("out_name", ["s.csv", "s.parquet"])
+def test_a_ranked_file_of_no_rows_has_the_same_outputs_either_way(
+    candidates, tmp_path, served_model, out_name
+):
+    """Parquet with person_id, two row groups, no rows: the workers gave an error ('Must pass at
+    least one array'); both engines now write the ranked layout with no rows."""
+    source = tmp_path / "in.parquet"
+    frame = candidates.head(0).copy()
+    frame["person_id"] = pd.Series([], dtype=str)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with pq.ParquetWriter(source, table.schema) as writer:
+        writer.write_table(table)
+        writer.write_table(table)
+    _both(source, tmp_path, out_name, served_model)
+    scores, _ = _outputs(tmp_path / "many" / out_name)
+    assert scores.decode().splitlines()[0].rstrip('"').endswith("rank")

@@ -292,7 +292,10 @@ class InputFile:
             raise ContractError(f"{self.path}: cannot read: {exc}") from None
         if not line.strip():
             raise ContractError(f"{self.path}: the file is empty (expected a header row)")
-        header = next(csv.reader([line]))
+        try:
+            header = next(csv.reader([line]))
+        except csv.Error as exc:  # a bare carriage return in the header, say
+            raise ContractError(f"{self.path}: the header is not a CSV row ({exc})") from None
         if len(set(header)) != len(header):
             raise ContractError(f"{self.path}: the header names a column twice")
         return header
@@ -488,6 +491,9 @@ class Lines:
                 return
 
 
+_UNCLOSED = "not a valid CSV row: a quote that does not close on its line"
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
@@ -535,6 +541,7 @@ class _LineParser:
         self.source = source
         self.id_index = header.index("candidate_id") if "candidate_id" in header else None
         self.empty = pa.record_batch([strings([]) for _ in header], names=header)
+        self.end_mark = b"," * (len(header) - 1) + b"\n"
         self.convert = pacsv.ConvertOptions(
             column_types=dict.fromkeys(header, pa.string()),
             strings_can_be_null=False,
@@ -548,10 +555,12 @@ class _LineParser:
 
         Lines that cannot be one record on their own are taken out first and rejected: text
         that is not UTF-8, a bare carriage return, and a quote that does not close on its
-        line. The fast test for the last is an odd number of quotes; should the parser still
+        line. The fast test for the last is an odd number of quotes. Should the parser still
         see a different number of records than lines (an even number of quotes can open a
-        field, as in ``a"b,"c``), every line with a quote is checked on its own and the
-        piece parsed again. If they still disagree, the file fails: no row is ever lost.
+        field, as in ``a"b,"c``), the lines the parser does not read as one record each
+        are found by halving (:meth:`_not_one_record`), rejected, and the piece parsed
+        again. If they still disagree, the file fails: no row is ever lost. A line's fate
+        depends on that line alone, never on its neighbours or on where a piece ends.
         """
         if not piece:
             return [], np.zeros(0, dtype=np.int64), [], 0, 0
@@ -561,9 +570,14 @@ class _LineParser:
             ends = np.append(ends, len(piece))
         starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
         rows = np.arange(first_row, first_row + len(ends), dtype=np.int64)
-        # A line is blank when it holds nothing but an optional carriage return.
+        # A line is blank when it holds nothing but carriage returns (pyarrow reads none there).
         length = ends - starts
-        blank = (length == 0) | ((length == 1) & (data[np.minimum(starts, len(data) - 1)] == _RETURN))
+        blank = length == 0
+        if b"\r" in piece:
+            returns_per_line = np.bincount(
+                np.searchsorted(ends, np.flatnonzero(data == _RETURN)), minlength=len(ends)
+            )
+            blank |= returns_per_line == length
         lines = _PieceLines(piece, starts, ends, rows, ~blank)
         for line in np.flatnonzero(length > MAX_ROW_BYTES).tolist():
             lines.reject(line, _too_long(), "")
@@ -592,7 +606,11 @@ class _LineParser:
         self._check(lines, np.union1d(suspects, np.flatnonzero(parity)))
         result = self._records(lines)
         if result is None:
-            self._check(lines, np.flatnonzero(np.add.reduceat(quoted, starts, dtype=np.int64)))
+            kept = np.flatnonzero(lines.keep)
+            for index in self._not_one_record([lines.text(line) for line in kept.tolist()]):
+                line = int(kept[index])
+                problem = self._quote_problem(lines.text(line)) or _UNCLOSED
+                lines.reject(line, problem, self._id_of(lines.text(line)))
             result = self._records(lines)
         if result is None:
             raise ContractError(
@@ -619,6 +637,8 @@ class _LineParser:
         if read is None:
             return None
         batches, bad = read
+        if sum(batch.num_rows for batch in batches) + len(bad) != len(kept_rows):
+            return None  # a quoted field ran on past its line (into the next, or the end mark)
         good = np.ones(len(kept_rows), dtype=bool)
         wrong_count: list[Malformed] = []
         text_lines = text.split(b"\n") if bad else []
@@ -629,16 +649,16 @@ class _LineParser:
             wrong = f"expected {len(self.header)} fields, got {count}"
             wrong_count.append((int(kept_rows[index]), self._id_of(text_lines[index]), wrong))
         numbers = kept_rows[good]
-        if sum(batch.num_rows for batch in batches) != len(numbers):
-            return None
         lines.malformed.extend(wrong_count)
         return batches, numbers
 
     def _read(self, text: bytes, longest: int) -> tuple[list[pa.RecordBatch], list[tuple[int, int]]] | None:
         """The lines as record batches, and ``(line index, field count)`` of lines that do not fit.
 
-        None when the parser cannot split the text into its lines (a quoted field that
-        crosses a line end).
+        The text is read with an end mark after it, a record of empty fields: pyarrow takes
+        a quoted field left open by the last line to end with the text, and the mark makes
+        that last line run on like any other (the caller then sees one record too few). The
+        mark's record is not returned. None when the parser fails outright.
         """
         bad: list[tuple[int, int]] = []
 
@@ -648,19 +668,39 @@ class _LineParser:
 
         if not text:
             return [], bad
+        marked = text + (b"" if text.endswith(b"\n") else b"\n") + self.end_mark
         try:
             reader = pacsv.open_csv(
-                pa.py_buffer(text),
+                pa.py_buffer(marked),
                 read_options=pacsv.ReadOptions(
                     column_names=self.header, block_size=max(PARSE_BYTES, longest + 2), use_threads=False
                 ),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
                 convert_options=self.convert,
             )
-            batches = list(reader)
+            batches = [batch for batch in reader if batch.num_rows]
         except pa.ArrowInvalid:
             return None
+        if not batches or (bad and bad[-1][0] >= text.count(b"\n") + (not text.endswith(b"\n"))):
+            return None  # the mark did not come out as a record of its own
+        batches[-1] = batches[-1].slice(0, batches[-1].num_rows - 1)
         return batches, bad
+
+    def _not_one_record(self, texts: list[bytes]) -> list[int]:
+        """Indices of the lines that pyarrow does not read as one record each, by halving."""
+        found: list[int] = []
+        todo = [(0, len(texts))]
+        while todo:
+            low, high = todo.pop()
+            read = self._read(b"\n".join(texts[low:high]), max(map(len, texts[low:high]), default=0))
+            if read is not None and sum(b.num_rows for b in read[0]) + len(read[1]) == high - low:
+                continue
+            if high - low == 1:
+                found.append(low)
+            else:
+                middle = (low + high) // 2
+                todo.extend([(middle, high), (low, middle)])
+        return sorted(found)
 
     @staticmethod
     def _quote_problem(line: bytes) -> str | None:
@@ -951,15 +991,24 @@ class _Outputs:
         self.lines += part.lines
         self.tally.add(part.tally)
 
-    def finish(self) -> None:
-        """Close the files; rank the scores over the whole file when the input has persons."""
+    def finish(self, header: Sequence[str]) -> None:
+        """Close the files; rank the scores over the whole file when the input has persons.
+
+        ``header``: the input's columns, which say whether the scores have a rank when no
+        block came (a file of no rows: the same layout, whichever engine ran).
+        """
         if self.scores is None:
-            self.scores = _Writer(self.scores_tmp, SCORES_SCHEMA, self.fmt)
+            self.ranking = PERSON_ID.name in header
+            path, fmt = self.target(self.ranking)
+            self.scores = _Writer(path, SCORES_SCHEMA, fmt)
         self.scores.close()
         self.rejects.close()
         if self.ranking:
             tally = self.tally
-            ranks = rank_within(pa.concat_arrays(tally.person_ids), np.concatenate(tally.p_values))
+            if tally.person_ids:
+                ranks = rank_within(pa.concat_arrays(tally.person_ids), np.concatenate(tally.p_values))
+            else:  # nothing scored (a file of no rows, every row rejected)
+                ranks = np.zeros(0, dtype=np.int64)
             _add_ranks(self.unranked, self.scores_tmp, ranks, self.unranked_fmt, self.fmt)
 
 
@@ -1079,7 +1128,7 @@ def score_file(
         else:
             parts = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".parts.", dir=out.parent)))
             peak = _score_in_processes(model, reader, tasks, outputs, workers, parts, show, spec)
-        outputs.finish()
+        outputs.finish(reader.header)
         if reference is not None and outputs.tally.profile is not None:
             drift = drift_report(reference, outputs.tally.profile, str(source))
             write_report(drift, *report_tmps)
