@@ -89,11 +89,15 @@ def fail_at(monkeypatch, name: str, calls: set[int]) -> None:
 
 
 def test_a_model_dir_is_replaced_as_a_whole(old):
+    from stepdown_ml.core import tables
+
     mask = os.umask(0o027)
+    tables._umask.cache_clear()  # read once per process: this test's umask is not the process's
     try:
         manifest = write_model_dir(old, *new_model_args())
     finally:
         os.umask(mask)
+        tables._umask.cache_clear()
     assert Model(old).version == manifest["model_version"] != Model(DEFAULT).version
     assert not np.allclose(scores(old), OLD_SCORES)
     assert not (old / "plots").exists(), "nothing of the old directory is kept"

@@ -287,3 +287,25 @@ def test_ctrl_c_turned_into_an_import_error_is_still_an_interruption(tmp_path, s
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["stepdown-ml score: interrupted; no output written"]
     assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("at", [1, 2])
+def test_an_interrupt_as_a_temporary_output_is_created_leaves_nothing(tmp_path, monkeypatch, at):
+    """Ctrl-C just after a temporary output file comes into existence: it is removed with the rest
+    (mkstemp named it only once it existed, so the second one was left behind)."""
+    from stepdown_ml.core import tables
+
+    real_close, closed = os.close, []
+
+    def close_then_interrupt(fd):
+        real_close(fd)
+        closed.append(fd)
+        if len(closed) == at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tables.os, "close", close_then_interrupt)
+    outputs = (tmp_path / "s.csv", tmp_path / "s.rejects.csv")
+    with pytest.raises(KeyboardInterrupt), tables.atomic_paths(*outputs):
+        pass
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

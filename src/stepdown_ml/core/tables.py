@@ -6,7 +6,7 @@ import contextlib
 import csv
 import functools
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,9 +155,7 @@ def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
         _umask()
         with _lock(targets[0]):
             for target in targets:
-                fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-                os.close(fd)
-                temps.append(Path(name))
+                _new_temp(target, temps)
             yield tuple(temps)
             for tmp in temps:
                 with open(tmp, "rb") as handle:
@@ -172,6 +170,22 @@ def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if still empty
         raise
+
+
+def _new_temp(target: Path, temps: list[Path]) -> None:
+    """Create an empty temporary file beside ``target``, named in ``temps`` before it exists.
+
+    (``tempfile.mkstemp`` names the file only once it exists: a Ctrl-C in between left it
+    behind.)
+    """
+    while True:
+        temps.append(target.with_name(f".{target.name}.{secrets.token_hex(8)}.part"))
+        try:
+            os.close(os.open(temps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            temps.pop()  # another file's name: never ours to remove
+            continue
+        return
 
 
 def _make_parents(targets: list[Path]) -> list[Path]:

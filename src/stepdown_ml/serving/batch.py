@@ -864,7 +864,7 @@ class _PartAppender:
             pacsv.CSVWriter(sink, SCORES_SCHEMA).close()  # the header line alone
             header = sink.getvalue().to_pybytes()
             self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
-            self.file.write(gzip.compress(header) if fmt == "csv.gz" else header)
+            self.file.write(gzip.compress(header, mtime=0) if fmt == "csv.gz" else header)
             self.file.flush()
 
     def append(self, part: Path) -> None:
