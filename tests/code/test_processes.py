@@ -112,3 +112,25 @@ def test_a_setup_failure_is_reported_as_itself_whichever_worker_the_parent_reach
 
 def _no_model() -> int:
     raise ContractError("no model here")
+
+
+def _fail_slowly_on_three_quickly_on_six(pid: int, task: int) -> int:
+    if task == 3:
+        time.sleep(0.3)
+        raise ContractError("task 3")
+    if task == 6:
+        raise ContractError("task 6")
+    return task
+
+
+def test_the_first_failure_in_task_order_is_raised_after_the_results_before_it():
+    """Task 6 fails first in time; task 3, before it in order, is the one reported (as one process
+    would), and only after the results of tasks 0-2 were handed out."""
+    handed = []
+    with (
+        OrderedPool(3, _setup, _fail_slowly_on_three_quickly_on_six) as pool,
+        pytest.raises(ContractError, match="task 3"),
+    ):
+        for result in pool.run(iter(range(20))):
+            handed.append(result)
+    assert handed == [0, 1, 2]

@@ -155,3 +155,25 @@ def test_a_ranked_file_of_no_rows_has_the_same_outputs_either_way(
     _both(source, tmp_path, out_name, served_model)
     scores, _ = _outputs(tmp_path / "many" / out_name)
     assert scores.decode().splitlines()[0].rstrip('"').endswith("rank")
+
+
+def test_an_unreadable_row_group_is_reported_at_its_rows_in_the_file(candidates, tmp_path, served_model):
+    """A worker numbers rows within its task; the error names the file's rows, as --workers 1 does,
+    and is the first failure in file order."""
+    source = tmp_path / "in.parquet"
+    table = pa.Table.from_pandas(candidates.head(2000), preserve_index=False)
+    pq.write_table(table, source, row_group_size=100, compression="none")
+    column = pq.ParquetFile(source).metadata.row_group(13).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(source.read_bytes())
+    data[start : start + 64] = b"\xff" * 64  # the page header of rows 1301-1400
+    source.write_bytes(bytes(data))
+    messages = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}" / "s.csv"
+        with pytest.raises(ContractError) as failed:
+            score_file(source, out, model=served_model, workers=workers, chunk_rows=100)
+        messages.append(str(failed.value))
+        assert not out.parent.exists() or not any(out.parent.iterdir())
+    assert messages[0] == messages[1]
+    assert ": rows from 1301: not readable" in messages[0]

@@ -89,6 +89,27 @@ _BOM = b"\xef\xbb\xbf"
 _QUOTE = scalar("'")
 
 
+class RowsError(ContractError):
+    """A file that cannot be read from a known row on: rows ``first`` to ``last`` (or on).
+
+    A worker numbers rows from 1 within its task; the parent shifts the error to the rows
+    of the file (:meth:`shifted`) before it reaches the user.
+    """
+
+    def __init__(self, source: str, first: int, last: int | None, what: str) -> None:
+        self.source, self.first, self.last, self.what = source, first, last, what
+        rows = f"rows from {first}" if last is None else f"rows {first}-{last}"
+        super().__init__(f"{source}: {rows}: {what}")
+
+    def shifted(self, lines: int) -> RowsError:
+        """The same error with its rows ``lines`` further into the file."""
+        last = None if self.last is None else self.last + lines
+        return RowsError(self.source, self.first + lines, last, self.what)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses the pipe from a worker whole
+        return RowsError, (self.source, self.first, self.last, self.what)
+
+
 @dataclass
 class ScoreSummary:
     """What a scoring run did."""
@@ -183,9 +204,7 @@ class InputFile:
             try:
                 batch = next(batches, None)
             except self._UNREADABLE as exc:
-                raise ContractError(
-                    f"{self.path}: rows from {first}: not readable: {_first_line(exc)}"
-                ) from None
+                raise RowsError(str(self.path), first, None, f"not readable: {_first_line(exc)}") from None
             if batch is None:
                 return first - 1
             yield batch, np.arange(first, first + len(batch)), []
@@ -613,9 +632,8 @@ class _LineParser:
                 lines.reject(line, problem, self._id_of(lines.text(line)))
             result = self._records(lines)
         if result is None:
-            raise ContractError(
-                f"{self.source}: rows {int(rows[0])}-{int(rows[-1])}: the CSV parser and the line "
-                "count disagree"
+            raise RowsError(
+                self.source, int(rows[0]), int(rows[-1]), "the CSV parser and the line count disagree"
             )
         batches, numbers = result
         return batches, numbers, lines.malformed, int(blank.sum()), len(ends)
@@ -1220,10 +1238,13 @@ def _score_in_processes(
     peak = 0.0
     work = partial(_score_task, job)
     with OrderedPool(workers, lambda: Model(job.model_dir), work, reader.describe) as pool:
-        for part in pool.run(tasks, on_wait=lambda: bar.update(done[0])):
-            outputs.add_part(part, ranking)
-            peak = max(peak, part.peak_rss_mb)
-            bar.update(done[0])
+        try:
+            for part in pool.run(tasks, on_wait=lambda: bar.update(done[0])):
+                outputs.add_part(part, ranking)
+                peak = max(peak, part.peak_rss_mb)
+                bar.update(done[0])
+        except RowsError as exc:  # raised in its turn: every part before its task is in
+            raise exc.shifted(outputs.lines) from None
     bar.update(outputs.tally.rows, force=True)
     bar.close()
     return peak

@@ -123,8 +123,8 @@ def _worker_main(
         try:
             result = work(state, task)
         except BaseException as exc:
-            _tell(conn, _Failure(_picklable(exc)))
-            return
+            # Said, then wait to be stopped: the parent raises it in its turn, in task order.
+            result = _Failure(_picklable(exc))
         if not _tell(conn, result):
             return
 
@@ -198,10 +198,14 @@ class OrderedPool(Generic[Task, Result]):
         Tasks are drawn from ``tasks`` only when a worker is free, so a lazy iterator keeps
         at most one task per worker in memory. ``on_wait`` is called at least every
         :data:`POLL_SECONDS` while the workers are busy.
+
+        An exception raised by a task is raised here in its turn: after the results of
+        every task before it, so the first failure in task order is the one reported, as a
+        single process would report it. No task is started once one has failed.
         """
         idle = list(reversed(range(len(self._processes))))
         busy: dict[int, tuple[int, Task]] = {}
-        finished: dict[int, Result] = {}
+        finished: dict[int, Result | _Failure] = {}
         issued = handed = 0
         exhausted = False
         while True:
@@ -222,12 +226,16 @@ class OrderedPool(Generic[Task, Result]):
                     continue
                 index, task = busy.pop(worker)
                 finished[index] = self._receive(worker, task)
+                exhausted = exhausted or isinstance(finished[index], _Failure)
                 idle.append(worker)
             for worker, process in enumerate(self._processes):
                 if worker not in busy and process.sentinel in ready:
                     self._died(worker, None)
             while handed in finished:
-                yield finished.pop(handed)
+                result = finished.pop(handed)
+                if isinstance(result, _Failure):
+                    raise result.error
+                yield result
                 handed += 1
             on_wait()
 
@@ -237,7 +245,7 @@ class OrderedPool(Generic[Task, Result]):
         except (BrokenPipeError, ConnectionResetError):
             self._died(worker, task)
 
-    def _receive(self, worker: int, task: Task) -> Result:
+    def _receive(self, worker: int, task: Task) -> Result | _Failure:
         conn = self._conns[worker]
         try:
             if not conn.poll():
@@ -245,8 +253,6 @@ class OrderedPool(Generic[Task, Result]):
             message = conn.recv()
         except (EOFError, OSError):  # OSError: the worker died halfway through its message
             self._died(worker, task)
-        if isinstance(message, _Failure):
-            raise message.error
         return message
 
     def _died(self, worker: int, task: Task | None) -> Any:
