@@ -134,3 +134,54 @@ def test_the_first_failure_in_task_order_is_raised_after_the_results_before_it()
         for result in pool.run(iter(range(20))):
             handed.append(result)
     assert handed == [0, 1, 2]
+
+
+def _first_worker_only(token: str) -> None:
+    try:
+        os.close(os.open(token, os.O_CREAT | os.O_EXCL))  # the first worker to get here succeeds
+    except FileExistsError:
+        raise ContractError("no model in this worker") from None
+
+
+def _slowly(state: None, task: int) -> int:
+    time.sleep(0.5)
+    return task
+
+
+def test_a_setup_failure_while_another_worker_is_busy_is_reported_as_itself(tmp_path):
+    """The failed worker exits after saying why; its exit is no death to report once its failure
+    is in (the run said 'exited with code 0')."""
+    from functools import partial
+
+    with (
+        pytest.raises(ContractError, match="no model in this worker"),
+        OrderedPool(2, partial(_first_worker_only, str(tmp_path / "token")), _slowly) as pool,
+    ):
+        list(pool.run(iter(range(4))))
+
+
+def test_every_handler_comes_back_when_a_stop_lands_while_they_are_put_back(monkeypatch):
+    """SIGINT during the restore of the handlers swapped while forking: KeyboardInterrupt, and
+    SIGTERM's own handler is back too (it was left noting signals, so later ones were lost)."""
+    real_signal = signal.signal
+    restored: list[int] = []
+
+    def signal_then_interrupt(signum, handler):
+        previous = real_signal(signum, handler)
+        if getattr(handler, "__name__", "") != "<lambda>":  # a handler put back
+            restored.append(signum)
+            if len(restored) == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+        return previous
+
+    before = signal.getsignal(signal.SIGTERM)
+    sentinel = real_signal(signal.SIGTERM, _raise_stop)
+    try:
+        monkeypatch.setattr(signal, "signal", signal_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            OrderedPool(1, _setup, _square_slowly).close()
+        monkeypatch.undo()
+        assert signal.getsignal(signal.SIGTERM) is _raise_stop
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        real_signal(signal.SIGTERM, before if before is not None else sentinel)

@@ -180,3 +180,43 @@ def test_a_header_with_a_bare_carriage_return_is_one_clear_line(tmp_path, served
     assert score(served_model_dir, src, tmp_path / "s.csv") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the header is not a CSV row" in err[0]
+
+
+def test_the_csv_check_of_a_line_agrees_with_pyarrow_line_by_line():
+    """`_runs_on` (Python's csv, read leniently) decides which lines are taken out when a piece's
+    records and lines disagree; pyarrow decides in every other piece. They must agree, or a
+    line's fate would depend on its neighbours."""
+    import random
+
+    parser = batch._LineParser(["candidate_id", "a", "b"], "test")
+    alphabet = ['"', ",", "x", " ", '""', ",", '",', ',"', "\\", "\t", "é"]
+    pick = random.Random(7)
+    checked = 0
+    while checked < 1500:
+        line = "".join(pick.choice(alphabet) for _ in range(pick.randint(1, 10)))
+        line += "\r" if pick.random() < 0.2 else ""
+        data = line.encode()
+        if not data.strip(b"\r"):
+            continue  # a blank line: never parsed
+        assert parser._runs_on(data) == (parser._not_one_record([data]) == [0]), data
+        checked += 1
+
+
+def test_many_lines_with_a_quote_left_open_are_found_line_by_line_not_by_halving(monkeypatch):
+    """`a"b,"c,…`: an even number of quotes, the second field never closed, on every line."""
+    parser = batch._LineParser(["candidate_id", "a", "b"], "test")
+
+    def no_halving(texts):
+        raise AssertionError("halving is the last resort, one pyarrow call per step")
+
+    monkeypatch.setattr(parser, "_not_one_record", no_halving)
+    piece = b'a"b,"c,x\n' * 2000 + b"ok,1,2\n"
+    _, numbers, malformed, _, count = parser.parse(1, piece)
+    assert list(numbers) == [2001] and len(malformed) == 2000 and count == 2001
+
+
+def test_one_column_is_read_as_one_record_per_line():
+    parser = batch._LineParser(["a"], "test")
+    batches, numbers, malformed, _, _ = parser.parse(1, b"x\ny\n")
+    assert list(numbers) == [1, 2] and not malformed
+    assert [v for b in batches for v in b.column(0).to_pylist()] == ["x", "y"]

@@ -179,7 +179,7 @@ def _new_temp(target: Path, temps: list[Path]) -> None:
     behind.)
     """
     while True:
-        temps.append(target.with_name(f".{target.name}.{secrets.token_hex(8)}.part"))
+        temps.append(target.with_name(f".{target.name}.{secrets.token_hex(4)}.part"))
         try:
             os.close(os.open(temps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:

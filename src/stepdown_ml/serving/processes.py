@@ -66,20 +66,31 @@ def _stops_held() -> Iterator[None]:
     arriving then would be lost. Blocking the signals covers the children (forked with them
     blocked, they unblock once their own handlers are set); in the parent, another thread
     (Arrow's, ONNX Runtime's) could still take them, so the handlers note them meanwhile.
+    Every handler swapped is put back, even if a stop lands while they are swapped.
     """
     held: list[int] = []
-    handlers: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():  # handlers run there only
-        for signum in _STOP_SIGNALS:
-            if signal.getsignal(signum) is not None:  # None: set outside Python, left alone
-                handlers[signum] = signal.signal(signum, lambda number, _: held.append(number))
+    swapped: dict[signal.Signals, Any] = {}
+    stop: BaseException | None = None
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
+        if threading.current_thread() is threading.main_thread():  # handlers run there only
+            for signum in _STOP_SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous is not None:  # None: set outside Python, left alone
+                    swapped[signum] = previous
+                    signal.signal(signum, lambda number, _: held.append(number))
         yield
     finally:
+        for signum, previous in swapped.items():
+            while True:  # a stop raised by a handler already put back must not cut this short
+                try:
+                    signal.signal(signum, previous)
+                    break
+                except BaseException as exc:
+                    stop = stop or exc
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for restored, handler in handlers.items():
-            signal.signal(restored, handler)
+        if stop is not None:
+            raise stop
         for number in dict.fromkeys(held):
             signal.raise_signal(number)
 
@@ -206,6 +217,7 @@ class OrderedPool(Generic[Task, Result]):
         idle = list(reversed(range(len(self._processes))))
         busy: dict[int, tuple[int, Task]] = {}
         finished: dict[int, Result | _Failure] = {}
+        failed: set[int] = set()
         issued = handed = 0
         exhausted = False
         while True:
@@ -220,16 +232,20 @@ class OrderedPool(Generic[Task, Result]):
                 issued += 1
             if not busy:
                 return
-            ready = wait([self._conns[w] for w in busy] + [p.sentinel for p in self._processes], POLL_SECONDS)
+            watched = [p.sentinel for w, p in enumerate(self._processes) if w not in failed]
+            ready = wait([self._conns[w] for w in busy] + watched, POLL_SECONDS)
             for worker in list(busy):
                 if self._conns[worker] not in ready and self._processes[worker].sentinel not in ready:
                     continue
                 index, task = busy.pop(worker)
                 finished[index] = self._receive(worker, task)
-                exhausted = exhausted or isinstance(finished[index], _Failure)
-                idle.append(worker)
+                if isinstance(finished[index], _Failure):
+                    exhausted = True
+                    failed.add(worker)  # it may exit now (a failed setup does): that is no death
+                else:
+                    idle.append(worker)
             for worker, process in enumerate(self._processes):
-                if worker not in busy and process.sentinel in ready:
+                if worker not in busy and worker not in failed and process.sentinel in ready:
                     self._died(worker, None)
             while handed in finished:
                 result = finished.pop(handed)
