@@ -9,8 +9,9 @@ takes results as they come and passes them on strictly in task order.
 
 A worker that dies (killed by a signal, the out-of-memory killer) is seen at once through
 its process sentinel; the run then fails with :class:`WorkerError` and the other workers are
-stopped. An exception raised by a task in a worker is raised again in the parent. Workers
-ignore SIGINT (Ctrl-C reaches the whole process group): the parent stops them.
+stopped. An exception raised by a task in a worker is raised again in the parent, in its
+turn: after the results of every task before it. Workers ignore SIGINT (Ctrl-C reaches the
+whole process group): the parent stops them.
 
 No worker outlives its parent. SIGINT and SIGTERM are held back while the workers are
 forked, so a stop that arrives meanwhile is handled once they exist (and stops them), not
@@ -32,10 +33,10 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
 Task = TypeVar("Task")
+Result = TypeVar("Result")
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 # prctl(2): the signal a process gets when the thread that forked it ends.
 _PR_SET_PDEATHSIG = 1
-Result = TypeVar("Result")
 # How often the parent wakes up while waiting (for its progress line).
 POLL_SECONDS = 0.5
 
