@@ -24,6 +24,7 @@ from typing import Any
 from stepdown_ml.core import config
 from stepdown_ml.core.modeldir import ModelDirError
 from stepdown_ml.core.schema import ContractError
+from stepdown_ml.core.tables import STOPS_NOTED
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -429,16 +430,27 @@ class Terminated(BaseException):
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+    _stop(Terminated())
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _stop(KeyboardInterrupt())
+
+
+def _stop(stop: BaseException) -> None:
+    STOPS_NOTED.append(stop)  # should Python drop the exception, outputs stay out of place
+    raise stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``stepdown-ml``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    STOPS_NOTED.clear()
     # Signal handlers can only be set from the main thread (a service may call main elsewhere).
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    handlers = {signal.SIGTERM: _terminate, signal.SIGINT: _interrupt} if in_main else {}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         return args.func(args)
     except (ContractError, ModelDirError, OSError, EOFError, zlib.error) as exc:
@@ -475,8 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         raise
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: set outside Python
+                signal.signal(signum, handler)
+        STOPS_NOTED.clear()  # this run's stops, handled
 
 
 def _stopped(command: str, stop: BaseException) -> int:

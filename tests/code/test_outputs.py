@@ -309,3 +309,48 @@ def test_an_interrupt_as_a_temporary_output_is_created_leaves_nothing(tmp_path, 
         pass
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    """`stepdown-ml` imports its modules (pyarrow, onnxruntime…) after the entry point starts."""
+    import builtins
+
+    from stepdown_ml import __main__ as entry
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "stepdown_ml.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert entry.run() == 130
+    assert capsys.readouterr().err.splitlines() == ["stepdown-ml: interrupted; no output written"]
+
+
+def test_a_stop_whose_exception_python_dropped_still_keeps_outputs_out(
+    tmp_path, candidates, served_model_dir, monkeypatch, capsys
+):
+    """Python drops an exception raised in a weakref callback (importlib's module locks have
+    them): a Ctrl-C handled there let a run finish and write its outputs with exit 0. The
+    handler also notes the stop, and outputs are not put in place once one is noted."""
+    import contextlib
+
+    from stepdown_ml.cli import EXIT_INTERRUPTED
+
+    write_csv(candidates.head(3000), tmp_path / "in.csv")
+    real = batch._Outputs.finish
+
+    def finish_after_a_dropped_interrupt(self, header):
+        with contextlib.suppress(KeyboardInterrupt):  # as Python does in a weakref callback
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        return real(self, header)
+
+    monkeypatch.setattr(batch._Outputs, "finish", finish_after_a_dropped_interrupt)
+    args = ["score", str(tmp_path / "in.csv"), "--out", str(tmp_path / "s.csv")]
+    assert main([*args, "--model-dir", str(served_model_dir)]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "stepdown-ml score: interrupted; no output written"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]

@@ -138,6 +138,12 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
 
 
+# Stops (Ctrl-C, SIGTERM) noted by the command line's handlers. Python drops an exception
+# that a handler raises inside a weakref callback or ``__del__`` (importlib's module locks
+# have such callbacks); noted here too, such a stop still keeps outputs from being put in place.
+STOPS_NOTED: list[BaseException] = []
+
+
 @contextlib.contextmanager
 def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
     """Temporary paths for outputs that belong together, renamed into place together.
@@ -162,6 +168,8 @@ def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
                     os.fsync(handle.fileno())
                 # mkstemp creates 0600; the output gets what a plain open() would give it.
                 os.chmod(tmp, 0o666 & ~_umask())
+            if STOPS_NOTED:  # a stop whose exception Python dropped: nothing goes in place
+                raise STOPS_NOTED[-1]
             _replace_together(temps, targets)
     except BaseException:
         for tmp in temps:
