@@ -511,6 +511,9 @@ class Lines:
 
 
 _UNCLOSED = "not a valid CSV row: a quote that does not close on its line"
+# What _LineParser._read makes of text: record batches, and (line index, field count) of the
+# lines with the wrong field count.
+_Read = tuple[list[pa.RecordBatch], list[tuple[int, int]]]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -658,11 +661,9 @@ class _LineParser:
         kept_rows = lines.rows[lines.keep]
         kept_lengths = (lines.ends - lines.starts)[lines.keep]
         read = self._read(text, int(kept_lengths.max()) if len(kept_lengths) else 0)
-        if read is None:
-            return None
-        batches, bad = read
-        if sum(batch.num_rows for batch in batches) + len(bad) != len(kept_rows):
+        if read is None or not self._one_record_per_line(read, len(kept_rows)):
             return None  # a quoted field ran on past its line (into the next, or the end mark)
+        batches, bad = read
         good = np.ones(len(kept_rows), dtype=bool)
         wrong_count: list[Malformed] = []
         text_lines = text.split(b"\n") if bad else []
@@ -676,7 +677,7 @@ class _LineParser:
         lines.malformed.extend(wrong_count)
         return batches, numbers
 
-    def _read(self, text: bytes, longest: int) -> tuple[list[pa.RecordBatch], list[tuple[int, int]]] | None:
+    def _read(self, text: bytes, longest: int) -> _Read | None:
         """The lines as record batches, and ``(line index, field count)`` of lines that do not fit.
 
         The text is read with an end mark after it, a record of empty fields: pyarrow takes
@@ -710,6 +711,12 @@ class _LineParser:
         batches[-1] = batches[-1].slice(0, batches[-1].num_rows - 1)
         return batches, bad
 
+    @staticmethod
+    def _one_record_per_line(read: _Read, lines: int) -> bool:
+        """Whether :meth:`_read` made ``lines`` records, kept or of the wrong field count."""
+        batches, bad = read
+        return sum(batch.num_rows for batch in batches) + len(bad) == lines
+
     def _reject_quote(self, lines: _PieceLines, line: int) -> None:
         text = lines.text(line)
         lines.reject(line, self._quote_problem(text) or _UNCLOSED, self._id_of(text))
@@ -734,7 +741,7 @@ class _LineParser:
         while todo:
             low, high = todo.pop()
             read = self._read(b"\n".join(texts[low:high]), max(map(len, texts[low:high]), default=0))
-            if read is not None and sum(b.num_rows for b in read[0]) + len(read[1]) == high - low:
+            if read is not None and self._one_record_per_line(read, high - low):
                 continue
             if high - low == 1:
                 found.append(low)
