@@ -354,3 +354,31 @@ def test_a_stop_whose_exception_python_dropped_still_keeps_outputs_out(
         "stepdown-ml score: interrupted; no output written"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_python_m_exits_130_after_a_ctrl_c_raised_in_exec_code(tmp_path):
+    """A Ctrl-C that lands in code run by exec() of a string (a dataclass's generated
+    methods, while a module loads) and is handled: ``python -m stepdown_ml`` still exits 130,
+    not by SIGINT, which CPython did at exit because it had noted the exception as unhandled."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        textwrap.dedent(
+            """
+            import runpy
+            import stepdown_ml.cli as cli
+
+            def parser_then_interrupted():
+                exec("raise KeyboardInterrupt")
+
+            cli.build_parser = parser_then_interrupted
+            runpy.run_module("stepdown_ml", run_name="__main__", alter_sys=True)
+            """
+        )
+    )
+    command = [sys.executable, "-m", "interrupted_in_exec"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stderr.splitlines() == ["stepdown-ml: interrupted; no output written"]
+    assert done.returncode == 130
