@@ -1,26 +1,38 @@
 """``python -m stepdown_ml`` and the ``stepdown-ml`` command: the command line.
 
-:func:`run` imports the command line itself, so that a Ctrl-C while its modules load and
-it reads its arguments (the first few tenths of a second) is one line and exit 130, as it
-is later on, not a traceback.
+:func:`run` sets the stop handlers (:mod:`stepdown_ml.core.stops`) before it imports the
+command line, so that a Ctrl-C or SIGTERM while its modules load and it reads its
+arguments (the first few tenths of a second) is one line and exit 130 or 143, as it is
+later on, not a traceback or a silent death.
 """
 
 import sys
-
-EXIT_INTERRUPTED = 130
 
 
 def run() -> int:
     """Entry point of ``stepdown-ml``; returns the exit code."""
     try:
-        from stepdown_ml.cli import main
+        from stepdown_ml.core import stops  # small: sets nothing until handled() runs
 
-        code = main()  # handles a Ctrl-C once it runs a command; not while it reads the arguments
-    except KeyboardInterrupt:
-        sys.stderr.write("stepdown-ml: interrupted; no output written\n")
-        code = EXIT_INTERRUPTED
+        with stops.handled():
+            from stepdown_ml.cli import main
+
+            code = main()  # handles the stops of the command it runs
+    except KeyboardInterrupt as stop:  # the first import included
+        code = _report(stop)
+    except BaseException as exc:
+        loaded = sys.modules.get("stepdown_ml.core.stops")
+        if loaded is None or not isinstance(exc, loaded.Terminated):
+            raise
+        code = _report(exc)
     _forget_handled_interrupts()
     return code
+
+
+def _report(stop: BaseException) -> int:
+    from stepdown_ml.core import stops
+
+    return stops.report("stepdown-ml", stop)
 
 
 def _forget_handled_interrupts() -> None:

@@ -13,25 +13,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
-import threading
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stepdown_ml.core import config
+from stepdown_ml.core import config, stops
 from stepdown_ml.core.modeldir import ModelDirError
 from stepdown_ml.core.schema import ContractError
-from stepdown_ml.core.tables import STOPS_NOTED
+from stepdown_ml.core.stops import EXIT_INTERRUPTED as EXIT_INTERRUPTED  # exit codes, for callers
+from stepdown_ml.core.stops import EXIT_TERMINATED as EXIT_TERMINATED
+from stepdown_ml.core.stops import Terminated
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DRIFT = 3
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-EXIT_TERMINATED = 128 + signal.SIGTERM
 # What the [train] extra adds (pyproject.toml); the base install serves only.
 _TRAINING_MODULES = frozenset(
     {"sklearn", "scipy", "skl2onnx", "onnx", "mlflow", "matplotlib", "yaml", "fairlearn"}
@@ -425,34 +423,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that temporary outputs are cleaned up as for Ctrl-C."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    _stop(Terminated())
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    _stop(KeyboardInterrupt())
-
-
-def _stop(stop: BaseException) -> None:
-    STOPS_NOTED.append(stop)  # should Python drop the exception, outputs stay out of place
-    raise stop
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``stepdown-ml``; returns the exit code."""
+    """Run one command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    STOPS_NOTED.clear()
-    # Signal handlers can only be set from the main thread (a service may call main elsewhere).
-    in_main = threading.current_thread() is threading.main_thread()
-    handlers = {signal.SIGTERM: _terminate, signal.SIGINT: _interrupt} if in_main else {}
-    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
-        return args.func(args)
+        with stops.handled():
+            stops.raise_noted()  # a stop Python dropped while the command line loaded
+            return args.func(args)
     except (ContractError, ModelDirError, OSError, EOFError, zlib.error) as exc:
         # OSError: a missing or unreadable input, a read-only or full disk, a directory
         # where a file was expected, a corrupt gzip stream; EOFError: a truncated one.
@@ -467,11 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Terminated) as exc:
-        return _stopped(args.command, exc)
+        return stops.report(f"stepdown-ml {args.command}", exc)
     except Exception as exc:
-        stop = _stop_behind(exc)
+        stop = stops.behind(exc)
         if stop is not None:  # an import that turned Ctrl-C into an error of its own (onnxruntime's)
-            return _stopped(args.command, stop)
+            return stops.report(f"stepdown-ml {args.command}", stop)
         processes = sys.modules.get("stepdown_ml.serving.processes")
         if processes is not None and isinstance(exc, processes.WorkerError):
             _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}; no output written")
@@ -486,31 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say(f"stepdown-ml {args.command}: error: {_one_line(exc)}")
             return EXIT_BAD_INPUT
         raise
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:  # None: set outside Python
-                signal.signal(signum, handler)
-        STOPS_NOTED.clear()  # this run's stops, handled
-
-
-def _stopped(command: str, stop: BaseException) -> int:
-    if isinstance(stop, Terminated):
-        _say(f"stepdown-ml {command}: terminated (SIGTERM); no output written")
-        return EXIT_TERMINATED
-    _say(f"stepdown-ml {command}: interrupted; no output written")
-    return EXIT_INTERRUPTED
-
-
-def _stop_behind(exc: BaseException) -> BaseException | None:
-    """The Ctrl-C or SIGTERM an exception was raised from, if any."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, (KeyboardInterrupt, Terminated)):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None
 
 
 def _one_line(exc: BaseException) -> str:

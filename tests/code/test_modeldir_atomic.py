@@ -152,6 +152,24 @@ def test_a_failure_in_the_last_check_leaves_the_old_model(old):
     assert_old_model_intact(old)
 
 
+def test_a_stop_whose_exception_python_dropped_leaves_the_old_model(old):
+    """A Ctrl-C handled in a weakref callback (Python drops its exception) while a model is
+    written: noted, it still keeps the new directory from replacing the old one."""
+    import contextlib
+    import signal
+
+    from stepdown_ml.core import stops
+
+    def dropped_interrupt(staging: Path) -> None:
+        with contextlib.suppress(KeyboardInterrupt):  # as Python does in a weakref callback
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+    with stops.handled(), pytest.raises(KeyboardInterrupt):
+        write_model_dir(old, *new_model_args(), before_swap=dropped_interrupt)
+    assert_old_model_intact(old)
+    assert stops.NOTED == []  # forgotten once handled
+
+
 def killed_between_the_renames(target: Path) -> None:
     """What SIGKILL between the two renames leaves: the old directory moved aside, the new one beside it."""
     os.rename(target, target.parent / f".{target.name}.old-0123abcd")

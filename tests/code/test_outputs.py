@@ -382,3 +382,60 @@ def test_python_m_exits_130_after_a_ctrl_c_raised_in_exec_code(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.stderr.splitlines() == ["stepdown-ml: interrupted; no output written"]
     assert done.returncode == 130
+
+
+def test_a_sigterm_while_the_command_line_loads_is_one_line():
+    """SIGTERM before the command line has loaded (its first tenths of a second) ended the
+    process silently by the signal; it is one line and exit 143, as later on."""
+    import subprocess
+    import sys
+    import textwrap
+
+    program = textwrap.dedent(
+        """
+        import builtins, os, signal, sys
+        from stepdown_ml import __main__ as entry
+
+        real_import = builtins.__import__
+
+        def terminated(name, *args, **kwargs):
+            if name == "stepdown_ml.cli":
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_import(name, *args, **kwargs)
+
+        builtins.__import__ = terminated
+        sys.exit(entry.run())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.stderr.splitlines() == ["stepdown-ml: terminated (SIGTERM); no output written"]
+    assert done.returncode == 143
+
+
+def test_a_stop_python_dropped_while_the_command_line_loads_stops_the_run(
+    tmp_path, candidates, served_model_dir, monkeypatch, capsys
+):
+    """A Ctrl-C whose exception Python dropped (in importlib's weakref callback) while the
+    command line's modules load: the run that follows stops before it writes anything."""
+    import builtins
+    import contextlib
+    import sys
+
+    from stepdown_ml import __main__ as entry
+
+    write_csv(candidates.head(50), tmp_path / "in.csv")
+    real_import = builtins.__import__
+
+    def import_after_a_dropped_interrupt(name, *args, **kwargs):
+        if name == "stepdown_ml.cli":
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        return real_import(name, *args, **kwargs)
+
+    argv = ["stepdown-ml", "score", str(tmp_path / "in.csv"), "--out", str(tmp_path / "s.csv")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--model-dir", str(served_model_dir)])
+    monkeypatch.setattr(builtins, "__import__", import_after_a_dropped_interrupt)
+    assert entry.run() == 130
+    monkeypatch.undo()
+    assert capsys.readouterr().err.splitlines() == ["stepdown-ml score: interrupted; no output written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]

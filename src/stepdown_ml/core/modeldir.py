@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from stepdown_ml.core import stops
 from stepdown_ml.core.skills import SkillVocabulary
 from stepdown_ml.core.tables import atomic_path
 
@@ -203,6 +204,7 @@ def _staged(target: Path) -> Iterator[Path]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield staging
         _fsync_dir(staging)
+        stops.raise_noted()  # a stop whose exception Python dropped: the old directory stays
         _swap(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

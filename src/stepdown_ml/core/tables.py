@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from stepdown_ml.core import stops
 from stepdown_ml.core.schema import ContractError
 
 if TYPE_CHECKING:
@@ -138,12 +139,6 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
 
 
-# Stops (Ctrl-C, SIGTERM) noted by the command line's handlers. Python drops an exception
-# that a handler raises inside a weakref callback or ``__del__`` (importlib's module locks
-# have such callbacks); noted here too, such a stop still keeps outputs from being put in place.
-STOPS_NOTED: list[BaseException] = []
-
-
 @contextlib.contextmanager
 def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
     """Temporary paths for outputs that belong together, renamed into place together.
@@ -168,8 +163,7 @@ def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
                     os.fsync(handle.fileno())
                 # mkstemp creates 0600; the output gets what a plain open() would give it.
                 os.chmod(tmp, 0o666 & ~_umask())
-            if STOPS_NOTED:  # a stop whose exception Python dropped: nothing goes in place
-                raise STOPS_NOTED[-1]
+            stops.raise_noted()  # a stop whose exception Python dropped: nothing goes in place
             _replace_together(temps, targets)
     except BaseException:
         for tmp in temps:
