@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stepdown_ml.cli import EXIT_BAD_INPUT, EXIT_TERMINATED, main
+from stepdown_ml.core.schema import ContractError
 from stepdown_ml.core.tables import write_csv
 from stepdown_ml.serving import batch
 
@@ -210,6 +211,64 @@ def test_a_second_run_to_the_same_output_is_refused(tmp_path, src, served_model_
         assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
     assert "another run is writing" in one_error_line(capsys)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_rejects_output_is_locked_too(tmp_path, src, served_model_dir, capsys):
+    """A run writing s.rejects.csv as its scores must not run beside one writing it as rejects."""
+    import fcntl
+
+    with open(tmp_path / ".s.rejects.csv.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == EXIT_BAD_INPUT
+    assert "s.rejects.csv: another run is writing" in one_error_line(capsys)
+    assert listing(tmp_path) == [".s.rejects.csv.lock", "in.csv"]  # the other run's lock only
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_a_lock(tmp_path, monkeypatch):
+    """Run B opens the lock file; its holder A ends and removes it; run C creates and locks a new
+    one; B's lock on the removed file must not count, or B and C would write the same output."""
+    import fcntl
+
+    from stepdown_ml.core import tables
+
+    lock_path = tmp_path / ".s.csv.lock"
+    lock_path.write_text("")
+    real_flock, newer = fcntl.flock, []
+
+    def holder_ends_and_another_run_locks(handle, operation):
+        if not newer:
+            lock_path.unlink()
+            newer.append(open(lock_path, "a"))  # noqa: SIM115 - held until the test ends
+            real_flock(newer[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", holder_ends_and_another_run_locks)
+    try:
+        with (
+            pytest.raises(ContractError, match="another run is writing"),
+            tables.atomic_paths(tmp_path / "s.csv"),
+        ):
+            pass
+    finally:
+        newer[0].close()
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_leftovers_of_killed_runs_are_removed_and_nothing_else(tmp_path, src, served_model_dir):
+    """What a SIGKILLed run leaves beside its outputs goes; any other file stays."""
+    leftovers = [
+        ".s.csv.0123abcd.part",
+        ".s.csv.0123abcd.part.unranked",
+        ".s.rejects.csv.4567cdef.part",
+        ".s.csv.lock",
+    ]
+    kept = [".s.csv.0123abcd.part.bak", ".s.csv.notes", ".t.csv.0123abcd.part", ".s.csv.01234567.old"]
+    for name in leftovers + kept:
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".s.csv.89abcdef.parts").mkdir()
+    (tmp_path / ".s.csv.89abcdef.parts" / "000000.scores").write_text("x")
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == 0
+    assert listing(tmp_path) == sorted([*kept, "in.csv", "s.csv", "s.rejects.csv"])
 
 
 def test_a_failed_run_removes_the_folders_it_made(tmp_path, served_model_dir, capsys):

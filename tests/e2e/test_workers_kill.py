@@ -83,12 +83,16 @@ def _ended(pid: int) -> bool:
 
 def test_workers_end_with_a_killed_parent_and_free_the_output(big_csv, tmp_path, served_model_dir):
     """SIGKILL to the parent (no handler runs): the kernel ends the workers with it, so none keeps
-    scoring or holds the output's lock, and the next run to the same output succeeds."""
+    scoring or holds the output's lock, and the next run to the same output succeeds and
+    removes the temporary files and part folder that the killed run left."""
     out = tmp_path / "out" / "scores.csv"
     returncode, _, workers = _start_and_hit(
         big_csv, out, served_model_dir, lambda parent, workers: os.kill(parent, signal.SIGKILL)
     )
     assert returncode == -signal.SIGKILL
+    left = sorted(p.name for p in out.parent.iterdir())
+    assert any(name.endswith(".parts") for name in left), left  # the killed run's part folder
+    assert sum(name.endswith(".part") for name in left) == 2, left  # its scores and rejects
     deadline = time.monotonic() + 5
     while not all(_ended(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -102,3 +106,4 @@ def test_workers_end_with_a_killed_parent_and_free_the_output(big_csv, tmp_path,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["scores.csv", "scores.rejects.csv"]

@@ -6,7 +6,9 @@ import contextlib
 import csv
 import functools
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,18 +145,22 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
     """Temporary paths for outputs that belong together, renamed into place together.
 
-    While the block runs, a lock beside the first output refuses a second run to the same
-    outputs (:class:`ContractError`). On success every temporary file is synced and renamed
-    over its target; if one rename fails, the targets already replaced get their old
-    files back, so one run's files are never paired with another's. On any error the
-    temporary files, and the folders created for them, are removed.
+    While the block runs, a lock beside each output refuses a second run to any of them
+    (:class:`ContractError`); holding them, the run first removes what runs killed while
+    writing them left behind (:func:`temporary_name`). On success every temporary file is
+    synced and renamed over its target; if one rename fails, the targets already replaced
+    get their old files back, so one run's files are never paired with another's. On any
+    error the temporary files, and the folders created for them, are removed.
     """
     targets = [Path(p) for p in paths]
     created = _make_parents(targets)
     temps: list[Path] = []
     try:
         _umask()
-        with _lock(targets[0]):
+        with contextlib.ExitStack() as locks:
+            for target in targets:
+                locks.enter_context(_lock(target))
+                _remove_leftovers(target)
             for target in targets:
                 _new_temp(target, temps)
             yield tuple(temps)
@@ -181,13 +187,35 @@ def _new_temp(target: Path, temps: list[Path]) -> None:
     behind.)
     """
     while True:
-        temps.append(target.with_name(f".{target.name}.{secrets.token_hex(4)}.part"))
+        temps.append(temporary_name(target, "part"))
         try:
             os.close(os.open(temps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
             temps.pop()  # another file's name: never ours to remove
             continue
         return
+
+
+def temporary_name(target: Path, kind: str) -> Path:
+    """A new name beside ``target`` for a temporary of the run writing it: ``.<name>.<8 hex>.<kind>``.
+
+    Created only while the run holds ``target``'s lock (:func:`atomic_paths`), so a later
+    run holding that lock knows that such names left beside ``target`` belong to a run that
+    died (SIGKILL, the OOM killer, a lost node) and removes them, files and folders.
+    """
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.{kind}")
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove the temporaries of ``target`` (:func:`temporary_name`) that dead runs left."""
+    ours = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.(?:part|parts|part\.unranked)")
+    with os.scandir(target.parent) as entries:
+        leftovers = [Path(entry.path) for entry in entries if ours.fullmatch(entry.name)]
+    for leftover in leftovers:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _make_parents(targets: list[Path]) -> list[Path]:
@@ -230,19 +258,38 @@ def _replace_together(temps: list[Path], targets: list[Path]) -> None:
 
 @contextlib.contextmanager
 def _lock(target: Path) -> Iterator[None]:
+    """Hold the lock file beside ``target`` (removed again when the block ends).
+
+    A run that opened the file just before its holder removed it would lock a file no
+    longer there, beside a third run that locks the new one: the lock counts only if the
+    name still leads to the locked file.
+    """
     import fcntl
 
     lock_path = target.with_name(f".{target.name}.lock")
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ContractError(f"{target}: another run is writing this output now") from None
-        try:
-            yield
-        finally:
-            lock_path.unlink(missing_ok=True)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    while True:
+        with open(lock_path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ContractError(f"{target}: another run is writing this output now") from None
+            if not _same_file(lock_path, handle.fileno()):
+                continue  # removed by the run that held it: lock the file there now
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 @functools.cache

@@ -18,8 +18,8 @@ import csv
 import gzip
 import itertools
 import os
+import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -60,7 +60,14 @@ from stepdown_ml.core.schema import (
     ContractError,
     require_columns,
 )
-from stepdown_ml.core.tables import FORMULA_PATTERN, atomic_paths, check_paths, output_format, stem_of
+from stepdown_ml.core.tables import (
+    FORMULA_PATTERN,
+    atomic_paths,
+    check_paths,
+    output_format,
+    stem_of,
+    temporary_name,
+)
 from stepdown_ml.core.validation import rejects_table, sort_rejects, validate_frame
 from stepdown_ml.serving import Model
 from stepdown_ml.serving.processes import OrderedPool, WorkerError  # noqa: F401 - re-exported for callers
@@ -1174,7 +1181,9 @@ def score_file(
             bar = _Progress(reader.size, reader.position, show)
             _score_here(model, reader, outputs, workers, bar, spec)
         else:
-            parts = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".parts.", dir=out.parent)))
+            parts = temporary_name(out, "parts")  # its workers' part files
+            parts.mkdir(mode=0o700)
+            cleanup.callback(shutil.rmtree, parts, ignore_errors=True)
             peak = _score_in_processes(model, reader, tasks, outputs, workers, parts, show, spec)
         outputs.finish(reader.header)
         if reference is not None and outputs.tally.profile is not None:
