@@ -6,6 +6,7 @@ import errno
 import gzip
 import os
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -14,7 +15,7 @@ import pytest
 
 from stepdown_ml.cli import EXIT_BAD_INPUT, EXIT_TERMINATED, main
 from stepdown_ml.core.schema import ContractError
-from stepdown_ml.core.tables import write_csv
+from stepdown_ml.core.tables import atomic_paths, write_csv
 from stepdown_ml.serving import batch
 
 
@@ -498,3 +499,126 @@ def test_a_stop_python_dropped_while_the_command_line_loads_stops_the_run(
     monkeypatch.undo()
     assert capsys.readouterr().err.splitlines() == ["stepdown-ml score: interrupted; no output written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_a_stop_while_the_handlers_are_put_back_leaves_them_all_back(
+    tmp_path, src, served_model_dir, monkeypatch
+):
+    """A Ctrl-C that lands as the run puts the previous handlers back: every one is back, no stop
+    stays noted, and the next run in the same process is not stopped by it."""
+    from stepdown_ml.core import stops
+
+    real_signal, fired = signal.signal, []
+
+    def put_back_then_interrupted(signum, handler):
+        previous = real_signal(signum, handler)
+        if handler is signal.SIG_DFL and not fired:  # SIGTERM's default, put back first
+            fired.append(signum)
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # ours still: notes and raises
+        return previous
+
+    monkeypatch.setattr(signal, "signal", put_back_then_interrupted)
+    assert score(served_model_dir, src, "--out", tmp_path / "a.csv") == 0  # its work was done
+    monkeypatch.undo()
+    assert fired == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert stops.NOTED == []
+    assert score(served_model_dir, src, "--out", tmp_path / "b.csv") == 0
+    assert (tmp_path / "b.csv").exists()
+
+
+def test_a_run_in_another_thread_neither_takes_nor_clears_the_main_threads_stop(
+    tmp_path, src, served_model_dir
+):
+    """A service runs the command line in a thread while the main thread's run has a noted stop
+    (its exception dropped): the thread's run goes on, and the main thread's still stops."""
+    import threading
+
+    from stepdown_ml.core import stops
+
+    codes = []
+    with stops.handled():
+        stops.NOTED.append(KeyboardInterrupt())
+        thread = threading.Thread(
+            target=lambda: codes.append(score(served_model_dir, src, "--out", tmp_path / "svc.csv"))
+        )
+        thread.start()
+        thread.join()
+        with pytest.raises(KeyboardInterrupt), atomic_paths(tmp_path / "mine.csv") as (tmp,):
+            tmp.write_text("mine")
+    assert codes == [0]
+    assert listing(tmp_path) == ["in.csv", "svc.csv", "svc.rejects.csv"]
+
+
+def test_outputs_are_locked_in_one_order_whatever_their_roles(tmp_path, monkeypatch):
+    """Runs naming the same files as scores and rejects the other way round must not each take
+    one lock and be refused the other: both lock in the same order."""
+    from stepdown_ml.core import tables
+
+    real_lock, order = tables._lock, []
+
+    def recorded(target):
+        order.append(target.name)
+        return real_lock(target)
+
+    monkeypatch.setattr(tables, "_lock", recorded)
+    for first, second in (("x.csv", "y.csv"), ("y.csv", "x.csv")):
+        with atomic_paths(tmp_path / first, tmp_path / second):
+            pass
+    assert order == ["x.csv", "y.csv", "x.csv", "y.csv"]
+
+
+def test_leftovers_that_cannot_be_listed_or_removed_do_not_stop_the_run(
+    tmp_path, src, served_model_dir, monkeypatch
+):
+    """A drop-box folder (writable, not listable) or another user's file in a shared sticky
+    folder: the clean-up is best effort, the run goes on."""
+    from stepdown_ml.core import tables
+
+    (tmp_path / ".s.csv.0123abcd.part").write_text("another user's")
+    real_unlink = Path.unlink
+
+    def not_permitted(path, missing_ok=False):
+        if path.name == ".s.csv.0123abcd.part":
+            raise PermissionError(1, "Operation not permitted", str(path))
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", not_permitted)
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == 0
+    monkeypatch.undo()
+    assert ".s.csv.0123abcd.part" in listing(tmp_path)
+
+    def not_listable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(tables.os, "scandir", not_listable)
+    assert score(served_model_dir, src, "--out", tmp_path / "t.csv") == 0
+
+
+@pytest.mark.parametrize("renamed", ["s.csv", "s.rejects.csv"])
+def test_a_stop_as_an_output_is_renamed_puts_every_old_output_back(
+    tmp_path, src, served_model_dir, monkeypatch, renamed
+):
+    """A Ctrl-C that lands as a rename returns (raised before the rename is recorded): the old
+    pair is put back, never new scores beside old rejects."""
+    from stepdown_ml.cli import EXIT_INTERRUPTED
+    from stepdown_ml.core import tables
+
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == 0
+    before = {name: (tmp_path / name).stat().st_ino for name in ("s.csv", "s.rejects.csv")}
+    write_csv(pd.read_csv(src).head(10), tmp_path / "ten.csv")
+    real_replace, sent = os.replace, []
+
+    def replace_then_interrupted(source, target):
+        real_replace(source, target)
+        if Path(target).name == renamed and not sent:
+            sent.append(target)
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+    monkeypatch.setattr(tables.os, "replace", replace_then_interrupted)
+    assert score(served_model_dir, tmp_path / "ten.csv", "--out", tmp_path / "s.csv") == EXIT_INTERRUPTED
+    monkeypatch.undo()
+    assert sent
+    assert {name: (tmp_path / name).stat().st_ino for name in before} == before
+    assert listing(tmp_path) == ["in.csv", "s.csv", "s.rejects.csv", "ten.csv"]

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -27,8 +28,10 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that temporary outputs are cleaned up as for Ctrl-C."""
 
 
-# The stops of the current run whose handlers ran, in order.
+# The stops of the current run whose handlers ran, in order (a run in the main thread: only
+# it gets them).
 NOTED: list[BaseException] = []
+_open = [0]  # handled() blocks open in the main thread
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -45,26 +48,46 @@ def _stop(stop: BaseException) -> None:
 
 
 def raise_noted() -> None:
-    """Raise the last stop noted in this run, if any (one whose exception Python dropped)."""
-    if NOTED:
+    """Raise the last stop noted in this run, if any (one whose exception Python dropped).
+
+    Only in the main thread: a run in another thread (a service's) is not what a Ctrl-C stops.
+    """
+    if NOTED and threading.current_thread() is threading.main_thread():
         raise NOTED[-1]
 
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise their stop (in the main thread only: signal
-    handlers can be set nowhere else). Afterwards the previous handlers are back and the
-    noted stops are forgotten: they have been handled."""
-    in_main = threading.current_thread() is threading.main_thread()
-    handlers = {signal.SIGTERM: _terminate, signal.SIGINT: _interrupt} if in_main else {}
-    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    """Within the block, SIGINT and SIGTERM raise their stop.
+
+    In the main thread only: signal handlers can be set nowhere else, and elsewhere the block
+    changes nothing. The outermost block starts and ends with no stop noted. Afterwards the
+    previous handlers are back, all of them even if a stop lands while they are put back;
+    such a late stop is dropped when the block had ended normally (its work is done).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if not _open[0]:
+        NOTED.clear()  # an earlier run's, never raised
+    _open[0] += 1
+    previous: dict[int, Any] = {}
     try:
+        for signum, handler in ((signal.SIGTERM, _terminate), (signal.SIGINT, _interrupt)):
+            previous[signum] = signal.getsignal(signum)  # recorded first: restored whatever lands next
+            signal.signal(signum, handler)
         yield
     finally:
-        for signum, handler in previous.items():
-            if handler is not None:  # None: set outside Python
-                signal.signal(signum, handler)
-        NOTED.clear()
+        for number, before in previous.items():
+            while before is not None:  # None: set outside Python, left alone
+                try:
+                    signal.signal(number, before)
+                    break
+                except (KeyboardInterrupt, Terminated):
+                    continue  # a stop raised by a handler already put back: set this one still
+        _open[0] -= 1
+        if not _open[0]:
+            NOTED.clear()
 
 
 def behind(exc: BaseException) -> BaseException | None:

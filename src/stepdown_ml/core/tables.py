@@ -158,7 +158,9 @@ def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
     try:
         _umask()
         with contextlib.ExitStack() as locks:
-            for target in targets:
+            # Always in the same order: two runs naming the same outputs in two roles must not
+            # each take one lock and be refused the other.
+            for target in sorted(targets, key=lambda t: str(t.absolute())):
                 locks.enter_context(_lock(target))
                 _remove_leftovers(target)
             for target in targets:
@@ -207,15 +209,23 @@ def temporary_name(target: Path, kind: str) -> Path:
 
 
 def _remove_leftovers(target: Path) -> None:
-    """Remove the temporaries of ``target`` (:func:`temporary_name`) that dead runs left."""
+    """Remove the temporaries of ``target`` (:func:`temporary_name`) that dead runs left.
+
+    Best effort: in a folder this run may not list (a drop box) or files it may not remove
+    (another user's, in a shared sticky folder), what it cannot remove stays.
+    """
     ours = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.(?:part|parts|part\.unranked)")
-    with os.scandir(target.parent) as entries:
-        leftovers = [Path(entry.path) for entry in entries if ours.fullmatch(entry.name)]
+    try:
+        with os.scandir(target.parent) as entries:
+            leftovers = [Path(entry.path) for entry in entries if ours.fullmatch(entry.name)]
+    except OSError:
+        return
     for leftover in leftovers:
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
 
 
 def _make_parents(targets: list[Path]) -> list[Path]:
@@ -230,20 +240,28 @@ def _make_parents(targets: list[Path]) -> list[Path]:
 
 
 def _replace_together(temps: list[Path], targets: list[Path]) -> None:
-    """Rename each temporary file over its target; on a failure, put back what was there."""
+    """Rename each temporary file over its target; on a failure, put back what was there.
+
+    Also on a stop that lands as a rename returns (Python raises it before the next line):
+    such a rename is known by its temporary file being gone. (One target alone has nothing
+    to be paired with: renamed, it stays, complete.)
+    """
     done: list[tuple[Path, Path | None]] = []
     pending: Path | None = None
+    renaming: tuple[Path, Path, Path | None] | None = None
     try:
         for tmp, target in zip(temps, targets, strict=True):
             backup = None
             if len(targets) > 1 and target.exists():
-                backup = target.with_name(f".{target.name}.{os.getpid()}.old")
+                backup = pending = target.with_name(f".{target.name}.{os.getpid()}.old")
                 os.link(target, backup)
-            pending = backup
+            renaming = (tmp, target, backup)
             os.replace(tmp, target)
             done.append((target, backup))
-            pending = None
+            renaming = pending = None
     except BaseException:
+        if renaming is not None and renaming[1:] not in done and not renaming[0].exists():
+            done.append(renaming[1:])  # renamed, then stopped
         for target, backup in reversed(done):
             if backup is None:
                 target.unlink(missing_ok=True)  # it was not there before this run
@@ -273,13 +291,15 @@ def _lock(target: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise ContractError(f"{target}: another run is writing this output now") from None
-            if not _same_file(lock_path, handle.fileno()):
-                continue  # removed by the run that held it: lock the file there now
+            ours = False
             try:
+                ours = _same_file(lock_path, handle.fileno())
+                if not ours:
+                    continue  # removed by the run that held it: lock the file there now
                 yield
             finally:
-                lock_path.unlink(missing_ok=True)
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                if ours:  # never a file another run may hold now
+                    lock_path.unlink(missing_ok=True)
             return
 
 
