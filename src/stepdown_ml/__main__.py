@@ -17,7 +17,7 @@ def run() -> int:
         with stops.handled():
             from stepdown_ml.cli import main
 
-            code = main()  # handles the stops of the command it runs
+            code = main(handle_stops=False)  # reports the stops of the command it runs
     except KeyboardInterrupt as stop:  # the first import included
         code = _report(stop)
     except BaseException as exc:

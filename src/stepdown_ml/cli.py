@@ -423,12 +423,16 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, handle_stops: bool = True) -> int:
+    """Run one command; returns the exit code.
+
+    ``handle_stops=False``: the caller already holds :class:`stepdown_ml.core.stops.handled`
+    (the ``stepdown-ml`` entry point, whose block began before this module loaded).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with stops.handled():
+        with stops.handled() if handle_stops else contextlib.nullcontext():
             stops.raise_noted()  # a stop Python dropped while the command line loaded
             return args.func(args)
     except (ContractError, ModelDirError, OSError, EOFError, zlib.error) as exc:

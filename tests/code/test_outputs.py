@@ -622,3 +622,101 @@ def test_a_stop_as_an_output_is_renamed_puts_every_old_output_back(
     assert sent
     assert {name: (tmp_path / name).stat().st_ino for name in before} == before
     assert listing(tmp_path) == ["in.csv", "s.csv", "s.rejects.csv", "ten.csv"]
+
+
+def test_a_block_whose_end_never_ran_leaves_no_trace_on_the_next_run(tmp_path, src, served_model_dir):
+    """A stop can land as a block ends, before it puts the handlers back (Python checks for
+    signals on entering __exit__): the handlers stay ours and the stop stays noted. The next
+    run is not stopped by it, and leaves Python's default handlers behind, not ours."""
+    from stepdown_ml.core import stops
+
+    stops.handled().__enter__()  # never ended
+    stops.NOTED.append(KeyboardInterrupt())
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert stops.NOTED == []
+
+
+def test_a_stop_from_the_callers_own_handler_while_ours_are_put_back_reaches_the_caller(monkeypatch):
+    """The caller's SIGTERM handler raises as it is put back (its signal was pending): the
+    caller gets its exception; every handler is back."""
+    from stepdown_ml.core import stops
+
+    class Shutdown(KeyboardInterrupt):
+        pass
+
+    def callers(signum, frame):
+        raise Shutdown
+
+    real_signal = signal.signal
+    real_signal(signal.SIGTERM, callers)
+    fired = []
+
+    def put_back_then_signalled(signum, handler):
+        previous = real_signal(signum, handler)
+        if handler is callers and not fired:
+            fired.append(signum)
+            handler(signum, None)
+        return previous
+
+    try:
+        with pytest.raises(Shutdown), stops.handled():
+            monkeypatch.setattr(signal, "signal", put_back_then_signalled)
+        monkeypatch.undo()
+        assert fired == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is callers
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        real_signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_a_stop_as_a_lone_output_is_renamed_keeps_the_new_file(tmp_path, monkeypatch):
+    """One output alone has nothing to be paired with: renamed, it stays (it was deleted, old and
+    new both gone, when the stop came as the rename returned)."""
+    from stepdown_ml.core import tables
+
+    (tmp_path / "t.csv").write_text("old\n")
+    real_replace = os.replace
+
+    def replace_then_interrupted(source, target):
+        real_replace(source, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tables.os, "replace", replace_then_interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_paths(tmp_path / "t.csv") as (tmp,):
+        tmp.write_text("new\n")
+    monkeypatch.undo()
+    assert listing(tmp_path) == ["t.csv"]
+    assert (tmp_path / "t.csv").read_text() == "new\n"
+
+
+def test_a_second_stop_while_old_outputs_are_put_back_does_not_mix_the_pair(tmp_path, monkeypatch):
+    """Ctrl-C as the rejects are renamed, then SIGTERM as the first old file is put back: both
+    old files are back all the same."""
+    from stepdown_ml.core import tables
+
+    for name in ("s.csv", "s.rejects.csv"):
+        (tmp_path / name).write_text(f"old {name}\n")
+    real_replace, stops_sent = os.replace, []
+
+    def replace_then_stopped(source, target):
+        real_replace(source, target)
+        if Path(target).name == "s.rejects.csv" and len(stops_sent) < 2:
+            stops_sent.append(target)
+            raise KeyboardInterrupt if len(stops_sent) == 1 else tables.stops.Terminated
+
+    monkeypatch.setattr(tables.os, "replace", replace_then_stopped)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        atomic_paths(tmp_path / "s.csv", tmp_path / "s.rejects.csv") as temps,
+    ):
+        for tmp in temps:
+            tmp.write_text("new\n")
+    monkeypatch.undo()
+    assert len(stops_sent) == 2
+    assert listing(tmp_path) == ["s.csv", "s.rejects.csv"]
+    assert [(tmp_path / n).read_text() for n in ("s.csv", "s.rejects.csv")] == [
+        "old s.csv\n",
+        "old s.rejects.csv\n",
+    ]

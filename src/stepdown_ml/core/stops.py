@@ -13,11 +13,9 @@ the rest of the package.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -31,7 +29,6 @@ class Terminated(BaseException):
 # The stops of the current run whose handlers ran, in order (a run in the main thread: only
 # it gets them).
 NOTED: list[BaseException] = []
-_open = [0]  # handled() blocks open in the main thread
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -47,6 +44,13 @@ def _stop(stop: BaseException) -> None:
     raise stop
 
 
+# (signal, our handler, Python's default)
+_HANDLERS = (
+    (signal.SIGTERM, _terminate, signal.SIG_DFL),
+    (signal.SIGINT, _interrupt, signal.default_int_handler),
+)
+
+
 def raise_noted() -> None:
     """Raise the last stop noted in this run, if any (one whose exception Python dropped).
 
@@ -56,38 +60,48 @@ def raise_noted() -> None:
         raise NOTED[-1]
 
 
-@contextlib.contextmanager
-def handled() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise their stop.
+class handled:  # noqa: N801 - used as a function: ``with handled():``
+    """Within the block, SIGINT and SIGTERM raise their stop (a context manager).
 
     In the main thread only: signal handlers can be set nowhere else, and elsewhere the block
-    changes nothing. The outermost block starts and ends with no stop noted. Afterwards the
-    previous handlers are back, all of them even if a stop lands while they are put back;
-    such a late stop is dropped when the block had ended normally (its work is done).
+    changes nothing. A block starts with no stop noted, and does not nest (its start forgets
+    the stops noted before it). Afterwards the previous handlers are back and the notes are
+    forgotten, even if a stop lands while the handlers are put back: one of ours is then
+    dropped (the block's work is done), one raised by a handler of the caller's is raised.
+
+    A stop can land as the block ends, before the handlers are put back; they then stay
+    ours. The next block takes them for the defaults they replaced, so it leaves the
+    defaults behind, not ours. (A class, not a generator: an unfinished generator would put
+    back stale handlers whenever it is collected.)
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if not _open[0]:
-        NOTED.clear()  # an earlier run's, never raised
-    _open[0] += 1
-    previous: dict[int, Any] = {}
-    try:
-        for signum, handler in ((signal.SIGTERM, _terminate), (signal.SIGINT, _interrupt)):
-            previous[signum] = signal.getsignal(signum)  # recorded first: restored whatever lands next
-            signal.signal(signum, handler)
-        yield
-    finally:
-        for number, before in previous.items():
+
+    def __enter__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        NOTED.clear()  # an earlier block's, never raised
+        for signum, ours, default in _HANDLERS:
+            before = signal.getsignal(signum)
+            # Recorded first, so that whatever lands next is put back. Ours: a block that
+            # could not finish, which replaced the default.
+            self._previous[signum] = default if before is ours else before
+            signal.signal(signum, ours)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        theirs: BaseException | None = None
+        for signum, before in self._previous.items():
             while before is not None:  # None: set outside Python, left alone
                 try:
-                    signal.signal(number, before)
+                    signal.signal(signum, before)
                     break
-                except (KeyboardInterrupt, Terminated):
-                    continue  # a stop raised by a handler already put back: set this one still
-        _open[0] -= 1
-        if not _open[0]:
-            NOTED.clear()
+                except (KeyboardInterrupt, Terminated) as stop:  # a stop landed: set it still
+                    if not any(stop is noted for noted in NOTED):
+                        theirs = theirs or stop
+        NOTED.clear()
+        if theirs is not None:
+            raise theirs
 
 
 def behind(exc: BaseException) -> BaseException | None:

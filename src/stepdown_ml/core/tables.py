@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,7 +160,7 @@ def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
         with contextlib.ExitStack() as locks:
             # Always in the same order: two runs naming the same outputs in two roles must not
             # each take one lock and be refused the other.
-            for target in sorted(targets, key=lambda t: str(t.absolute())):
+            for target in sorted(targets, key=lambda t: str(t.resolve())):
                 locks.enter_context(_lock(target))
                 _remove_leftovers(target)
             for target in targets:
@@ -243,35 +243,52 @@ def _replace_together(temps: list[Path], targets: list[Path]) -> None:
     """Rename each temporary file over its target; on a failure, put back what was there.
 
     Also on a stop that lands as a rename returns (Python raises it before the next line):
-    such a rename is known by its temporary file being gone. (One target alone has nothing
-    to be paired with: renamed, it stays, complete.)
+    such a rename is known by its temporary file being gone. One target alone has nothing
+    to be paired with: renamed, it stays, complete. The old files are put back despite a
+    second stop.
     """
+    together = len(targets) > 1
     done: list[tuple[Path, Path | None]] = []
     pending: Path | None = None
     renaming: tuple[Path, Path, Path | None] | None = None
     try:
         for tmp, target in zip(temps, targets, strict=True):
             backup = None
-            if len(targets) > 1 and target.exists():
-                backup = pending = target.with_name(f".{target.name}.{os.getpid()}.old")
+            if together and target.exists():
+                backup = pending = temporary_name(target, "old")
                 os.link(target, backup)
             renaming = (tmp, target, backup)
             os.replace(tmp, target)
             done.append((target, backup))
             renaming = pending = None
     except BaseException:
-        if renaming is not None and renaming[1:] not in done and not renaming[0].exists():
+        if together and renaming is not None and renaming[1:] not in done and not renaming[0].exists():
             done.append(renaming[1:])  # renamed, then stopped
         for target, backup in reversed(done):
-            if backup is None:
-                target.unlink(missing_ok=True)  # it was not there before this run
-            else:
-                os.replace(backup, target)
+            _despite_stops(functools.partial(_put_back, target, backup))
         raise
     finally:
         for leftover in [backup for _, backup in done] + [pending]:
             if leftover is not None:
                 leftover.unlink(missing_ok=True)  # a link to the old file, or nothing
+
+
+def _put_back(target: Path, backup: Path | None) -> None:
+    """Undo one rename of :func:`_replace_together` (again, if need be: it is idempotent)."""
+    if backup is None:
+        target.unlink(missing_ok=True)  # it was not there before this run
+    elif backup.exists():
+        os.replace(backup, target)
+
+
+def _despite_stops(step: Callable[[], None]) -> None:
+    """Run an idempotent step to its end, again after any stop that cuts it short."""
+    while True:
+        try:
+            step()
+            return
+        except (KeyboardInterrupt, stops.Terminated):
+            continue  # the run is stopping already
 
 
 @contextlib.contextmanager
