@@ -1,6 +1,6 @@
 """Stops: Ctrl-C (SIGINT) and SIGTERM, as the command line handles them.
 
-Within :func:`handled`, either signal raises its stop in the main thread
+Within a :class:`handled` block, either signal raises its stop in the main thread
 (``KeyboardInterrupt``, or :class:`Terminated`), so that temporary outputs are removed on
 the way out, and also notes it here. Python drops an exception that a handler raises
 inside a weakref callback or ``__del__`` (importlib's module locks have such callbacks);
