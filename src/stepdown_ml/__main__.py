@@ -11,6 +11,7 @@ import sys
 
 def run() -> int:
     """Entry point of ``stepdown-ml``; returns the exit code."""
+    code = None
     try:
         from stepdown_ml.core import stops  # small: sets nothing until handled() runs
 
@@ -19,12 +20,12 @@ def run() -> int:
 
             code = main(handle_stops=False)  # reports the stops of the command it runs
     except KeyboardInterrupt as stop:  # the first import included
-        code = _report(stop)
+        code = _report(stop) if code is None else code  # after the command ended: its code stands
     except BaseException as exc:
         loaded = sys.modules.get("stepdown_ml.core.stops")
         if loaded is None or not isinstance(exc, loaded.Terminated):
             raise
-        code = _report(exc)
+        code = _report(exc) if code is None else code
     _forget_handled_interrupts()
     return code
 

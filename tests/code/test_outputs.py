@@ -672,51 +672,106 @@ def test_a_stop_from_the_callers_own_handler_while_ours_are_put_back_reaches_the
 
 
 def test_a_stop_as_a_lone_output_is_renamed_keeps_the_new_file(tmp_path, monkeypatch):
-    """One output alone has nothing to be paired with: renamed, it stays (it was deleted, old and
-    new both gone, when the stop came as the rename returned)."""
-    from stepdown_ml.core import tables
+    """One output alone has nothing to be paired with: a stop that lands as it is renamed leaves
+    it in place, complete, and stays noted for the rest of the run (it was deleted, old and new
+    both gone)."""
+    from stepdown_ml.core import stops, tables
 
     (tmp_path / "t.csv").write_text("old\n")
     real_replace = os.replace
 
     def replace_then_interrupted(source, target):
         real_replace(source, target)
-        raise KeyboardInterrupt
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
 
-    monkeypatch.setattr(tables.os, "replace", replace_then_interrupted)
-    with pytest.raises(KeyboardInterrupt), atomic_paths(tmp_path / "t.csv") as (tmp,):
-        tmp.write_text("new\n")
-    monkeypatch.undo()
+    with stops.handled():
+        monkeypatch.setattr(tables.os, "replace", replace_then_interrupted)
+        with atomic_paths(tmp_path / "t.csv") as (tmp,):
+            tmp.write_text("new\n")
+        monkeypatch.undo()
+        with pytest.raises(KeyboardInterrupt):
+            stops.raise_noted()  # the run's next write stops
     assert listing(tmp_path) == ["t.csv"]
     assert (tmp_path / "t.csv").read_text() == "new\n"
 
 
 def test_a_second_stop_while_old_outputs_are_put_back_does_not_mix_the_pair(tmp_path, monkeypatch):
-    """Ctrl-C as the rejects are renamed, then SIGTERM as the first old file is put back: both
-    old files are back all the same."""
-    from stepdown_ml.core import tables
+    """Ctrl-C as the rejects are renamed, then SIGTERM as the old rejects are put back: both old
+    files are back all the same, and the first stop is raised."""
+    from stepdown_ml.core import stops, tables
 
     for name in ("s.csv", "s.rejects.csv"):
         (tmp_path / name).write_text(f"old {name}\n")
-    real_replace, stops_sent = os.replace, []
+    real_replace, sent = os.replace, []
 
     def replace_then_stopped(source, target):
         real_replace(source, target)
-        if Path(target).name == "s.rejects.csv" and len(stops_sent) < 2:
-            stops_sent.append(target)
-            raise KeyboardInterrupt if len(stops_sent) == 1 else tables.stops.Terminated
+        if Path(target).name == "s.rejects.csv" and len(sent) < 2:
+            signum = (signal.SIGINT, signal.SIGTERM)[len(sent)]
+            sent.append(signum)
+            signal.getsignal(signum)(signum, None)
 
-    monkeypatch.setattr(tables.os, "replace", replace_then_stopped)
-    with (
-        pytest.raises(KeyboardInterrupt),
-        atomic_paths(tmp_path / "s.csv", tmp_path / "s.rejects.csv") as temps,
-    ):
-        for tmp in temps:
-            tmp.write_text("new\n")
+    with pytest.raises(KeyboardInterrupt), stops.handled():
+        monkeypatch.setattr(tables.os, "replace", replace_then_stopped)
+        with atomic_paths(tmp_path / "s.csv", tmp_path / "s.rejects.csv") as temps:
+            for tmp in temps:
+                tmp.write_text("new\n")
     monkeypatch.undo()
-    assert len(stops_sent) == 2
+    assert sent == [signal.SIGINT, signal.SIGTERM]
     assert listing(tmp_path) == ["s.csv", "s.rejects.csv"]
     assert [(tmp_path / n).read_text() for n in ("s.csv", "s.rejects.csv")] == [
         "old s.csv\n",
         "old s.rejects.csv\n",
     ]
+
+
+def test_a_stop_while_our_handlers_are_set_puts_the_callers_back(
+    tmp_path, src, served_model_dir, monkeypatch
+):
+    """SIGTERM as the run sets its handlers (ours for SIGTERM is set, SIGINT's not yet): the run
+    stops with 143, the caller's handlers are back, and no stop stays noted."""
+    from stepdown_ml.core import stops
+
+    def callers(signum, frame):
+        pass
+
+    real_signal, fired = signal.signal, []
+    real_signal(signal.SIGTERM, callers)
+
+    def set_then_terminated(signum, handler):
+        previous = real_signal(signum, handler)
+        if handler is stops._terminate and not fired:
+            fired.append(signum)
+            handler(signum, None)
+        return previous
+
+    try:
+        monkeypatch.setattr(signal, "signal", set_then_terminated)
+        assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == EXIT_TERMINATED
+        monkeypatch.undo()
+        assert fired == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is callers
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert stops.NOTED == []
+    finally:
+        real_signal(signal.SIGTERM, signal.SIG_DFL)
+    assert listing(tmp_path) == ["in.csv"]
+
+
+def test_a_ctrl_c_after_the_command_ended_keeps_its_exit_code(monkeypatch, capsys):
+    """The entry point's handlers are put back after the command returned; a Ctrl-C that lands
+    then (Python's own handler, back already) does not turn a finished run into "interrupted"."""
+    from stepdown_ml import __main__ as entry
+    from stepdown_ml import cli
+    from stepdown_ml.core import stops
+
+    real_exit = stops.handled.__exit__
+
+    def exit_then_interrupted(self, *exc_info):
+        real_exit(self, *exc_info)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", lambda handle_stops: 0)
+    monkeypatch.setattr(stops.handled, "__exit__", exit_then_interrupted)
+    assert entry.run() == 0
+    assert capsys.readouterr().err == ""

@@ -41,7 +41,15 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _stop(stop: BaseException) -> None:
     NOTED.append(stop)  # should Python drop the exception, outputs stay out of place
-    raise stop
+    if not DEFERRED[0]:
+        raise stop
+
+
+# While above 0, our handlers note a stop but do not raise it: around a few steps of the main
+# thread that must not be cut short (the renames that put outputs in place, putting handlers
+# back), whose code then decides what a stop noted meanwhile means. Raised and lowered
+# inline, never through a call: Python may run a handler on entering any function.
+DEFERRED = [0]
 
 
 # (signal, our handler, Python's default)
@@ -66,8 +74,10 @@ class handled:  # noqa: N801 - used as a function: ``with handled():``
     In the main thread only: signal handlers can be set nowhere else, and elsewhere the block
     changes nothing. A block starts with no stop noted, and does not nest (its start forgets
     the stops noted before it). Afterwards the previous handlers are back and the notes are
-    forgotten, even if a stop lands while the handlers are put back: one of ours is then
-    dropped (the block's work is done), one raised by a handler of the caller's is raised.
+    forgotten. While they are put back, a stop of ours is noted, not raised (the block's
+    work is done), then forgotten; an exception raised by a handler of the caller's, once
+    it is back, is raised when all are back. The same holds if a stop lands while ours are being set: what
+    was replaced is put back before the stop is raised.
 
     A stop can land as the block ends, before the handlers are put back; they then stay
     ours. The next block takes them for the defaults they replaced, so it leaves the
@@ -80,28 +90,41 @@ class handled:  # noqa: N801 - used as a function: ``with handled():``
         if threading.current_thread() is not threading.main_thread():
             return
         NOTED.clear()  # an earlier block's, never raised
-        for signum, ours, default in _HANDLERS:
-            before = signal.getsignal(signum)
-            # Recorded first, so that whatever lands next is put back. Ours: a block that
-            # could not finish, which replaced the default.
-            self._previous[signum] = default if before is ours else before
-            signal.signal(signum, ours)
+        try:
+            for signum, ours, default in _HANDLERS:
+                before = signal.getsignal(signum)
+                # Recorded first, so that whatever lands next is put back. Ours: a block that
+                # could not finish, which replaced the default.
+                self._previous[signum] = default if before is ours else before
+                signal.signal(signum, ours)
+        except BaseException:
+            self._put_back()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        theirs: BaseException | None = None
-        for signum, before in self._previous.items():
-            while before is not None:  # None: set outside Python, left alone
-                try:
-                    signal.signal(signum, before)
-                    break
-                except (KeyboardInterrupt, Terminated) as stop:  # a stop landed: set it still
-                    if not any(stop is noted for noted in NOTED):
-                        theirs = theirs or stop
-        NOTED.clear()
+        theirs = self._put_back()
         if theirs is not None:
             raise theirs
+
+    def _put_back(self) -> BaseException | None:
+        """Put every replaced handler back; return the first exception a handler of the
+        caller's raised meanwhile."""
+        theirs: BaseException | None = None
+        DEFERRED[0] += 1
+        try:
+            for signum, before in self._previous.items():
+                while before is not None:  # None: set outside Python, left alone
+                    try:
+                        signal.signal(signum, before)
+                        break
+                    except BaseException as exc:  # its own handler, back already: set this one still
+                        theirs = theirs or exc
+            del NOTED[:]  # not a call: no handler runs first (and ours are all gone now)
+        finally:
+            DEFERRED[0] -= 1
+        return theirs
 
 
 def behind(exc: BaseException) -> BaseException | None:

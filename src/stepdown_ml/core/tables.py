@@ -9,7 +9,8 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -242,53 +243,43 @@ def _make_parents(targets: list[Path]) -> list[Path]:
 def _replace_together(temps: list[Path], targets: list[Path]) -> None:
     """Rename each temporary file over its target; on a failure, put back what was there.
 
-    Also on a stop that lands as a rename returns (Python raises it before the next line):
-    such a rename is known by its temporary file being gone. One target alone has nothing
-    to be paired with: renamed, it stays, complete. The old files are put back despite a
-    second stop.
+    Stops are held back meanwhile (:data:`stops.DEFERRED`): a Ctrl-C cannot cut the renames
+    or the putting back short. One that lands meanwhile has the old outputs put back and is
+    raised then; one output alone has nothing to be paired with, so it stays, complete, and
+    the stop stays noted for the rest of the run.
     """
-    together = len(targets) > 1
+    main = threading.current_thread() is threading.main_thread()
+    noted = len(stops.NOTED)
     done: list[tuple[Path, Path | None]] = []
     pending: Path | None = None
-    renaming: tuple[Path, Path, Path | None] | None = None
+    if main:
+        stops.DEFERRED[0] += 1
     try:
-        for tmp, target in zip(temps, targets, strict=True):
-            backup = None
-            if together and target.exists():
-                backup = pending = temporary_name(target, "old")
-                os.link(target, backup)
-            renaming = (tmp, target, backup)
-            os.replace(tmp, target)
-            done.append((target, backup))
-            renaming = pending = None
-    except BaseException:
-        if together and renaming is not None and renaming[1:] not in done and not renaming[0].exists():
-            done.append(renaming[1:])  # renamed, then stopped
-        for target, backup in reversed(done):
-            _despite_stops(functools.partial(_put_back, target, backup))
-        raise
-    finally:
-        for leftover in [backup for _, backup in done] + [pending]:
-            if leftover is not None:
-                leftover.unlink(missing_ok=True)  # a link to the old file, or nothing
-
-
-def _put_back(target: Path, backup: Path | None) -> None:
-    """Undo one rename of :func:`_replace_together` (again, if need be: it is idempotent)."""
-    if backup is None:
-        target.unlink(missing_ok=True)  # it was not there before this run
-    elif backup.exists():
-        os.replace(backup, target)
-
-
-def _despite_stops(step: Callable[[], None]) -> None:
-    """Run an idempotent step to its end, again after any stop that cuts it short."""
-    while True:
         try:
-            step()
-            return
-        except (KeyboardInterrupt, stops.Terminated):
-            continue  # the run is stopping already
+            for tmp, target in zip(temps, targets, strict=True):
+                backup = None
+                if len(targets) > 1 and target.exists():
+                    backup = pending = temporary_name(target, "old")
+                    os.link(target, backup)
+                os.replace(tmp, target)
+                done.append((target, backup))
+                pending = None
+            if len(targets) > 1 and len(stops.NOTED) > noted:
+                raise stops.NOTED[-1]  # landed while they were renamed: the old ones go back
+        except BaseException:
+            for target, backup in reversed(done):
+                if backup is None:
+                    target.unlink(missing_ok=True)  # it was not there before this run
+                else:
+                    os.replace(backup, target)
+            raise
+        finally:
+            for leftover in [backup for _, backup in done] + [pending]:
+                if leftover is not None:
+                    leftover.unlink(missing_ok=True)  # a link to the old file, or nothing
+    finally:
+        if main:
+            stops.DEFERRED[0] -= 1
 
 
 @contextlib.contextmanager
