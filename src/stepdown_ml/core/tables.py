@@ -204,7 +204,8 @@ def temporary_name(target: Path, kind: str) -> Path:
 
     Created only while the run holds ``target``'s lock (:func:`atomic_paths`), so a later
     run holding that lock knows that such names left beside ``target`` belong to a run that
-    died (SIGKILL, the OOM killer, a lost node) and removes them, files and folders.
+    died (SIGKILL, the OOM killer, a lost node) and removes them, files and folders: all
+    but the ``old`` kind, a backup that may hold the only copy of an earlier output.
     """
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.{kind}")
 
