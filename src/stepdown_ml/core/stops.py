@@ -76,8 +76,8 @@ class handled:  # noqa: N801 - used as a function: ``with handled():``
     the stops noted before it). Afterwards the previous handlers are back and the notes are
     forgotten. While they are put back, a stop of ours is noted, not raised (the block's
     work is done), then forgotten; an exception raised by a handler of the caller's, once
-    it is back, is raised when all are back. The same holds if a stop lands while ours are being set: what
-    was replaced is put back before the stop is raised.
+    it is back, is raised when all are back. The same holds if a stop lands while ours are
+    being set: what was replaced is put back before the stop is raised.
 
     A stop can land as the block ends, before the handlers are put back; they then stay
     ours. The next block takes them for the defaults they replaced, so it leaves the
@@ -111,20 +111,31 @@ class handled:  # noqa: N801 - used as a function: ``with handled():``
     def _put_back(self) -> BaseException | None:
         """Put every replaced handler back; return the first exception a handler of the
         caller's raised meanwhile."""
-        theirs: BaseException | None = None
         DEFERRED[0] += 1
         try:
-            for signum, before in self._previous.items():
-                while before is not None:  # None: set outside Python, left alone
-                    try:
-                        signal.signal(signum, before)
-                        break
-                    except BaseException as exc:  # its own handler, back already: set this one still
-                        theirs = theirs or exc
+            theirs = put_back(self._previous)
             del NOTED[:]  # not a call: no handler runs first (and ours are all gone now)
         finally:
             DEFERRED[0] -= 1
         return theirs
+
+
+def put_back(previous: dict[int, Any]) -> BaseException | None:
+    """Set each signal's handler back to ``previous``, all of them whatever lands meanwhile.
+
+    A handler put back may run at once (its signal was pending) and raise: the rest are set
+    still, and the first such exception is returned for the caller to raise. None handlers
+    (set outside Python) are left alone.
+    """
+    raised: BaseException | None = None
+    for signum, before in previous.items():
+        while before is not None:
+            try:
+                signal.signal(signum, before)
+                break
+            except BaseException as exc:  # raised by a handler already back: set this one still
+                raised = raised or exc
+    return raised
 
 
 def behind(exc: BaseException) -> BaseException | None:

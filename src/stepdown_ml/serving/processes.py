@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
+from stepdown_ml.core import stops
+
 Task = TypeVar("Task")
 Result = TypeVar("Result")
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -70,8 +72,7 @@ def _stops_held() -> Iterator[None]:
     Every handler swapped is put back, even if a stop lands while they are swapped.
     """
     held: list[int] = []
-    swapped: dict[signal.Signals, Any] = {}
-    stop: BaseException | None = None
+    swapped: dict[int, Any] = {}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         if threading.current_thread() is threading.main_thread():  # handlers run there only
@@ -82,13 +83,7 @@ def _stops_held() -> Iterator[None]:
                     signal.signal(signum, lambda number, _: held.append(number))
         yield
     finally:
-        for signum, previous in swapped.items():
-            while True:  # a stop raised by a handler already put back must not cut this short
-                try:
-                    signal.signal(signum, previous)
-                    break
-                except BaseException as exc:
-                    stop = stop or exc
+        stop = stops.put_back(swapped)  # a stop raised by a handler already back cuts nothing short
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if stop is not None:
             raise stop
