@@ -163,7 +163,7 @@ def atomic_paths(*paths: Path | str) -> Iterator[tuple[Path, ...]]:
             # each take one lock and be refused the other.
             for target in sorted(targets, key=lambda t: str(t.resolve())):
                 locks.enter_context(_lock(target))
-                _remove_leftovers(target)
+            _remove_leftovers(targets)
             for target in targets:
                 _new_temp(target, temps)
             yield tuple(temps)
@@ -210,18 +210,22 @@ def temporary_name(target: Path, kind: str) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}.{kind}")
 
 
-def _remove_leftovers(target: Path) -> None:
-    """Remove the temporaries of ``target`` (:func:`temporary_name`) that dead runs left.
+def _remove_leftovers(targets: list[Path]) -> None:
+    """Remove the temporaries of ``targets`` (:func:`temporary_name`) that dead runs left.
 
-    Best effort: in a folder this run may not list (a drop box) or files it may not remove
-    (another user's, in a shared sticky folder), what it cannot remove stays.
+    One listing per folder. Best effort: in a folder this run may not list (a drop box) or
+    files it may not remove (another user's, in a shared sticky folder), what it cannot
+    remove stays.
     """
-    ours = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.(?:part|parts|part\.unranked)")
-    try:
-        with os.scandir(target.parent) as entries:
-            leftovers = [Path(entry.path) for entry in entries if ours.fullmatch(entry.name)]
-    except OSError:
-        return
+    leftovers: list[Path] = []
+    for folder in dict.fromkeys(target.parent for target in targets):
+        names = "|".join(re.escape(t.name) for t in targets if t.parent == folder)
+        ours = re.compile(rf"\.(?:{names})\.[0-9a-f]{{8}}\.(?:part|parts|part\.unranked)")
+        try:
+            with os.scandir(folder) as entries:
+                leftovers += [Path(entry.path) for entry in entries if ours.fullmatch(entry.name)]
+        except OSError:
+            continue
     for leftover in leftovers:
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
