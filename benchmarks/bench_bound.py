@@ -1,0 +1,184 @@
+"""How fast could any scorer of this model be here? A skeleton scorer beside the floor.
+
+The skeleton does only the work no scorer of the served model can skip, with the scorer's
+own layout: a new Python process (``python -c``: interpreter start-up and imports
+included) loads the model (:class:`stepdown_ml.serving.Model`) and forks ``W`` workers. Each
+worker reads its own byte range of whole lines with pyarrow's CSV reader (all columns,
+types inferred, one thread, as the floor reads), runs the model's ONNX call and logistic
+(:meth:`~stepdown_ml.serving.Model.infer`) on its rows' features in blocks of
+``config.DEFAULT_CHUNK_ROWS`` and writes ``candidate_id`` and ``p_advance`` to its own CSV
+part. Once timed, the parts are checked against the scorer's output: the same rows, the
+same ``p_advance``.
+
+It skips validation, features (each row's features are computed before the timing and
+read back from a memory-mapped ``.npy`` on tmpfs), the recommendation rules, the reasons,
+four of the six output columns and the merge of the parts. So its time is a lower bound
+for ``stepdown-ml score --workers W`` on the same file, and its ratio to the floor is the
+best ratio any scorer of this model could reach on this machine with ``W`` processes.
+
+For each file, alternating, best of ``BENCH_ROUNDS`` (default 3): the floor
+(:data:`benchmarks.bench_workers.FLOOR`, twice in a row as there), the skeleton, and
+``python -m stepdown_ml score FILE --workers W``.
+
+Usage: python -m benchmarks.bench_bound [ROWS] [WORKERS]   (default 1000000 2)
+Environment: BENCH_ROUNDS, STEPDOWN_BENCH_DIR (use tmpfs), BENCH_FILES=gen,oov.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_workers import FLOOR, run
+from benchmarks.common import chosen_files
+
+# argv: file, features.npy, output folder, workers, then per worker: start byte, end byte, first row.
+SKELETON = """
+import multiprocessing, sys
+import numpy as np, pyarrow as pa, pyarrow.csv as pacsv
+from stepdown_ml.core import config
+from stepdown_ml.serving import Model
+path, features_path, out, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ranges = [tuple(int(v) for v in sys.argv[5 + 3 * i : 8 + 3 * i]) for i in range(workers)]
+with open(path, "rb") as handle:
+    names = handle.readline().decode().strip().replace('"', "").split(",")
+
+def work(i):
+    start, end, first = ranges[i]
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+        convert_options=pacsv.ConvertOptions(column_types={"region": pa.string()}),
+    )
+    local = Model(config.DEFAULT_MODEL_DIR)  # each worker loads its own session, as the scorer's do
+    features = np.load(features_path, mmap_mode="r")
+    chunks, rows = [], len(table)
+    for at in range(0, rows, config.DEFAULT_CHUNK_ROWS):
+        block = np.ascontiguousarray(features[first + at : first + min(rows, at + config.DEFAULT_CHUNK_ROWS)])
+        chunks.append(local.infer(block)[0])
+    p = np.concatenate(chunks)
+    scores = pa.table({"candidate_id": table.column("candidate_id"), "p_advance": p})
+    pacsv.write_csv(scores, f"{out}/part_{i}.csv")
+
+processes = [multiprocessing.get_context("fork").Process(target=work, args=(i,)) for i in range(workers)]
+for process in processes:
+    process.start()
+for process in processes:
+    process.join()
+    if process.exitcode:
+        sys.exit(f"worker failed: {process.exitcode}")
+"""
+
+
+def _prepare(path: Path, workers: int, tmp: Path) -> tuple[Path, list[str]]:
+    """Untimed: every row's served features (.npy) and the workers' byte ranges of whole lines."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from stepdown_ml.core import config
+    from stepdown_ml.core.schema import CANDIDATE_COLUMNS
+    from stepdown_ml.core.validation import validate_frame
+    from stepdown_ml.serving import Model
+
+    model = Model(config.DEFAULT_MODEL_DIR)
+    text = {c.name: pa.string() for c in CANDIDATE_COLUMNS}
+    reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(column_types=text))
+    blocks = []
+    for batch in reader:
+        checked = validate_frame(batch, CANDIDATE_COLUMNS)
+        assert not checked.bad.any(), f"{path}: the bound needs a file of valid rows"
+        blocks.append(model.features.transform(checked.valid_columns()))
+    features_path = tmp / f"{path.stem}_features.npy"
+    np.save(features_path, np.concatenate(blocks))
+    size = path.stat().st_size
+    arguments: list[str] = []
+    with open(path, "rb") as handle:
+        handle.readline()
+        start, first = handle.tell(), 0
+        for i in range(workers):
+            if i == workers - 1:
+                end = size
+            else:
+                handle.seek(max(start, size * (i + 1) // workers))
+                handle.readline()  # to the next line's start
+                end = handle.tell()
+            handle.seek(start)
+            lines = handle.read(end - start).count(b"\n")
+            arguments += [str(start), str(end), str(first)]
+            start, first = end, first + lines
+    return features_path, arguments
+
+
+def _check(tmp: Path, workers: int) -> None:
+    """The skeleton wrote every row the scorer did, with the same ``p_advance`` bit for bit."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    columns = pacsv.ConvertOptions(include_columns=["candidate_id", "p_advance"])
+    parts = pa.concat_tables(
+        pacsv.read_csv(tmp / f"part_{i}.csv", convert_options=columns) for i in range(workers)
+    )
+    scores = pacsv.read_csv(tmp / "s.csv", convert_options=columns)
+    assert parts.equals(scores), "the skeleton's rows or probabilities differ from the scorer's"
+
+
+def main(rows: int, workers: int) -> list[dict]:
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    results = []
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as name:
+        tmp = Path(name)
+        for label, path in chosen_files(rows).items():
+            features_path, ranges = _prepare(path, workers, tmp)
+            floor_cmd = [sys.executable, "-c", FLOOR, str(path), str(tmp / "floor.csv")]
+            skeleton_cmd = [
+                sys.executable,
+                "-c",
+                SKELETON,
+                str(path),
+                str(features_path),
+                str(tmp),
+                str(workers),
+                *ranges,
+            ]
+            score_cmd = [sys.executable, "-m", "stepdown_ml", "score", str(path), "--out", str(tmp / "s.csv")]
+            score_cmd += ["--workers", str(workers)]
+            floors: list[float] = []
+            skeletons: list[float] = []
+            scorers: list[float] = []
+            for _ in range(rounds):
+                floors.extend(run(floor_cmd)[0] for _ in range(2))
+                skeletons.append(run(skeleton_cmd)[0])
+                scorers.append(run(score_cmd)[0])
+            _check(tmp, workers)
+            floor, skeleton, scorer = min(floors), min(skeletons), min(scorers)
+            results.append(
+                {
+                    "file": label,
+                    "rows": rows,
+                    "workers": workers,
+                    "floor_seconds_best": round(floor, 2),
+                    "skeleton_seconds_best": round(skeleton, 2),
+                    "scorer_seconds_best": round(scorer, 2),
+                    "skeleton_ratio_to_floor": round(skeleton / floor, 2),
+                    "scorer_ratio_to_floor": round(scorer / floor, 2),
+                    "floor_seconds_all": [round(t, 2) for t in floors],
+                    "skeleton_seconds_all": [round(t, 2) for t in skeletons],
+                    "scorer_seconds_all": [round(t, 2) for t in scorers],
+                }
+            )
+            print(json.dumps(results[-1]), flush=True)
+            features_path.unlink()
+    return results
+
+
+if __name__ == "__main__":
+    arguments = [int(a) for a in sys.argv[1:]]
+    main(arguments[0] if arguments else 1_000_000, arguments[1] if len(arguments) > 1 else 2)
