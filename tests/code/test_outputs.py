@@ -402,10 +402,10 @@ def test_a_stop_whose_exception_python_dropped_still_keeps_outputs_out(
     write_csv(candidates.head(3000), tmp_path / "in.csv")
     real = batch._Outputs.finish
 
-    def finish_after_a_dropped_interrupt(self, header):
+    def finish_after_a_dropped_interrupt(self):
         with contextlib.suppress(KeyboardInterrupt):  # as Python does in a weakref callback
             signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
-        return real(self, header)
+        return real(self)
 
     monkeypatch.setattr(batch._Outputs, "finish", finish_after_a_dropped_interrupt)
     args = ["score", str(tmp_path / "in.csv"), "--out", str(tmp_path / "s.csv")]

@@ -173,15 +173,21 @@ class InputFile:
             return 0
 
     def read_header(self) -> list[str]:
-        """The column names, checked against the contract (a clear error if unusable)."""
+        """The column names, checked against the contract (a clear error if unusable).
+
+        Read once; later calls return the same names.
+        """
+        if self.header:
+            return self.header
         if self.size == 0:
             raise ContractError(f"{self.path}: the file is empty (expected a header row)")
         if self.kind == "parquet":
-            self.header = self._parquet().schema_arrow.names
+            header = self._parquet().schema_arrow.names
         else:
-            self.header = self._read_header(gzip=self.kind == "gz")
-        require_columns(self.header, CANDIDATE_COLUMNS, str(self.path))
-        return self.header
+            header = self._read_header(gzip=self.kind == "gz")
+        require_columns(header, CANDIDATE_COLUMNS, str(self.path))
+        self.header = header
+        return header
 
     def blocks(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[Malformed]]]:
         """Yield ``(frame, row_numbers, field_count_problems)`` for each block."""
@@ -964,7 +970,8 @@ class _Tally:
         if block.rejects.num_rows:
             rejects.write(_rejects_table(block.rejects))
             self.rejected_rows += rejected_rows(block.rejects)
-        if ranking and block.persons is not None:
+        if ranking:
+            assert block.persons is not None, "a ranked input's blocks carry person_id"
             self.person_ids.append(block.persons)
             self.p_values.append(to_numpy(block.scores.column("p_advance")))
         self._count(rows, block.scores.num_rows, block.rejects.num_rows, block.profile)
@@ -998,12 +1005,19 @@ class Part:
 class _Outputs:
     """Where a run's scores and rejects go, block by block or part by part, in input order.
 
-    Scores to be ranked (the input has ``person_id``) are written unranked first, beside
-    the output; :meth:`finish` ranks them over the whole file and writes the output.
+    Scores to be ranked (``ranking``: the input's header has ``person_id``, whichever
+    engine runs and whether or not any row comes) are written unranked first, beside the
+    output; :meth:`finish` ranks them over the whole file and writes the output.
     """
 
     def __init__(
-        self, scores_tmp: Path, rejects_tmp: Path, fmt: str, rejects_fmt: str, spec: ProfileSpec | None = None
+        self,
+        scores_tmp: Path,
+        rejects_tmp: Path,
+        fmt: str,
+        rejects_fmt: str,
+        ranking: bool,
+        spec: ProfileSpec | None = None,
     ) -> None:
         self.scores_tmp = scores_tmp
         self.fmt = fmt
@@ -1012,28 +1026,26 @@ class _Outputs:
         self.unranked_fmt = "parquet" if fmt == "parquet" else "csv"
         self.rejects = _Writer(rejects_tmp, REJECTS_SCHEMA, rejects_fmt)
         self.scores: _Writer | _PartAppender | None = None
-        self.ranking = False
+        self.ranking = ranking
         self.tally = _Tally(profile=spec.new_partial() if spec is not None else None)
         self.lines = 0  # lines of the input in the parts appended so far
 
-    def target(self, ranking: bool) -> tuple[Path, str]:
+    def target(self) -> tuple[Path, str]:
         """The file (and format) the scores are written to before ranking, if any."""
-        return (self.unranked, self.unranked_fmt) if ranking else (self.scores_tmp, self.fmt)
+        return (self.unranked, self.unranked_fmt) if self.ranking else (self.scores_tmp, self.fmt)
 
     def add_block(self, rows: int, block: Block) -> None:
         """One scored block of the in-process engine (``rows`` lines of input)."""
         if self.scores is None:
-            self.ranking = block.persons is not None
-            path, fmt = self.target(self.ranking)
+            path, fmt = self.target()
             self.scores = _Writer(path, SCORES_SCHEMA, fmt)
         assert isinstance(self.scores, _Writer)
         self.tally.take(rows, block, self.scores, self.rejects, self.ranking)
 
-    def add_part(self, part: Part, ranking: bool) -> None:
+    def add_part(self, part: Part) -> None:
         """One worker's part (files already in their final layout; rows numbered from 1)."""
         if self.scores is None:
-            self.ranking = ranking
-            self.scores = _PartAppender(*self.target(ranking))
+            self.scores = _PartAppender(*self.target())
         assert isinstance(self.scores, _PartAppender)
         self.scores.append(part.scores)
         part.scores.unlink()
@@ -1046,15 +1058,10 @@ class _Outputs:
         self.lines += part.lines
         self.tally.add(part.tally)
 
-    def finish(self, header: Sequence[str]) -> None:
-        """Close the files; rank the scores over the whole file when the input has persons.
-
-        ``header``: the input's columns, which say whether the scores have a rank when no
-        block came (a file of no rows: the same layout, whichever engine ran).
-        """
-        if self.scores is None:
-            self.ranking = PERSON_ID.name in header
-            path, fmt = self.target(self.ranking)
+    def finish(self) -> None:
+        """Close the files; rank the scores over the whole file when the input has persons."""
+        if self.scores is None:  # no block came (a file of no rows): the same layout
+            path, fmt = self.target()
             self.scores = _Writer(path, SCORES_SCHEMA, fmt)
         self.scores.close()
         self.rejects.close()
@@ -1167,6 +1174,7 @@ def score_file(
     reference = load_reference(model.model_dir, model.manifest) if report_paths else None
     spec = reference.spec if reference is not None else None
     reader = InputFile(source, chunk_rows)
+    ranking = PERSON_ID.name in reader.read_header()
     tasks = reader.tasks(workers, task_bytes) if workers > 1 else None
     show = sys.stderr.isatty() if progress is None else progress
     peak = None
@@ -1175,7 +1183,7 @@ def score_file(
         atomic_paths(out, rejects_out, *report_paths) as (scores_tmp, rejects_tmp, *report_tmps),
         contextlib.ExitStack() as cleanup,
     ):
-        outputs = _Outputs(scores_tmp, rejects_tmp, fmt, rejects_fmt, spec)
+        outputs = _Outputs(scores_tmp, rejects_tmp, fmt, rejects_fmt, ranking, spec)
         cleanup.callback(outputs.unranked.unlink, missing_ok=True)  # also when a run fails
         if tasks is None:
             bar = _Progress(reader.size, reader.position, show)
@@ -1185,7 +1193,7 @@ def score_file(
             parts.mkdir(mode=0o700)
             cleanup.callback(shutil.rmtree, parts, ignore_errors=True)
             peak = _score_in_processes(model, reader, tasks, outputs, workers, parts, show, spec)
-        outputs.finish(reader.header)
+        outputs.finish()
         if reference is not None and outputs.tally.profile is not None:
             drift = drift_report(reference, outputs.tally.profile, str(source))
             write_report(drift, *report_tmps)
@@ -1265,10 +1273,9 @@ def _score_in_processes(
     """The multi-process engine; returns the largest peak RSS of a worker, in MB."""
     import multiprocessing
 
-    ranking = PERSON_ID.name in reader.header
-    _, target_fmt = outputs.target(ranking)
+    _, target_fmt = outputs.target()
     done = multiprocessing.get_context("fork").Array("q", 2)
-    job = _Job(model.model_dir, reader, parts, part_format(target_fmt), ranking, done, spec)
+    job = _Job(model.model_dir, reader, parts, part_format(target_fmt), outputs.ranking, done, spec)
     parquet = reader.kind == "parquet"
     total = reader._parquet().metadata.num_rows if parquet else reader.size
     # gzip: the parent decompresses, so its own position in the file is the progress.
@@ -1279,7 +1286,7 @@ def _score_in_processes(
     with OrderedPool(workers, lambda: Model(job.model_dir), work, reader.describe) as pool:
         try:
             for part in pool.run(tasks, on_wait=lambda: bar.update(done[0])):
-                outputs.add_part(part, ranking)
+                outputs.add_part(part)
                 peak = max(peak, part.peak_rss_mb)
                 bar.update(done[0])
         except RowsError as exc:  # raised in its turn: every part before its task is in
