@@ -255,6 +255,24 @@ def test_a_lock_file_removed_by_its_holder_is_not_a_lock(tmp_path, monkeypatch):
     assert not (tmp_path / "s.csv").exists()
 
 
+def test_a_stop_while_the_lock_is_taken_leaves_no_lock_file(tmp_path, monkeypatch):
+    """A Ctrl-C between creating the lock file and knowing it ours used to leave it behind."""
+    import fcntl
+
+    from stepdown_ml.core import stops
+
+    real_flock = fcntl.flock
+
+    def interrupted_flock(handle, operation):
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # a Ctrl-C lands now
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", interrupted_flock)
+    with stops.handled(), pytest.raises(KeyboardInterrupt), atomic_paths(tmp_path / "s.csv"):
+        pytest.fail("the block ran: the stop was not raised")
+    assert listing(tmp_path) == []
+
+
 def test_leftovers_of_killed_runs_are_removed_and_nothing_else(tmp_path, src, served_model_dir):
     """What a SIGKILLed run leaves beside its outputs goes; any other file stays."""
     leftovers = [

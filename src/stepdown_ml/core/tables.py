@@ -293,27 +293,45 @@ def _lock(target: Path) -> Iterator[None]:
 
     A run that opened the file just before its holder removed it would lock a file no
     longer there, beside a third run that locks the new one: the lock counts only if the
-    name still leads to the locked file.
+    name still leads to the locked file. Stops are held back (:data:`stops.DEFERRED`) from
+    creating the file until it is known to be ours, so a Ctrl-C then leaves no lock file
+    behind; it is raised once the file is ours to remove.
     """
     import fcntl
 
     lock_path = target.with_name(f".{target.name}.lock")
+    main = threading.current_thread() is threading.main_thread()  # where stops are handled
+    noted = len(stops.NOTED)
     while True:
-        with open(lock_path, "a") as handle:
+        busy = ours = False
+        if main:
+            stops.DEFERRED[0] += 1
+        try:
+            handle = open(lock_path, "a")  # noqa: SIM115 - closed below, once the stops are back
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ContractError(f"{target}: another run is writing this output now") from None
-            ours = False
-            try:
                 ours = _same_file(lock_path, handle.fileno())
-                if not ours:
-                    continue  # removed by the run that held it: lock the file there now
-                yield
-            finally:
-                if ours:  # never a file another run may hold now
-                    lock_path.unlink(missing_ok=True)
-            return
+            except BlockingIOError:
+                busy = True
+            except BaseException:
+                handle.close()
+                raise
+        finally:
+            if main:
+                stops.DEFERRED[0] -= 1
+        try:
+            if main and len(stops.NOTED) > noted:
+                raise stops.NOTED[-1]  # landed while the lock was taken
+            if busy:
+                raise ContractError(f"{target}: another run is writing this output now")
+            if not ours:
+                continue  # removed by the run that held it: lock the file there now
+            yield
+        finally:
+            if ours:  # never a file another run may hold now
+                lock_path.unlink(missing_ok=True)
+            handle.close()
+        return
 
 
 def _same_file(path: Path, fd: int) -> bool:
