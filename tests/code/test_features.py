@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -150,6 +151,32 @@ def test_batch_skill_overlap_with_more_distinct_tokens_than_a_radix_sort_takes(v
     expected = _record_counts(rows, index)
     for position, name in enumerate(batch):
         np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
+
+
+def test_batch_skill_overlap_cuts_unvalidated_text_at_every_separator(vocab):
+    """Tokens are cut at each separator byte, each with the separator closing it: empty
+    tokens (no skill), separators first, last or doubled, text outside ASCII and a block
+    that is a slice of a longer column count as the record path counts the same lists
+    cleaned."""
+    rows = [
+        (";sql;;python;", "python;"),
+        ("café;naïve;sql", "naïve;café;;"),
+        (";", ";;"),
+        ("", ""),
+        ("日本語;sql", "sql;日本語;excel"),
+        ("sql", "sql;sql;SQL"),
+    ]
+    index = _SkillIndex(vocab)
+    current = pa.array(["x;y"] + [c for c, _ in rows])[1:]  # offset 1 into its buffers
+    target = pa.array(["y"] + [t for _, t in rows])[1:]
+    batch = skill_overlap(current, target, index)
+    # The record path takes validated lists only; here an empty token is no skill.
+    cleaned = [tuple(";".join(sorted(set(x.split(";")) - {""})) for x in row) for row in rows]
+    expected = _record_counts(cleaned, index)
+    for position, name in enumerate(batch):
+        np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
+    assert batch["n_current"].tolist() == [2, 3, 0, 0, 2, 1]
+    assert batch["shared"].tolist() == [1, 2, 0, 0, 2, 1]
 
 
 def test_batch_skill_overlap_when_a_list_holds_the_joiner_token(vocab):

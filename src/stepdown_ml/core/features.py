@@ -149,7 +149,7 @@ class _SkillIndex:
         self.n_general = len(vocab.general)
         self.general = vocab.general_set
         self.specialized = frozenset(specialized)
-        self.value_set = strings(self.tokens)
+        self.closed = strings([t + SKILL_SEPARATOR for t in self.tokens])  # as _closed_tokens cuts them
 
 
 # What a distinct token of a row is: a skill outside the vocabulary, a general or a
@@ -165,27 +165,56 @@ def _cells(skills: Any) -> pa.Array:
     return text.fill_null(EMPTY_TEXT) if text.null_count else text
 
 
-def _joined_tokens(current: pa.Array, target: pa.Array) -> tuple[pa.ListArray, np.ndarray, pa.Array, int]:
-    """Each row's current tokens, a joiner token, then its target tokens: one split, one dictionary.
+# Each token is taken with the separator that closes it ("sql;"): the text is then cut into
+# tokens with no copy, and the vocabulary is matched in the same form.
+_SEPARATOR_BYTE = ord(SKILL_SEPARATOR)
+_SEPARATOR = scalar(SKILL_SEPARATOR)
+_EMPTY_CLOSED = _SEPARATOR  # the empty token (of a blank list), closed
 
-    Returns the token lists, every token's dictionary code, the dictionary and the joiner's
-    code. The joiner must be a token no list of the block holds, so that exactly one per row
-    tells current tokens from target ones: a control character, which validated lists
-    never hold. When unvalidated text does hold it, the block is split once more with a
-    joiner the first pass's dictionary shows to be absent.
+
+def _closed_tokens(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Every token of text whose cells each end with the separator, and each token's row.
+
+    The tokens are the text's own bytes, cut after each separator (no copy): token ``k``
+    runs from just after separator ``k - 1`` up to and including separator ``k``.
+    """
+    n = len(text)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+    start = int(offsets[0])
+    data = text.buffers()[2].slice(start, int(offsets[-1]) - start)
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _SEPARATOR_BYTE) + 1
+    cuts = np.empty(len(ends) + 1, dtype=np.int32)
+    cuts[0] = 0
+    cuts[1:] = ends
+    tokens = pa.Array.from_buffers(pa.string(), len(ends), [None, pa.py_buffer(cuts), data])
+    per_row = np.diff(np.searchsorted(ends, offsets - start, side="right"))
+    return tokens, np.repeat(np.arange(n, dtype=np.int64), per_row)
+
+
+def _joined_tokens(current: pa.Array, target: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array, int]:
+    """Each row's current tokens, a joiner token, then its target tokens: one cut, one dictionary.
+
+    Returns every token's row and dictionary code, the dictionary (of closed tokens: each
+    ends with the separator) and the joiner's code. The joiner must be a token no list of
+    the block holds, so that exactly one per row tells current tokens from target ones: a
+    control character, which validated lists never hold. When unvalidated text does hold
+    it, the block is cut once more with a joiner the first pass's dictionary shows to be
+    absent.
     """
     joiner = "\x1f"
     for _ in range(2):
-        between = scalar(f"{SKILL_SEPARATOR}{joiner}{SKILL_SEPARATOR}")
-        lists = pc.split_pattern(pc.binary_join_element_wise(current, target, between), SKILL_SEPARATOR)
-        encoded = pc.list_flatten(lists).dictionary_encode()
+        # "current;joiner;target;": every token, the last one too, closed by a separator.
+        joined = pc.binary_join_element_wise(current, scalar(joiner), target, EMPTY_TEXT, _SEPARATOR)
+        tokens, rows = _closed_tokens(joined)
+        encoded = tokens.dictionary_encode()
         codes, dictionary = to_numpy(encoded.indices), encoded.dictionary
-        at = int(to_codes(pc.index_in(strings([joiner]), value_set=dictionary))[0])
+        at = int(to_codes(pc.index_in(strings([joiner + SKILL_SEPARATOR]), value_set=dictionary))[0])
         if np.count_nonzero(codes == at) == len(current):
-            return lists, codes, dictionary, at
+            return rows, codes, dictionary, at
         # One of these is not in the dictionary, which holds every token of the block.
-        candidates = strings([f"\x1f{i}" for i in range(len(dictionary) + 1)])
-        joiner = candidates.filter(pc.invert(pc.is_in(candidates, value_set=dictionary)))[0].as_py()
+        candidates = [f"\x1f{i}" for i in range(len(dictionary) + 1)]
+        absent = pc.invert(pc.is_in(strings([c + SKILL_SEPARATOR for c in candidates]), value_set=dictionary))
+        joiner = candidates[int(np.flatnonzero(to_bool(absent))[0])]
     raise AssertionError("unreachable: the second joiner is absent from the block")
 
 
@@ -201,7 +230,7 @@ def skill_overlap(
     and match only themselves; they are neither general nor specialized.
 
     One pass treats every token alike, known to the vocabulary or not, so a block costs
-    the same whatever its share of unknown skills. Each row's two lists are split as one
+    the same whatever its share of unknown skills. Each row's two lists are cut as one
     (current tokens, a joiner, target tokens), every token gets its code in the block's
     dictionary (only the dictionary is looked up in the vocabulary), and a stable sort of
     the codes (a radix sort for up to 32,767 distinct tokens) lines up each token's
@@ -219,12 +248,11 @@ def skill_overlap(
     n = len(cur)
     counts = np.zeros((n, 3, _KINDS), dtype=np.int64)
     if n:
-        lists, codes, dictionary, joiner = _joined_tokens(cur, tgt)
-        found = to_codes(pc.index_in(dictionary, value_set=index.value_set))
+        rows, codes, dictionary, joiner = _joined_tokens(cur, tgt)
+        found = to_codes(pc.index_in(dictionary, value_set=index.closed))
         kinds = np.where(found < 0, _OTHER, np.where(found < index.n_general, _GENERAL, _SPECIALIZED))
-        kinds[to_bool(pc.equal(dictionary, EMPTY_TEXT))] = _NONE
+        kinds[to_bool(pc.equal(dictionary, _EMPTY_CLOSED))] = _NONE
         kinds[joiner] = _NONE
-        rows = to_numpy(pc.list_parent_indices(lists)).astype(np.int64)
         in_target = np.cumsum(codes == joiner) > rows  # past the row's joiner
         row_bits = int(n).bit_length()
         # (code, row, list) as one integer; sorted by code stably, the keys come out sorted.
