@@ -18,7 +18,6 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from glob import escape as glob_escape
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,8 @@ def sha256_file(path: Path | str) -> str:
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape the model."""
+    from importlib import metadata  # 12 ms to import: only training needs it
+
     versions = {}
     for name in LIBRARIES:
         try:

@@ -27,13 +27,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from stepdown_ml.core import config
 from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_numpy
@@ -71,6 +70,9 @@ from stepdown_ml.core.tables import (
 from stepdown_ml.core.validation import rejects_table, sort_rejects, validate_frame
 from stepdown_ml.serving import Model
 from stepdown_ml.serving.processes import OrderedPool, WorkerError  # noqa: F401 - re-exported for callers
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 # The CSV parser holds about 40 bytes of buffers per byte of its block (one buffer per
 # column), while validation, features and inference cost less per row in larger blocks.
@@ -204,6 +206,8 @@ class InputFile:
         self.finished = True
 
     def _parquet(self) -> pq.ParquetFile:
+        import pyarrow.parquet as pq  # 8 ms to import: Parquet files only
+
         try:
             return pq.ParquetFile(self.path)
         except self._UNREADABLE as exc:
@@ -884,6 +888,8 @@ class _Writer:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             if self.fmt == "parquet":
+                import pyarrow.parquet as pq
+
                 self._writer = pq.ParquetWriter(self.path, self.schema)
             elif self.fmt == "ipc":
                 self._writer = pa.ipc.new_file(str(self.path), self.schema)
@@ -1347,6 +1353,8 @@ def _add_ranks(unranked: Path, out: Path, ranks: np.ndarray, unranked_fmt: str, 
     writer = _Writer(out, schema, fmt)
     offset = 0
     if unranked_fmt == "parquet":
+        import pyarrow.parquet as pq
+
         batches = pq.ParquetFile(unranked).iter_batches()
     else:
         batches = pacsv.open_csv(
