@@ -273,6 +273,25 @@ def test_a_stop_while_the_lock_is_taken_leaves_no_lock_file(tmp_path, monkeypatc
     assert listing(tmp_path) == []
 
 
+def test_a_stop_while_taking_a_lock_that_fails_is_still_a_stop(tmp_path, monkeypatch):
+    """A Ctrl-C held back while the lock is taken, when taking it then fails, is raised (the
+    run is interrupted), not lost behind the error."""
+    import fcntl
+
+    from stepdown_ml.core import stops
+
+    def interrupted_then_refused(handle, operation):
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # a Ctrl-C lands now
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", interrupted_then_refused)
+    with stops.handled(), pytest.raises(KeyboardInterrupt), atomic_paths(tmp_path / "s.csv"):
+        pytest.fail("the block ran")
+    assert stops.DEFERRED == [0]
+    # The lock file was never locked, so it may be another run's: it stays.
+    assert listing(tmp_path) == [".s.csv.lock"]
+
+
 def test_leftovers_of_killed_runs_are_removed_and_nothing_else(tmp_path, src, served_model_dir):
     """What a SIGKILLed run leaves beside its outputs goes; any other file stays."""
     leftovers = [

@@ -304,6 +304,7 @@ def _lock(target: Path) -> Iterator[None]:
     noted = len(stops.NOTED)
     while True:
         busy = ours = False
+        failed: BaseException | None = None
         if main:
             stops.DEFERRED[0] += 1
         try:
@@ -316,9 +317,15 @@ def _lock(target: Path) -> Iterator[None]:
             except BaseException:
                 handle.close()
                 raise
+        except BaseException as exc:  # the folder refuses it, say
+            failed = exc
         finally:
             if main:
                 stops.DEFERRED[0] -= 1
+        if failed is not None:
+            if main and len(stops.NOTED) > noted:
+                raise stops.NOTED[-1] from failed  # the stop comes first, as anywhere else
+            raise failed
         try:
             if main and len(stops.NOTED) > noted:
                 raise stops.NOTED[-1]  # landed while the lock was taken
