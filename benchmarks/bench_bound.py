@@ -2,9 +2,10 @@
 
 The skeleton does only the work no scorer of the served model can skip, with the scorer's
 own layout: a new Python process (``python -c``: interpreter start-up and imports
-included) loads the model (:class:`stepdown_ml.serving.Model`) and forks ``W`` workers. Each
-worker reads its own byte range of whole lines with pyarrow's CSV reader (all columns,
-types inferred, one thread, as the floor reads), runs the model's ONNX call and logistic
+included) forks ``W`` workers, and each loads the model (:class:`stepdown_ml.serving.Model`;
+the scorer loads it in its main process too). Each worker reads its own byte range of
+whole lines with pyarrow's CSV reader (all columns, types inferred as the floor infers
+them, one thread per worker), runs the model's ONNX call and logistic
 (:meth:`~stepdown_ml.serving.Model.infer`) on its rows' features in blocks of
 ``config.DEFAULT_CHUNK_ROWS`` and writes ``candidate_id`` and ``p_advance`` to its own CSV
 part. Once timed, the parts are checked against the scorer's output: the same rows, the
@@ -17,8 +18,9 @@ for ``stepdown-ml score --workers W`` on the same file, and its ratio to the flo
 best ratio any scorer of this model could reach on this machine with ``W`` processes.
 
 For each file, alternating, best of ``BENCH_ROUNDS`` (default 3): the floor
-(:data:`benchmarks.bench_workers.FLOOR`, twice in a row as there), the skeleton, and
-``python -m stepdown_ml score FILE --workers W``.
+(:data:`benchmarks.bench_workers.FLOOR`, twice in a row as there, so its best is taken from
+twice as many runs), the skeleton, and ``python -m stepdown_ml score FILE --workers W``.
+Meant for files of many rows: each worker needs lines of its own.
 
 Usage: python -m benchmarks.bench_bound [ROWS] [WORKERS]   (default 1000000 2)
 Environment: BENCH_ROUNDS, STEPDOWN_BENCH_DIR (use tmpfs), BENCH_FILES=gen,oov.
