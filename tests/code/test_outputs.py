@@ -661,6 +661,31 @@ def test_a_stop_as_an_output_is_renamed_puts_every_old_output_back(
     assert listing(tmp_path) == ["in.csv", "s.csv", "s.rejects.csv", "ten.csv"]
 
 
+def test_a_stop_held_back_while_a_rename_fails_is_still_a_stop(tmp_path, src, served_model_dir, monkeypatch):
+    """Ctrl-C as the scores are renamed, then the rejects' rename fails: the old pair comes
+    back and the run is interrupted (130), not failed with the I/O error (2)."""
+    from stepdown_ml.cli import EXIT_INTERRUPTED
+    from stepdown_ml.core import tables
+
+    (tmp_path / "s.csv").write_text("old scores\n")
+    (tmp_path / "s.rejects.csv").write_text("old rejects\n")
+    real_replace = os.replace
+
+    def interrupted_then_failing(source, target):
+        if Path(target).name == "s.rejects.csv" and ".part" in str(source):
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(source, target)
+        if Path(target).name == "s.csv" and ".part" in str(source):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+    monkeypatch.setattr(tables.os, "replace", interrupted_then_failing)
+    assert score(served_model_dir, src, "--out", tmp_path / "s.csv") == EXIT_INTERRUPTED
+    monkeypatch.undo()
+    assert (tmp_path / "s.csv").read_text() == "old scores\n"
+    assert (tmp_path / "s.rejects.csv").read_text() == "old rejects\n"
+    assert listing(tmp_path) == ["in.csv", "s.csv", "s.rejects.csv"]
+
+
 def test_a_block_whose_end_never_ran_leaves_no_trace_on_the_next_run(tmp_path, src, served_model_dir):
     """A stop can land as a block ends, before it puts the handlers back (Python checks for
     signals on entering __exit__): the handlers stay ours and the stop stays noted. The next

@@ -250,8 +250,9 @@ def _replace_together(temps: list[Path], targets: list[Path]) -> None:
 
     Stops are held back meanwhile (:data:`stops.DEFERRED`): a Ctrl-C cannot cut the renames
     or the putting back short. One that lands meanwhile has the old outputs put back and is
-    raised then; one output alone has nothing to be paired with, so it stays, complete, and
-    the stop stays noted for the rest of the run.
+    raised then (in place of the error, should a rename also fail); one output alone has
+    nothing to be paired with, so it stays, complete, and the stop stays noted for the rest
+    of the run.
     """
     main = threading.current_thread() is threading.main_thread()
     noted = len(stops.NOTED)
@@ -271,12 +272,14 @@ def _replace_together(temps: list[Path], targets: list[Path]) -> None:
                 pending = None
             if len(targets) > 1 and len(stops.NOTED) > noted:
                 raise stops.NOTED[-1]  # landed while they were renamed: the old ones go back
-        except BaseException:
+        except BaseException as exc:
             for target, backup in reversed(done):
                 if backup is None:
                     target.unlink(missing_ok=True)  # it was not there before this run
                 else:
                     os.replace(backup, target)
+            if main and len(stops.NOTED) > noted and stops.behind(exc) is None:
+                raise stops.NOTED[-1] from exc  # a stop held back meanwhile comes first
             raise
         finally:
             for leftover in [backup for _, backup in done] + [pending]:
