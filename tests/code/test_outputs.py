@@ -757,6 +757,38 @@ def test_a_stop_as_a_lone_output_is_renamed_keeps_the_new_file(tmp_path, monkeyp
     assert (tmp_path / "t.csv").read_text() == "new\n"
 
 
+def test_a_run_in_another_thread_does_not_take_the_main_threads_stop_as_it_renames(tmp_path, monkeypatch):
+    """A Ctrl-C noted for the main thread while a service thread renames its two outputs is
+    not that thread's: its outputs go in place."""
+    import threading
+
+    from stepdown_ml.core import stops, tables
+
+    real_replace, raised = os.replace, []
+
+    def replace_while_the_main_thread_is_stopped(source, target):
+        real_replace(source, target)
+        stops.NOTED.append(KeyboardInterrupt())  # as the main thread's handler notes it
+
+    def service() -> None:
+        try:
+            with atomic_paths(tmp_path / "s.csv", tmp_path / "s.rejects.csv") as temps:
+                for tmp in temps:
+                    tmp.write_text("new\n")
+        except BaseException as exc:  # the test reports what the thread got
+            raised.append(exc)
+
+    monkeypatch.setattr(tables.os, "replace", replace_while_the_main_thread_is_stopped)
+    try:
+        thread = threading.Thread(target=service)
+        thread.start()
+        thread.join()
+    finally:
+        stops.NOTED.clear()
+    assert raised == []
+    assert [(tmp_path / n).read_text() for n in ("s.csv", "s.rejects.csv")] == ["new\n", "new\n"]
+
+
 def test_a_second_stop_while_old_outputs_are_put_back_does_not_mix_the_pair(tmp_path, monkeypatch):
     """Ctrl-C as the rejects are renamed, then SIGTERM as the old rejects are put back: both old
     files are back all the same, and the first stop is raised."""

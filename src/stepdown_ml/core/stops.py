@@ -59,13 +59,21 @@ _HANDLERS = (
 )
 
 
-def raise_noted() -> None:
-    """Raise the last stop noted in this run, if any (one whose exception Python dropped).
+def noted_since(count: int) -> BaseException | None:
+    """The last stop noted after the first ``count`` (a ``len(NOTED)`` taken earlier), if any.
 
     Only in the main thread: a run in another thread (a service's) is not what a Ctrl-C stops.
     """
-    if NOTED and threading.current_thread() is threading.main_thread():
-        raise NOTED[-1]
+    if len(NOTED) > count and threading.current_thread() is threading.main_thread():
+        return NOTED[-1]
+    return None
+
+
+def raise_noted() -> None:
+    """Raise the last stop noted in this run, if any (one whose exception Python dropped)."""
+    stop = noted_since(0)
+    if stop is not None:
+        raise stop
 
 
 class handled:  # noqa: N801 - used as a function: ``with handled():``

@@ -270,16 +270,18 @@ def _replace_together(temps: list[Path], targets: list[Path]) -> None:
                 os.replace(tmp, target)
                 done.append((target, backup))
                 pending = None
-            if len(targets) > 1 and len(stops.NOTED) > noted:
-                raise stops.NOTED[-1]  # landed while they were renamed: the old ones go back
+            stop = stops.noted_since(noted)
+            if len(targets) > 1 and stop is not None:
+                raise stop  # landed while they were renamed: the old ones go back
         except BaseException as exc:
             for target, backup in reversed(done):
                 if backup is None:
                     target.unlink(missing_ok=True)  # it was not there before this run
                 else:
                     os.replace(backup, target)
-            if main and len(stops.NOTED) > noted and stops.behind(exc) is None:
-                raise stops.NOTED[-1] from exc  # a stop held back meanwhile comes first
+            stop = stops.noted_since(noted)
+            if stop is not None and stops.behind(exc) is None:
+                raise stop from exc  # a stop held back meanwhile comes first
             raise
         finally:
             for leftover in [backup for _, backup in done] + [pending]:
@@ -326,12 +328,14 @@ def _lock(target: Path) -> Iterator[None]:
             if main:
                 stops.DEFERRED[0] -= 1
         if failed is not None:
-            if main and len(stops.NOTED) > noted:
-                raise stops.NOTED[-1] from failed  # the stop comes first, as anywhere else
+            stop = stops.noted_since(noted)
+            if stop is not None:
+                raise stop from failed  # the stop comes first, as anywhere else
             raise failed
-        try:
-            if main and len(stops.NOTED) > noted:
-                raise stops.NOTED[-1]  # landed while the lock was taken
+        try:  # entered before any call: a stop raised from here on finds the file removed
+            stop = stops.noted_since(noted)
+            if stop is not None:
+                raise stop  # landed while the lock was taken
             if busy:
                 raise ContractError(f"{target}: another run is writing this output now")
             if not ours:
