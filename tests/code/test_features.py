@@ -133,21 +133,28 @@ def _record_counts(rows: list[tuple[str, str]], index: _SkillIndex) -> np.ndarra
     return np.array([_record_overlap(c or None, t or None, index) for c, t in rows]).reshape(len(rows), -1)
 
 
-def test_batch_skill_overlap_with_more_distinct_tokens_than_a_radix_sort_takes(vocab):
-    """Past 32,767 distinct tokens in a block the codes are sorted as int32: the same counts.
-
-    Past 65,536 of them, codes sorted as int16 would wrap onto each other and mix tokens.
+@pytest.mark.parametrize(
+    ("rare", "distinct"),
+    [(20_000, (16_385, 32_768)), (45_000, (32_769, 65_536)), (1_000_000, (65_537, 10**6))],
+)
+def test_batch_skill_overlap_sorts_keys_of_32_bits_and_wider(vocab, rare, distinct):
+    """Each token occurrence is sorted as one key of (row, kind, code, list) bits. 10,000 rows
+    (14 bits), 4 kinds (2), the codes and 1 bit for the list: with 16,385 to 32,768 distinct
+    tokens (15 bits) the keys take all 32 bits of an unsigned int, the top one included;
+    with more (16 bits and up: 33 in all) they are sorted as int64. Keys cut or signed at
+    32 bits would mix rows and tokens.
     """
     rng = np.random.default_rng(3)
     known = sorted(vocab.general)
     rows = []
     for _ in range(10_000):
-        current = [f"rare_{i}" for i in rng.integers(0, 1_000_000, 6)] + list(rng.choice(known, 2))
-        target = current[:: int(rng.integers(1, 4))] + [f"rare_{i}" for i in rng.integers(0, 1_000_000, 3)]
+        current = [f"rare_{i}" for i in rng.integers(0, rare, 6)] + list(rng.choice(known, 2))
+        target = current[:: int(rng.integers(1, 4))] + [f"rare_{i}" for i in rng.integers(0, rare, 3)]
         rows.append((";".join(current), ";".join(target)))
     index = _SkillIndex(vocab)
     batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index)
-    assert len({t for c, t in rows for t in (c + ";" + t).split(";")}) > 65_536
+    low, high = distinct
+    assert low <= len({t for c, t in rows for t in (c + ";" + t).split(";")}) + 1 <= high  # and the joiner
     expected = _record_counts(rows, index)
     for position, name in enumerate(batch):
         np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)

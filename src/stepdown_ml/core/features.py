@@ -155,7 +155,7 @@ class _SkillIndex:
 # What a distinct token of a row is: a skill outside the vocabulary, a general or a
 # specialized one; or no skill at all (the empty token of a blank list, the joiner below).
 _OTHER, _GENERAL, _SPECIALIZED, _NONE = 0, 1, 2, 3
-# Counted per row: (current, target, shared) x (the four kinds above).
+# Counted per row and kind, in the current list, in the target list and in both.
 _KINDS = 4
 
 
@@ -188,7 +188,7 @@ def _closed_tokens(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
     cuts[1:] = ends
     tokens = pa.Array.from_buffers(pa.string(), len(ends), [None, pa.py_buffer(cuts), data])
     per_row = np.diff(np.searchsorted(ends, offsets - start, side="right"))
-    return tokens, np.repeat(np.arange(n, dtype=np.int64), per_row)
+    return tokens, np.repeat(np.arange(n, dtype=np.int64 if n >> 31 else np.int32), per_row)
 
 
 def _joined_tokens(current: pa.Array, target: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array, int]:
@@ -232,10 +232,10 @@ def skill_overlap(
     One pass treats every token alike, known to the vocabulary or not, so a block costs
     the same whatever its share of unknown skills. Each row's two lists are cut as one
     (current tokens, a joiner, target tokens), every token gets its code in the block's
-    dictionary (only the dictionary is looked up in the vocabulary), and a stable sort of
-    the codes (a radix sort for up to 32,767 distinct tokens) lines up each token's
-    occurrences row by row, current before target. Equal neighbours are then repeats
-    within a list, or a token the row's two lists share.
+    dictionary (only the dictionary is looked up in the vocabulary), and a sort of
+    (row, code, list) keys lines up each row's occurrences of a token, current before
+    target. Equal neighbours are then repeats within a list, or a token the row's two
+    lists share.
 
     Returns:
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
@@ -246,7 +246,10 @@ def skill_overlap(
     index = vocab if isinstance(vocab, _SkillIndex) else _SkillIndex(vocab)
     cur, tgt = _cells(current), _cells(target)
     n = len(cur)
-    counts = np.zeros((n, 3, _KINDS), dtype=np.int64)
+    # Distinct tokens of each row by kind: (row, kind, list) with list 0 current and 1 target,
+    # and (row, kind) for the tokens both lists hold.
+    in_list = np.zeros((n, _KINDS, 2), dtype=np.intp)
+    in_both = np.zeros((n, _KINDS), dtype=np.intp)
     if n:
         rows, codes, dictionary, joiner = _joined_tokens(cur, tgt)
         found = to_codes(pc.index_in(dictionary, value_set=index.closed))
@@ -254,31 +257,33 @@ def skill_overlap(
         kinds[to_bool(pc.equal(dictionary, _EMPTY_CLOSED))] = _NONE
         kinds[joiner] = _NONE
         in_target = np.cumsum(codes == joiner) > rows  # past the row's joiner
-        row_bits = int(n).bit_length()
-        # (code, row, list) as one integer; sorted by code stably, the keys come out sorted.
-        keys = (codes.astype(np.int64) << (row_bits + 1)) | (rows << 1) | in_target
-        small = codes.astype(np.int16) if len(dictionary) <= np.iinfo(np.int16).max else codes
-        keys = keys[np.argsort(small, kind="stable")]
+        code_bits = int(len(dictionary) - 1).bit_length()
+        # (row, kind, code, list) as one integer, 32 bits wide when it fits (numpy sorts those
+        # fastest). Sorted, a row's occurrences of a token are neighbours, current first.
+        kind_bits = (_KINDS - 1).bit_length()
+        wide = int(n - 1).bit_length() + kind_bits + code_bits + 1 > 32
+        key_type: type[np.integer[Any]] = np.int64 if wide else np.uint32
+        tagged = ((kinds << code_bits) | np.arange(len(dictionary))).astype(key_type)  # (kind, code)
+        keys = (rows.astype(key_type) << (kind_bits + code_bits + 1)) | (tagged[codes] << 1) | in_target
+        keys.sort()  # the rows ascend already: this orders each row's tokens by kind, code, list
         distinct = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-        pair = distinct >> 1  # (code, row)
-        kind = kinds[distinct >> (row_bits + 1)]
-        row = pair & ((1 << row_bits) - 1)
+        pair = distinct >> 1  # (row, kind, code)
         shared = np.flatnonzero(pair[1:] == pair[:-1]) + 1  # the target's copy of a shared token
-        slots = np.concatenate(
-            [(row * 3 + (distinct & 1)) * _KINDS + kind, (row[shared] * 3 + 2) * _KINDS + kind[shared]]
-        )
-        counts = np.bincount(slots, minlength=n * 3 * _KINDS).reshape(n, 3, _KINDS)
-    skills = counts[:, :, :_NONE].sum(axis=2)
+        row_kind = distinct >> (code_bits + 1)
+        slots = ((row_kind << 1) | (distinct & 1)).astype(np.intp)
+        in_list = np.bincount(slots, minlength=n * _KINDS * 2).reshape(n, _KINDS, 2)
+        in_both = np.bincount(row_kind[shared].astype(np.intp), minlength=n * _KINDS).reshape(n, _KINDS)
     if unknown is not None:
-        unknown.update(current=counts[:, 0, _OTHER], target=counts[:, 1, _OTHER])
+        unknown.update(current=in_list[:, _OTHER, 0], target=in_list[:, _OTHER, 1])
+    skills = in_list[:, :_NONE].sum(axis=1)  # (row, list)
     return {
         "n_current": skills[:, 0],
         "n_target": skills[:, 1],
-        "shared": skills[:, 2],
-        "shared_general": counts[:, 2, _GENERAL],
-        "shared_specialized": counts[:, 2, _SPECIALIZED],
-        "target_general": counts[:, 1, _GENERAL],
-        "target_specialized": counts[:, 1, _SPECIALIZED],
+        "shared": in_both[:, :_NONE].sum(axis=1),
+        "shared_general": in_both[:, _GENERAL],
+        "shared_specialized": in_both[:, _SPECIALIZED],
+        "target_general": in_list[:, _GENERAL, 1],
+        "target_specialized": in_list[:, _SPECIALIZED, 1],
     }
 
 
