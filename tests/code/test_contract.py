@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import re
+from unittest import mock
 
 import pandas as pd
 import pyarrow as pa
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stepdown_ml.core import parsing
 from stepdown_ml.core.parsing import _skill_lists_ok, parse_series, parse_value
 from stepdown_ml.core.schema import (
     CANDIDATE_COLUMNS,
@@ -225,12 +227,34 @@ def test_number_parsing_agrees_on_number_like_text(value, column):
 @given(
     cells=st.lists(st.text(alphabet="ab_9;; A\t-", max_size=8), min_size=1, max_size=6),
     cut=st.integers(0, 2),
+    scan=st.sampled_from([1, 2, 3, 5, 8, 1 << 17]),
 )
-def test_skill_list_byte_scan_equals_the_pattern(cells, cut):
-    """The byte scan that accepts clean skill columns agrees with SKILLS_PATTERN cell by cell."""
+def test_skill_list_byte_scan_equals_the_pattern(cells, cut, scan):
+    """The byte scan that accepts clean skill columns agrees with SKILLS_PATTERN cell by cell,
+    however its pieces cut the column's bytes (a bad byte or a doubled ``;`` at a cut)."""
     text = pa.array(["x", *cells], pa.string()).slice(1 + cut)  # a slice: offsets not at 0
     expected = [re.fullmatch(SKILLS_PATTERN.strip("^$"), cell) is not None for cell in cells[cut:]]
-    assert _skill_lists_ok(text).tolist() == expected
+    with mock.patch.object(parsing, "_SCAN_BYTES", scan):
+        assert _skill_lists_ok(text).tolist() == expected
+
+
+@pytest.mark.parametrize("scan", [1, 2, 3, 4, 7, 8])
+def test_skill_list_byte_scan_finds_a_bad_byte_or_doubled_separator_at_every_cut(scan):
+    """Clean lists but for one doubled ``;`` or one byte outside ``[a-z0-9_;]``, at every
+    position, with the scan's pieces as short as a byte: only that cell is refused."""
+    cells = ["abc;de", "f;gh_9", "ijk;l;mn"]
+    variants = []
+    for i, cell in enumerate(cells):
+        for at in range(1, len(cell)):
+            variants.append((i, cell[:at] + ";" + cell[at:]))  # ";;" beside a ";", else still clean
+            variants.append((i, cell[:at] + "A" + cell[at:]))
+    with mock.patch.object(parsing, "_SCAN_BYTES", scan):
+        for i, changed in variants:
+            column = [*cells[:i], changed, *cells[i + 1 :]]
+            expected = [re.fullmatch(SKILLS_PATTERN.strip("^$"), cell) is not None for cell in column]
+            assert _skill_lists_ok(pa.array(["x", *column], pa.string()).slice(1)).tolist() == expected, (
+                changed
+            )
 
 
 def test_typed_arrow_columns_validate_like_records():

@@ -211,6 +211,31 @@ def _text_ok(column: Column, text: pa.Array) -> tuple[np.ndarray, pa.Array | Non
 
 # Bytes a well-formed skill list consists of: [a-z0-9_] and the ";" separator.
 _SEMICOLON = ord(SKILL_SEPARATOR)
+# A column's bytes are scanned this many at a time: the scan's few passes then run over
+# buffers that stay in the core's cache (twice as fast as passes over a whole block's text).
+_SCAN_BYTES = 1 << 17
+
+
+def _plain_token_bytes(chars: np.ndarray) -> bool:
+    """Are all of these bytes in ``[a-z0-9_;]``, with no two ``;`` side by side?"""
+    size = len(chars)
+    if not size:
+        return True
+    step = min(size, _SCAN_BYTES)
+    shifted = np.empty(step + 1, dtype=np.uint8)
+    allowed = np.empty(step + 1, dtype=np.bool_)
+    found = np.empty(step + 1, dtype=np.bool_)
+    for at in range(0, size, step):
+        piece = chars[at : at + step + 1]  # one byte more: a pair of separators across the cut
+        k = len(piece)
+        ok, hit, tmp = allowed[:k], found[:k], shifted[:k]
+        np.less(np.subtract(piece, np.uint8(ord("a")), out=tmp), 26, out=ok)
+        ok |= np.less(np.subtract(piece, np.uint8(ord("0")), out=tmp), 10, out=hit)
+        ok |= np.equal(piece, ord("_"), out=hit)
+        ok |= np.equal(piece, _SEMICOLON, out=hit)
+        if not ok.all() or np.logical_and(hit[1:], hit[:-1], out=ok[1:]).any():
+            return False
+    return True
 
 
 def _skill_lists_ok(text: pa.Array) -> np.ndarray:
@@ -226,17 +251,11 @@ def _skill_lists_ok(text: pa.Array) -> np.ndarray:
         offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
         start = int(offsets[0])
         chars = np.frombuffer(data, dtype=np.uint8)[start : int(offsets[-1])]
-        allowed = np.less(chars - np.uint8(ord("a")), 26)
-        allowed |= np.less(chars - np.uint8(ord("0")), 10)
-        allowed |= chars == ord("_")
-        separator = chars == _SEMICOLON
-        allowed |= separator
         filled = offsets[1:] > offsets[:-1]
         if (
-            allowed.all()
-            and not (separator[1:] & separator[:-1]).any()
-            and not separator[offsets[:-1][filled] - start].any()
-            and not separator[offsets[1:][filled] - 1 - start].any()
+            _plain_token_bytes(chars)
+            and not (chars[offsets[:-1][filled] - start] == _SEMICOLON).any()
+            and not (chars[offsets[1:][filled] - 1 - start] == _SEMICOLON).any()
         ):
             return filled
     return to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
