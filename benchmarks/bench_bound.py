@@ -17,9 +17,17 @@ four of the six output columns and the merge of the parts. So its time is a lowe
 for ``stepdown-ml score --workers W`` on the same file, and its ratio to the floor is the
 best ratio any scorer of this model could reach on this machine with ``W`` processes.
 
+A third side asks the other question: how fast would the scorer be with a model that
+costs next to nothing? It is the scorer itself (``stepdown_ml.cli.main``, every stage,
+every output column, the merge), with each ONNX session's ``run`` replaced by one small
+matrix product (the features times a fixed random float32 matrix, one column per reason
+group: about 0.05 us a row). Its probabilities and reasons are not the model's, so only its
+time is used: the ratio any model could reach with the scorer's other stages as they are.
+
 For each file, alternating, best of ``BENCH_ROUNDS`` (default 3): the floor
 (:data:`benchmarks.bench_workers.FLOOR`, twice in a row as there, so its best is taken from
-twice as many runs), the skeleton, and ``python -m stepdown_ml score FILE --workers W``.
+twice as many runs), the skeleton, ``python -m stepdown_ml score FILE --workers W`` and the
+scorer with the free model.
 Meant for files of many rows: each worker needs lines of its own.
 
 Usage: python -m benchmarks.bench_bound [ROWS] [WORKERS]   (default 1000000 2)
@@ -79,6 +87,33 @@ for process in processes:
         sys.exit(f"worker failed: {process.exitcode}")
 """
 
+# argv: the arguments of `stepdown-ml`. The scorer with every ONNX session's run (in the main
+# process and in the forked workers, which inherit the patch) replaced by features @ W.
+FREE_MODEL = """
+import os, sys
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # one thread per worker for the product, as ONNX Runtime's
+import numpy as np
+from stepdown_ml.cli import main
+from stepdown_ml.core.features import GROUP_NAMES, N_FEATURES
+from stepdown_ml.serving import model
+
+class FreeSession:
+    weights = np.random.default_rng(0).normal(0.0, 0.05, (N_FEATURES, len(GROUP_NAMES))).astype(np.float32)
+
+    def run(self, outputs, feeds):
+        (features,) = feeds.values()
+        return [features @ self.weights]
+
+loaded = model.Model.__init__
+
+def free_init(self, *args, **kwargs):
+    loaded(self, *args, **kwargs)  # the real session is still loaded, as the scorer loads it
+    self.session = FreeSession()
+
+model.Model.__init__ = free_init
+sys.exit(main(sys.argv[1:]))
+"""
+
 
 def _prepare(path: Path, workers: int, tmp: Path) -> tuple[Path, list[str]]:
     """Untimed: every row's served features (.npy) and the workers' byte ranges of whole lines."""
@@ -132,6 +167,16 @@ def _check(tmp: Path, workers: int) -> None:
     assert parts.equals(scores), "the skeleton's rows or probabilities differ from the scorer's"
 
 
+def _check_free(tmp: Path) -> None:
+    """The free-model run scored the rows the scorer did (its numbers are not the model's)."""
+    import pyarrow.csv as pacsv
+
+    columns = pacsv.ConvertOptions(include_columns=["candidate_id"])
+    free = pacsv.read_csv(tmp / "free.csv", convert_options=columns)
+    scores = pacsv.read_csv(tmp / "s.csv", convert_options=columns)
+    assert free.equals(scores), "the free-model run scored other rows than the scorer"
+
+
 def main(rows: int, workers: int) -> list[dict]:
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     results = []
@@ -152,15 +197,20 @@ def main(rows: int, workers: int) -> list[dict]:
             ]
             score_cmd = [sys.executable, "-m", "stepdown_ml", "score", str(path), "--out", str(tmp / "s.csv")]
             score_cmd += ["--workers", str(workers)]
+            free_cmd = [sys.executable, "-c", FREE_MODEL, "score", str(path), "--out", str(tmp / "free.csv")]
+            free_cmd += ["--workers", str(workers)]
             floors: list[float] = []
             skeletons: list[float] = []
             scorers: list[float] = []
+            frees: list[float] = []
             for _ in range(rounds):
                 floors.extend(run(floor_cmd)[0] for _ in range(2))
                 skeletons.append(run(skeleton_cmd)[0])
                 scorers.append(run(score_cmd)[0])
+                frees.append(run(free_cmd)[0])
             _check(tmp, workers)
-            floor, skeleton, scorer = min(floors), min(skeletons), min(scorers)
+            _check_free(tmp)
+            floor, skeleton, scorer, free = min(floors), min(skeletons), min(scorers), min(frees)
             results.append(
                 {
                     "file": label,
@@ -171,9 +221,12 @@ def main(rows: int, workers: int) -> list[dict]:
                     "scorer_seconds_best": round(scorer, 2),
                     "skeleton_ratio_to_floor": round(skeleton / floor, 2),
                     "scorer_ratio_to_floor": round(scorer / floor, 2),
+                    "free_model_seconds_best": round(free, 2),
+                    "free_model_ratio_to_floor": round(free / floor, 2),
                     "floor_seconds_all": [round(t, 2) for t in floors],
                     "skeleton_seconds_all": [round(t, 2) for t in skeletons],
                     "scorer_seconds_all": [round(t, 2) for t in scorers],
+                    "free_model_seconds_all": [round(t, 2) for t in frees],
                 }
             )
             print(json.dumps(results[-1]), flush=True)
