@@ -8,6 +8,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from stepdown_ml import InvalidCandidateError, predict
@@ -31,6 +33,19 @@ def test_record_equals_batch_equals_scikit_learn(model, trained, candidates):
     np.testing.assert_allclose(batch["p_advance"], sklearn, atol=1e-5)
     assert list(batch["recommendation"]) == [s["recommendation"] for s in singles]
     assert list(batch["reasons"]) == [s["reasons"] for s in singles]
+
+
+def test_a_frame_pandas_read_in_chunks_scores_as_one_read_whole(served_model, candidates, tmp_path):
+    """pandas 3 keeps text columns as Arrow data, in several chunks when read from a larger
+    file or concatenated: predict() scores such a frame as the same frame in one chunk."""
+    path = tmp_path / "candidates.csv"
+    candidates.head(300).to_csv(path, index=False)
+    whole = pd.read_csv(path, dtype=str, keep_default_na=False)
+    chunked = pd.concat([whole.iloc[:100], whole.iloc[100:]], ignore_index=True)
+    arrow = pa.array(chunked["current_skills"])  # as the validation sees the column
+    assert isinstance(arrow, pa.ChunkedArray) and arrow.num_chunks > 1
+    pd.testing.assert_frame_equal(predict(chunked, model=served_model), predict(whole, model=served_model))
+    assert predict(whole, model=served_model)["candidate_id"].tolist() == whole["candidate_id"].tolist()
 
 
 def test_output_layout(served_model, candidates):

@@ -331,6 +331,10 @@ class _Cells:
             except UnicodeEncodeError:  # a lone surrogate: cell by cell below
                 pass
             else:
+                # pandas' "str" columns are Arrow data, in chunks once read from a larger
+                # file or concatenated: they come back chunked.
+                if isinstance(text, pa.ChunkedArray):
+                    text = text.combine_chunks()
                 return cls(text, to_bool(pc.is_valid(text)), None)
         # Object column: each cell taken as parse_value takes it (.values: no copy).
         object_dtype = pd.api.types.is_object_dtype(dtype)
