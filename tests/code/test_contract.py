@@ -240,12 +240,13 @@ def test_skill_list_byte_scan_equals_the_pattern(cells, cut, scan):
 
 @pytest.mark.parametrize("scan", [1, 2, 3, 4, 7, 8])
 def test_skill_list_byte_scan_finds_a_bad_byte_or_doubled_separator_at_every_cut(scan):
-    """Clean lists but for one doubled ``;`` or one byte outside ``[a-z0-9_;]``, at every
-    position, with the scan's pieces as short as a byte: only that cell is refused."""
+    """Clean lists but for one ``;`` first, last or doubled, or one byte outside
+    ``[a-z0-9_;]``, at every position, with the scan's pieces as short as a byte: only that
+    cell is refused."""
     cells = ["abc;de", "f;gh_9", "ijk;l;mn"]
     variants = []
     for i, cell in enumerate(cells):
-        for at in range(1, len(cell)):
+        for at in range(len(cell) + 1):  # first and last byte too: ";abc", "abc;"
             variants.append((i, cell[:at] + ";" + cell[at:]))  # ";;" beside a ";", else still clean
             variants.append((i, cell[:at] + "A" + cell[at:]))
     with mock.patch.object(parsing, "_SCAN_BYTES", scan):

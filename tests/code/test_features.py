@@ -31,8 +31,11 @@ def test_batch_rows_equal_single_records(candidates, vocab):
         np.testing.assert_array_equal(space.transform_record(values)[0], batch[i])
 
 
-def test_features_are_float32(candidates, vocab):
-    assert FeatureSpace(vocab).transform(candidates.head(10)).dtype == np.float32
+def test_features_are_float32_row_by_row(candidates, vocab):
+    """float32, laid out row by row: what onnxruntime reads without a copy of its own."""
+    features = FeatureSpace(vocab).transform(candidates.head(10))
+    assert features.dtype == np.float32
+    assert features.flags.c_contiguous and features.strides == (4 * features.shape[1], 4)
 
 
 def test_skill_overlap_counts(vocab):
@@ -155,6 +158,20 @@ def test_batch_skill_overlap_sorts_keys_of_32_bits_and_wider(vocab, rare, distin
     batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index)
     low, high = distinct
     assert low <= len({t for c, t in rows for t in (c + ";" + t).split(";")}) + 1 <= high  # and the joiner
+    expected = _record_counts(rows, index)
+    for position, name in enumerate(batch):
+        np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
+
+
+def test_batch_skill_overlap_of_more_rows_than_int16_holds(vocab):
+    """40,000 rows in one call: row numbers past 32,767 keep their own counts."""
+    known = sorted(vocab.general)
+    rows = [
+        (f"own_{i};{known[i % 7]};shared_{i}", f"shared_{i};{known[i % 5]};other_{i % 3}")
+        for i in range(40_000)
+    ]
+    index = _SkillIndex(vocab)
+    batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index)
     expected = _record_counts(rows, index)
     for position, name in enumerate(batch):
         np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
