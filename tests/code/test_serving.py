@@ -48,6 +48,36 @@ def test_a_frame_pandas_read_in_chunks_scores_as_one_read_whole(served_model, ca
     assert predict(whole, model=served_model)["candidate_id"].tolist() == whole["candidate_id"].tolist()
 
 
+def _problems(records, model):
+    with pytest.raises(InvalidCandidateError) as caught:
+        predict(records, model=model)
+    return caught.value.problems
+
+
+def test_typed_pandas_frames_score_and_refuse_as_text_does(served_model, candidates, tmp_path):
+    """pandas' nullable numbers (convert_dtypes) and Arrow string_view columns: the same
+    scores, and the same rejects with the same reasons (9, not np.int64(9)), as text."""
+    path = tmp_path / "candidates.csv"
+    candidates.head(40).to_csv(path, index=False)
+    text = pd.read_csv(path, dtype=str, keep_default_na=False)
+    text.loc[3, "fit_score"] = "9"
+    typed = pd.read_csv(path, keep_default_na=False)
+    typed.loc[3, "fit_score"] = 9
+    views = text.astype(pd.ArrowDtype(pa.string_view()))
+    expected = _problems(text, served_model)
+    reason = "fit_score must be an integer 1-5, got '9'"
+    assert expected == [{"row": 4, "column": "fit_score", "reason": reason}]
+    for frame in (typed, typed.convert_dtypes(), views):
+        assert _problems(frame, served_model) == expected
+    valid = text.drop(index=3).reset_index(drop=True)
+    scores = predict(valid, model=served_model)
+    for frame in (typed.drop(index=3).reset_index(drop=True).convert_dtypes(), valid.astype(views.dtypes)):
+        pd.testing.assert_frame_equal(predict(frame, model=served_model), scores)
+    record = valid.iloc[0].to_dict()
+    one = _problems({**record, "fit_score": 9}, served_model)
+    assert _problems({**record, "fit_score": np.int64(9)}, served_model) == one
+
+
 def test_output_layout(served_model, candidates):
     out = predict(candidates.head(50), model=served_model)
     assert list(out.columns) == list(SCORES_COLUMNS)

@@ -9,12 +9,14 @@ helpers that read them. Parsing a value or a column against a :class:`Column` li
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 MOTIVES = ("necessity", "career_change", "broaden_horizons", "alternate_route")
@@ -231,7 +233,15 @@ def is_empty(value: Any) -> bool:
 
 
 def _show(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    # A number as it reads, whatever its type: numpy scalars (from pandas' nullable columns)
+    # and Decimals show as 9 and -1.50, not np.int64(9) and Decimal('-1.50'). Anything else
+    # that is not text as its repr (None, a list, bytes).
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (numbers.Number, np.generic)):
+        text = str(value)
+    else:
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

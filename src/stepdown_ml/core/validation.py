@@ -143,8 +143,13 @@ def repeated_columns(names: Sequence[str], columns: Sequence[Column]) -> list[st
 def column_of(frame: Frame, name: str) -> pd.Series | pa.Array:
     """One column of a pandas or Arrow frame (Arrow chunks combined)."""
     if is_pandas(frame):
-        return frame[name]
-    data = frame.column(name)
+        series = frame[name]  # a frame, for a name given twice
+        arrow_type = getattr(getattr(series, "dtype", None), "pyarrow_dtype", None)
+        if arrow_type is None or not pa.types.is_string_view(arrow_type):
+            return series
+        data = pa.array(series)  # pandas cannot take rows of string_view data: read it as Arrow
+    else:
+        data = frame.column(name)
     data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
     # take and filter have no string_view kernels: views are read as plain strings.
     return data.cast(pa.string()) if pa.types.is_string_view(data.type) else data
