@@ -354,7 +354,9 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
 
     Args:
         records: one candidate (a mapping, docs/CONTRACT.md candidate columns) or many
-            (an iterable of mappings, or a DataFrame).
+            (an iterable of mappings, or a DataFrame: read a CSV with
+            ``pd.read_csv(path, keep_default_na=False)``, or pandas takes the region
+            ``NA`` for a missing value).
         model: a model directory, a ``models:/name@alias`` URI, or a loaded
             :class:`Model`; default: the committed default model.
 
