@@ -422,3 +422,28 @@ def test_rejected_ids_and_reasons_are_storable_text():
     problems = validate_frame(frame).problems
     assert problems["candidate_id"].tolist()[0].endswith("...")
     assert problems["candidate_id"].tolist()[1] == "c-\\udc00"
+
+
+def _problems_of(records):
+    with pytest.raises(InvalidCandidateError) as caught:
+        predict(records)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("many", [1, 2, 20])  # 20: the service's column-by-column path
+def test_records_in_a_list_are_validated_one_by_one_as_one_record_is(many):
+    """A key a record leaves out is an empty value of that record, in a list as alone (even
+    when no record of the list has it); a required one missing is a problem of each row
+    that lacks it; an item that is not a mapping is a problem of its row."""
+    optional = {k: v for k, v in BASE.items() if k not in ("current_skills", "target_skills")}
+    alone = predict(optional)
+    listed = predict([optional] * many)
+    assert listed["p_advance"].tolist() == [alone["p_advance"]] * many
+    assert listed["reasons"].tolist() == [alone["reasons"]] * many
+    no_motive = {k: v for k, v in BASE.items() if k != "motive"}
+    assert _problems_of([no_motive] * many) == [
+        {"row": row, "column": "motive", "reason": "motive is missing"} for row in range(1, many + 1)
+    ]
+    assert _problems_of([BASE] * (many - 1) + [5]) == [
+        {"row": many, "column": "", "reason": "a record must be an object"}
+    ]

@@ -353,10 +353,11 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
     """Score candidates: the probability that the step down leads back up, and advice.
 
     Args:
-        records: one candidate (a mapping, docs/CONTRACT.md candidate columns) or many
-            (an iterable of mappings, or a DataFrame: read a CSV with
-            ``pd.read_csv(path, keep_default_na=False)``, or pandas takes the region
-            ``NA`` for a missing value).
+        records: one candidate (a mapping, docs/CONTRACT.md candidate columns) or many:
+            an iterable of mappings, each validated as one record is (a key left out is
+            an empty value), or a DataFrame, validated as a file is (every column must be
+            there). Read a CSV for it with ``pd.read_csv(path, keep_default_na=False)``,
+            or pandas takes the region ``NA`` for a missing value.
         model: a model directory, a ``models:/name@alias`` URI, or a loaded
             :class:`Model`; default: the committed default model.
 
@@ -376,10 +377,14 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
         return loaded.score_record(records)
     import pandas as pd  # many records: the answer is a DataFrame
 
-    # Records become object columns: each value is validated as it was given, as for one
-    # record (pandas would otherwise infer dtypes, turning np.bool_ into a bool column,
-    # complex into complex128, or refusing text with a lone surrogate).
-    frame = records if is_pandas(records) else pd.DataFrame(list(records), dtype=object)
+    if not is_pandas(records):
+        # Records are validated one by one, as one record is and as the service's batches
+        # are: a key a record leaves out is an empty value of that record, and an item that
+        # is not a mapping is a problem of its row.
+        answer = loaded.score_records(list(records))
+        ranked = RANK_COLUMN in answer[0]  # score_records refuses an empty batch
+        return pd.DataFrame(answer, columns=[*SCORES_COLUMNS, *([RANK_COLUMN] if ranked else [])])
+    frame = records
     if frame.empty:
         raise InvalidCandidateError([{"column": "", "reason": "no records given"}])
     missing = [c.name for c in CANDIDATE_COLUMNS if c.name not in frame.columns]
