@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +45,7 @@ def running(load: Callable[[], Any]) -> Iterator[Callable[..., tuple[int, Any]]]
         finally:
             connection.close()
 
+    call.port = port  # type: ignore[attr-defined]  # for tests that speak raw HTTP
     try:
         yield call
     finally:
@@ -108,6 +111,25 @@ def test_a_crash_in_one_request_is_a_500_for_it_alone():
         assert "a bug" not in json.dumps(body)  # no internals leak to the client
         status, body = call("POST", "/predict", candidate_record(candidate_id="fine"))
         assert status == 200 and body["candidate_id"] == "fine"
+
+
+def test_a_client_that_leaves_mid_body_is_a_499_in_the_log_not_a_failure(caplog):
+    """A client that closes its connection before its body is sent is no error of ours: one
+    access line with 499, no traceback, and the next request is served."""
+    caplog.set_level(logging.INFO)
+    with running(lambda: Model(config.PACKAGED_MODEL_DIR)) as serving_call:
+        call = ready(serving_call)
+        with socket.create_connection(("127.0.0.1", serving_call.port), timeout=10) as client:
+            client.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"candid')
+        deadline = time.time() + 10
+        while not any('"POST /predict" 499' in r.getMessage() for r in caplog.records):
+            assert time.time() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.02)
+        status, body = call("POST", "/predict", candidate_record(candidate_id="next"))
+        assert status == 200 and body["candidate_id"] == "next"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 @pytest.mark.parametrize("records", [1, 2, 300])

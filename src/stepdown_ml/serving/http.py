@@ -31,7 +31,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
@@ -51,6 +51,8 @@ from stepdown_ml.serving.model import InvalidCandidateError, Model
 
 ACCESS_LOGGER = "stepdown_ml.access"
 LOGGER = "stepdown_ml.serve"
+# The access log's status for a request whose client left before sending its body (as nginx).
+CLIENT_CLOSED = 499
 # Batches up to this size are scored on the event loop (~10 µs a record, less than
 # a hand-off to a thread); larger ones in a thread, so /health answers meanwhile.
 INLINE_RECORDS = 256
@@ -220,11 +222,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise _RequestError(413, f"the body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _RequestError(413, f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _RequestError(413, f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer: logged as 499 (client closed request), not as a failure.
+        raise _RequestError(
+            CLIENT_CLOSED, "the client closed the connection before its body was read"
+        ) from None
     return b"".join(chunks)
 
 
