@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import logging
@@ -130,6 +131,27 @@ def test_a_client_that_leaves_mid_body_is_a_499_in_the_log_not_a_failure(caplog)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
         r.getMessage() for r in caplog.records
     ]
+
+
+@pytest.mark.parametrize(("encoding", "status"), [("gzip", 415), ("br", 415), ("identity", 200), (None, 200)])
+def test_a_compressed_body_is_a_415_that_says_so(encoding, status):
+    """The service reads JSON as sent: a compressed body is refused by its encoding's name
+    (before, gzip bytes got a 400 about UTF-8)."""
+    record = json.dumps(candidate_record()).encode()
+    with running(lambda: Model(config.PACKAGED_MODEL_DIR)) as serving_call:
+        ready(serving_call)
+        connection = http.client.HTTPConnection("127.0.0.1", serving_call.port, timeout=10)
+        try:
+            headers = {} if encoding is None else {"Content-Encoding": encoding}
+            body = gzip.compress(record) if encoding == "gzip" else record
+            connection.request("POST", "/predict", body=body, headers=headers)
+            response = connection.getresponse()
+            got, answer = response.status, json.loads(response.read())
+        finally:
+            connection.close()
+    assert got == status, answer
+    if status == 415:
+        assert encoding in answer["error"] and "not supported" in answer["error"]
 
 
 @pytest.mark.parametrize("records", [1, 2, 300])

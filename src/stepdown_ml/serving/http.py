@@ -6,7 +6,8 @@ with JSON bodies read and written by orjson. Routes:
 - ``POST /predict``: one candidate object, or an array of them (docs/CONTRACT.md); answers
   the scores layout, one object or an array in input order (``rank`` when ``person_id``
   is given). Input that breaks the contract is a 422 listing every (row, column, reason),
-  a body that is not JSON a 400, a body or batch over the limits a 413.
+  a body that is not JSON a 400, a body or batch over the limits a 413, a compressed body
+  (a ``Content-Encoding``) a 415.
 - ``GET /health``: 200 once the model is loaded, 503 before (or when loading failed).
 - ``GET /metadata``: model version, threshold, metrics, features, reason codes, limits.
 - ``GET /openapi.json`` and ``GET /docs``: the API, derived from the contract's columns.
@@ -217,6 +218,9 @@ def app_from_env() -> ASGIApp:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise _RequestError(415, f"Content-Encoding {encoding} is not supported: send the JSON as it is")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _RequestError(413, f"the body is {declared} bytes; the limit is {limit}")
@@ -379,6 +383,7 @@ def openapi_spec(settings: ServeSettings) -> dict[str, Any]:
                         "200": {"description": "the scores, in input order", "content": one_or_many("Score")},
                         "400": answer("the body is not a JSON object or array", error),
                         "413": answer("the body or the batch is over the limit", error),
+                        "415": answer("the body is compressed (a Content-Encoding): send it as it is", error),
                         "422": answer("records break the contract: every (row, column, reason)", error),
                         "503": answer("the model is not loaded yet", error),
                     },
