@@ -154,6 +154,18 @@ def test_a_compressed_body_is_a_415_that_says_so(encoding, status):
         assert encoding in answer["error"] and "not supported" in answer["error"]
 
 
+def test_an_integer_past_64_bits_is_refused_with_its_digits_as_predict_refuses_it():
+    """orjson reads such an integer as a float ("got '1e+29'"); the service shows its
+    digits, the reason predict() gives for the same JSON."""
+    body = json.dumps([candidate_record(current_level=10**29), candidate_record(fit_score=2**64)])
+    with pytest.raises(serving.InvalidCandidateError) as caught:
+        serving.predict(json.loads(body), model=config.PACKAGED_MODEL_DIR)
+    with running(lambda: Model(config.PACKAGED_MODEL_DIR)) as serving_call:
+        status, answer = ready(serving_call)("POST", "/predict", json.loads(body))
+    assert status == 422 and answer["problems"] == caught.value.problems
+    assert "100000000000000000000" in answer["problems"][0]["reason"]
+
+
 @pytest.mark.parametrize("records", [1, 2, 300])
 def test_batches_inline_and_in_a_thread_give_the_same_answers(records, served_model):
     batch = [candidate_record(candidate_id=f"c{i}", fit_score=str(1 + i % 5)) for i in range(records)]
