@@ -19,7 +19,7 @@ import uvicorn
 from stepdown_ml.core import config
 from stepdown_ml.core.schema import CANDIDATE_COLUMNS
 from stepdown_ml.serving import model as serving
-from stepdown_ml.serving.http import ServeSettings, create_app
+from stepdown_ml.serving.http import ServeSettings, _parse, create_app
 from stepdown_ml.serving.model import Model
 from tests.conftest import candidate_record
 
@@ -164,6 +164,15 @@ def test_an_integer_past_64_bits_is_refused_with_its_digits_as_predict_refuses_i
         status, answer = ready(serving_call)("POST", "/predict", json.loads(body))
     assert status == 422 and answer["problems"] == caught.value.problems
     assert "100000000000000000000" in answer["problems"][0]["reason"]
+
+
+def test_a_long_integer_nested_deeper_than_pythons_json_reads_is_no_500():
+    """Python's json cannot read what orjson reads at 1,000 levels: orjson's reading stands
+    (an array whose item is no record: a 422 later, not a crash)."""
+    body = b"[" * 1000 + b"12345678901234567890" + b"]" * 1000
+    with pytest.raises(RecursionError):
+        json.loads(body)
+    assert isinstance(_parse(body), list)
 
 
 @pytest.mark.parametrize("records", [1, 2, 300])

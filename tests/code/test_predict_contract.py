@@ -447,3 +447,10 @@ def test_records_in_a_list_are_validated_one_by_one_as_one_record_is(many):
     assert _problems_of([BASE] * (many - 1) + [5]) == [
         {"row": many, "column": "", "reason": "a record must be an object"}
     ]
+
+
+def test_rows_of_a_frame_given_as_series_score_as_the_frame():
+    """predict([row for _, row in frame.iterrows()]): a row (a Series) is a record."""
+    frame = pd.DataFrame([BASE, {**BASE, "candidate_id": "other", "fit_score": "2"}])
+    rows = [row for _, row in frame.iterrows()]
+    pd.testing.assert_frame_equal(predict(rows), predict(frame))

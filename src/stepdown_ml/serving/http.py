@@ -18,6 +18,7 @@ one request is a 500 for that request only; the worker keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -219,8 +220,8 @@ def app_from_env() -> ASGIApp:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding != "identity":
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
         raise _RequestError(415, f"Content-Encoding {encoding} is not supported: send the JSON as it is")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -255,8 +256,10 @@ def _parse(body: bytes) -> dict[str, Any] | list[Any]:
         raise _RequestError(400, f"the body is not valid JSON: {exc}") from None
     if _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO):
         # Read again by Python's json, which keeps such an integer whole, so that its reason
-        # shows its digits as predict() shows them (the body is strict JSON: orjson read it).
-        payload = json.loads(body)
+        # shows its digits as predict() shows them (the body is strict JSON: orjson read it;
+        # nested deeper than Python's recursion allows, orjson's reading stands).
+        with contextlib.suppress(RecursionError):
+            payload = json.loads(body)
     if not isinstance(payload, dict | list):
         raise _RequestError(
             400, f"expected a JSON object or an array of objects, got {type(payload).__name__}"

@@ -380,8 +380,9 @@ def predict(records: Any, model: Model | Path | str | None = None) -> Any:
     if not is_pandas(records):
         # Records are validated one by one, as one record is and as the service's batches
         # are: a key a record leaves out is an empty value of that record, and an item that
-        # is not a mapping is a problem of its row.
-        answer = loaded.score_records(list(records))
+        # is not a mapping is a problem of its row (a frame's row, a Series, is a mapping).
+        rows = [r.to_dict() if is_pandas(r, "Series") else r for r in records]
+        answer = loaded.score_records(rows)
         ranked = RANK_COLUMN in answer[0]  # score_records refuses an empty batch
         return pd.DataFrame(answer, columns=[*SCORES_COLUMNS, *([RANK_COLUMN] if ranked else [])])
     frame = records
