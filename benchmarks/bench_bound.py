@@ -201,10 +201,9 @@ def main(rows: int, workers: int) -> list[dict]:
                 str(workers),
                 *ranges,
             ]
-            score_cmd = [sys.executable, "-m", "stepdown_ml", "score", str(path), "--out", str(tmp / "s.csv")]
-            score_cmd += ["--workers", str(workers)]
-            free_cmd = [sys.executable, "-c", FREE_MODEL, "score", str(path), "--out", str(tmp / "free.csv")]
-            free_cmd += ["--workers", str(workers)]
+            scoring = ["score", str(path), "--workers", str(workers), "--out"]  # both sides', then the output
+            score_cmd = [sys.executable, "-m", "stepdown_ml", *scoring, str(tmp / "s.csv")]
+            free_cmd = [sys.executable, "-c", FREE_MODEL, *scoring, str(tmp / "free.csv")]
             floors: list[float] = []
             skeletons: list[float] = []
             scorers: list[float] = []

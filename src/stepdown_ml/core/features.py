@@ -233,9 +233,9 @@ def skill_overlap(
     the same whatever its share of unknown skills. Each row's two lists are cut as one
     (current tokens, a joiner, target tokens), every token gets its code in the block's
     dictionary (only the dictionary is looked up in the vocabulary), and a sort of
-    (row, code, list) keys lines up each row's occurrences of a token, current before
-    target. Equal neighbours are then repeats within a list, or a token the row's two
-    lists share.
+    (row, kind, code, list) keys lines up each row's occurrences of a token, current
+    before target. Equal neighbours are then repeats within a list, or a token the row's
+    two lists share.
 
     Returns:
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
