@@ -2,8 +2,10 @@
 
 Trains the default pipeline on several generated data sets (60k rows each) at a few
 learning rates and reports, per rate: trees, the mean and worst oracle AUC gap, the mean
-Brier gap, and the served graph's single-thread cost per row. It is how
-src/stepdown_ml/resources/train_params.yaml's learning rate was chosen.
+Brier gap, and the served graph's single-thread cost per row. It is how the
+learning rate of the model with interactions (``benchmarks.common.INTERACTING_MODEL``, the
+default before the additive model) was chosen; the additive model's came from
+``benchmarks.bench_model_form``.
 Usage: python -m benchmarks.bench_learning_rate
 """
 
@@ -16,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from benchmarks.common import INTERACTING_MODEL
 from stepdown_ml.core.features import FeatureSpace
 from stepdown_ml.core.modeldir import INPUT_NAME
 from stepdown_ml.core.schema import LABEL
@@ -45,6 +48,7 @@ def main() -> None:
     vocab = load_vocabulary()
     space = FeatureSpace(vocab)
     params = load_params()
+    params["model"].update({k: v for k, v in INTERACTING_MODEL.items() if k != "learning_rate"})
     found: dict[float, list[dict[str, float]]] = {rate: [] for rate in RATES}
     for seed in SEEDS:
         parts = split(prepare(generate_transitions(ROWS, seed)), params["split"])

@@ -17,6 +17,9 @@ from stepdown_ml.datasets.generate import generate_transitions
 # Large files belong on tmpfs: STEPDOWN_BENCH_DIR=/dev/shm/bench, say.
 BENCH_DIR = Path(os.environ.get("STEPDOWN_BENCH_DIR") or config.GENERATED_DIR / "bench")
 CHUNK = 1_000_000
+# The default model's parameters before it became additive (trees that combine features,
+# reasons from refined leaves): what bench_reasons and bench_learning_rate measured.
+INTERACTING_MODEL = {"interaction_cst": None, "learning_rate": 0.2, "max_leaf_nodes": 15}
 
 
 def _write_chunk(rows: int, start: int, seed: int, part: Path) -> Path:

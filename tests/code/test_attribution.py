@@ -77,3 +77,96 @@ def test_folding_small_weights_keeps_the_sum():
     assert folded.sum() == pytest.approx(weights.sum())
     assert list(np.flatnonzero(folded)) == [0, 3]
     assert folded[0] == 0.2 and folded[3] == pytest.approx(-0.3 + 0.0015)
+
+
+def _additive(seed: int, interactions: str | None = "no_interactions"):
+    """A small classifier on random features, some NaN, with or without interactions."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from stepdown_ml.core.features import N_FEATURES
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3_000, N_FEATURES)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 3]) * np.nan_to_num(x[:, 5]) + rng.normal(size=len(x)) > 0
+    model = HistGradientBoostingClassifier(
+        max_iter=40, max_leaf_nodes=6, interaction_cst=interactions, random_state=seed
+    ).fit(x, y.astype(int))
+    return model, [p[0].nodes for p in model._predictors], float(model._baseline_prediction.ravel()[0])
+
+
+def _rows(seed: int) -> np.ndarray:
+    from stepdown_ml.core.features import N_FEATURES
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(500, N_FEATURES)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[:5] = np.inf
+    x[5:10] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_additive_steps_are_the_exact_shapley_values_and_sum_to_the_log_odds(seed):
+    model, predictors, baseline = _additive(seed)
+    steps = attribution.additive_steps(predictors, baseline)
+    assert steps is not None and len(steps.missing) > 0  # the NaN weights are exercised
+    x = _rows(seed + 10)
+    served = attribution.step_contributions(steps, x)
+    exact = attribution.by_group(attribution.ensemble_shap(predictors, x))
+    # Exact but for rounding each feature's curve to the quantum (half a quantum per feature).
+    features = len(set(steps.features) | set(steps.missing))
+    np.testing.assert_allclose(served, exact, rtol=0, atol=features * steps.quantum / 2 + 1e-9)
+    log_odds = model.decision_function(x)
+    np.testing.assert_allclose(
+        steps.bias + served.sum(axis=1), log_odds, rtol=0, atol=features * steps.quantum / 2 + 1e-9
+    )
+
+
+def test_a_tree_that_reads_two_features_has_no_step_form():
+    _, predictors, baseline = _additive(4, interactions=None)
+    assert any(len(np.unique(p[p["is_leaf"] == 0]["feature_idx"])) > 1 for p in predictors)
+    assert attribution.additive_steps(predictors, baseline) is None
+
+
+def test_step_weights_add_up_exactly_in_float32_in_any_order():
+    """Every partial sum of a group's values is a float32 without rounding, so onnxruntime's
+    matrix product gives the same bits whatever order it adds them in."""
+    _, predictors, baseline = _additive(5)
+    steps = attribution.additive_steps(predictors, baseline)
+    assert steps is not None
+    rng = np.random.default_rng(0)
+    for group in range(steps.weights.shape[0]):
+        values = np.concatenate(
+            [steps.weights[group], steps.missing_weights[group], steps.base[group : group + 1]]
+        )
+        values = values[values != 0]
+        assert np.all(np.round(values.astype(np.float64) / steps.quantum) * steps.quantum == values)
+        for _ in range(20):
+            chosen = values[rng.permutation(len(values))][: rng.integers(0, len(values) + 1)]
+            total = np.float32(0)
+            for value in chosen:
+                total = np.float32(total + value)
+            assert total == np.float32(chosen.astype(np.float64).sum())
+
+
+def test_the_onnx_step_graph_gives_the_exact_sums_in_any_batch():
+    """onnxruntime's contributions are the exact sums of the steps (bit for bit), for NaN and
+    infinite features too, and a row gets the same bits alone as in batches of any size."""
+    from stepdown_ml.core.modeldir import CONTRIBUTIONS
+    from stepdown_ml.training import export
+
+    model, predictors, baseline = _additive(6)
+    steps = attribution.additive_steps(predictors, baseline)
+    assert steps is not None
+    full = export.to_onnx(model)
+    assert export.contributions_form(full) == {"form": "additive steps", "steps": len(steps.features)}
+    lean = export.serving_graph(full)
+    x = _rows(7)
+    exact = attribution.step_contributions(steps, x).astype(np.float32)
+    assert np.array_equal(export.onnx_outputs(lean, x)[CONTRIBUTIONS], exact)
+    for size in (1, 7, 64):
+        parts = [
+            export.onnx_outputs(lean, x[i : min(i + size, 128)])[CONTRIBUTIONS] for i in range(0, 128, size)
+        ]
+        assert np.array_equal(np.concatenate(parts), exact[:128])

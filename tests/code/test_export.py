@@ -13,6 +13,7 @@ from stepdown_ml.core.modeldir import ONNX_FILE, SERVING_ONNX_FILE, read_manifes
 from stepdown_ml.core.schema import LABEL
 from stepdown_ml.core.validation import validate_frame
 from stepdown_ml.training import export
+from stepdown_ml.training.train import fit, load_params
 from tests.code.test_default_model import assert_card_names_only_its_own_files
 from tests.conftest import candidate_record
 
@@ -28,6 +29,28 @@ def classifier(trained) -> HistGradientBoostingClassifier:
 def onnx_model(classifier) -> onnx.ModelProto:
     # Converting a real model also guards against the skl2onnx + protobuf 7 breakage.
     return export.to_onnx(classifier)
+
+
+@pytest.fixture(scope="module")
+def interacting(trained, vocab) -> HistGradientBoostingClassifier:
+    """The session's model trained again with trees that combine features."""
+    params = {**load_params()["model"], "interaction_cst": None, "max_iter": 30}
+    x = trained.pipeline.named_steps["features"].transform(trained.splits.train)
+    return fit(x, trained.splits.train[LABEL].to_numpy(dtype=int), vocab, params).named_steps["classifier"]
+
+
+@pytest.fixture(scope="module")
+def interacting_onnx(trained, interacting) -> onnx.ModelProto:
+    x = trained.pipeline.named_steps["features"].transform(trained.splits.train.head(5_000))
+    return export.to_onnx(interacting, reference=x, refine_depth=2)
+
+
+@pytest.fixture(scope="module", params=["additive", "interacting"])
+def exported(request, classifier, onnx_model, interacting, interacting_onnx):
+    """Each form of the export with its classifier: additive steps (the default), refined trees."""
+    if request.param == "additive":
+        return classifier, onnx_model
+    return interacting, interacting_onnx
 
 
 def edge_cases(vocab) -> np.ndarray:
@@ -52,8 +75,9 @@ def test_checker_passes_with_full_check(onnx_model):
     assert opsets[""] == export.ONNX_OPSET and opsets["ai.onnx.ml"] == export.ONNX_ML_OPSET
 
 
-def test_parity_on_test_split_and_edge_cases(trained, classifier, onnx_model, vocab):
+def test_parity_on_test_split_and_edge_cases(trained, exported, vocab):
     """Every probability within 1e-5 of scikit-learn, no label flips at the threshold."""
+    classifier, onnx_model = exported
     features = trained.pipeline.named_steps["features"].transform(trained.splits.test)
     x = np.vstack([features, edge_cases(vocab)])
     report = export.check_parity(onnx_model, classifier, x, trained.manifest["threshold"])
@@ -63,13 +87,32 @@ def test_parity_on_test_split_and_edge_cases(trained, classifier, onnx_model, vo
     assert report["label_flips"] == 0
 
 
-def test_serving_graph_is_the_contributions_ensemble_alone(onnx_model):
-    lean = export.serving_graph(onnx_model)
+def test_serving_graph_of_an_interacting_model_is_the_contributions_ensemble_alone(interacting_onnx):
+    lean = export.serving_graph(interacting_onnx)
     assert [n.name for n in lean.graph.node] == ["group_contributions"]
     assert [o.name for o in lean.graph.output] == [export.CONTRIBUTIONS]
+    assert export.contributions_form(interacting_onnx)["form"] == "refined trees"
 
 
-def test_contributions_sum_to_the_log_odds(classifier, onnx_model, trained):
+def test_serving_graph_of_the_additive_model_walks_no_tree(onnx_model, classifier):
+    assert all(
+        len(np.unique(p[0].nodes[p[0].nodes["is_leaf"] == 0]["feature_idx"])) <= 1
+        for p in classifier._predictors
+    )
+    form = export.contributions_form(onnx_model)
+    assert form["form"] == "additive steps" and form["steps"] > 0
+    lean = export.serving_graph(onnx_model)
+    ops = [n.op_type for n in lean.graph.node]
+    assert "MatMul" in ops and not any(op.startswith("TreeEnsemble") for op in ops)
+    assert [o.name for o in lean.graph.output] == [export.CONTRIBUTIONS]
+    used = {name for n in lean.graph.node for name in n.input}
+    assert {t.name for t in lean.graph.initializer} <= used
+    # The full export keeps skl2onnx's classifier beside the steps.
+    assert any(n.op_type == "TreeEnsembleClassifier" for n in onnx_model.graph.node)
+
+
+def test_contributions_sum_to_the_log_odds(exported, trained):
+    classifier, onnx_model = exported
     x = trained.pipeline.named_steps["features"].transform(trained.splits.test.head(300))
     out = export.onnx_outputs(onnx_model, x)
     assert out[export.CONTRIBUTIONS].shape == (300, len(GROUP_NAMES))

@@ -183,3 +183,17 @@ def test_score_records_lists_every_problem_with_its_row(served_model):
         (4, "necessity_avoidable"),
         (4, "person_id"),
     ]
+
+
+def test_a_batch_larger_than_one_session_call_scores_as_its_parts(served_model, candidates, monkeypatch):
+    """Model.infer runs onnxruntime on slices of SESSION_ROWS rows: the same bits, every row once."""
+    from stepdown_ml.serving import model as model_module
+
+    features = served_model.features.transform(candidates.head(100))
+    whole_p, whole_c = served_model.infer(features)
+    monkeypatch.setattr(model_module, "SESSION_ROWS", 7)
+    p, contributions = served_model.infer(features)
+    assert len(p) == 100 and contributions.shape == whole_c.shape
+    assert np.array_equal(p, whole_p) and np.array_equal(contributions, whole_c)
+    singles = np.concatenate([served_model.infer(features[i : i + 1])[0] for i in range(100)])
+    assert np.array_equal(singles, whole_p)

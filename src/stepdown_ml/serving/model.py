@@ -67,6 +67,10 @@ class InvalidCandidateError(ValueError):
 # Batches of at least this many records try the column-by-column path (below it, the fixed
 # costs of its numpy calls outweigh what it saves; docs/BENCHMARKS.md).
 COLUMNS_FROM = 16
+# onnxruntime runs at most this many rows at a time: an additive model's graph holds a
+# float per row and step (about 150 steps) in between, so a call on a million rows would need
+# gigabytes; 16,384 rows need about 10 MB (docs/BENCHMARKS.md, "An additive model").
+SESSION_ROWS = 16_384
 
 
 class Model:
@@ -106,7 +110,15 @@ class Model:
         """
         if len(features) == 0:
             return np.zeros(0), np.zeros((0, len(GROUP_NAMES)), dtype=np.float32)
-        (contributions,) = self.session.run(self._outputs, {INPUT_NAME: features})
+        if len(features) <= SESSION_ROWS:
+            (contributions,) = self.session.run(self._outputs, {INPUT_NAME: features})
+        else:
+            contributions = np.concatenate(
+                [
+                    self.session.run(self._outputs, {INPUT_NAME: features[start : start + SESSION_ROWS]})[0]
+                    for start in range(0, len(features), SESSION_ROWS)
+                ]
+            )
         # Added in group order, as score_record does, so both give the same bits.
         log_odds = np.full(len(contributions), self.bias)
         for group in range(contributions.shape[1]):

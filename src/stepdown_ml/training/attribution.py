@@ -14,13 +14,18 @@ sum over its leaves, and they depend on ``x`` only through the bits ``o(x)`` of 
 :func:`tree_shap` is a lookup per leaf (exact, checked against the ``shap`` package in the
 tests and the benchmark).
 
-Serving runs one traversal of each tree, which reaches one leaf, not the bits of the others.
-:func:`served_tree` therefore stores, at each leaf, the mean exact TreeSHAP value (per
+For trees that combine features, serving runs one traversal of each tree, which reaches
+one leaf, not the bits of the others. :func:`served_tree` therefore stores, at each leaf, the mean exact TreeSHAP value (per
 reason group) of the training rows that reach it, after splitting the leaf a few levels
 further on the tree's other conditions (the bits that matter most for those rows). Within a
 leaf the Shapley values of every row sum to ``value_l - E[f]``, so the means do too:
 ``bias + sum`` still equals the model's log-odds exactly, and the extra levels cost a few
 comparisons per tree (docs/BENCHMARKS.md, "Reasons against exact TreeSHAP").
+
+The default model is additive (``interaction_cst: no_interactions``): each tree reads one
+feature, which is then the tree's only Shapley player. Its exact values need no refinement:
+:func:`additive_steps` writes the whole ensemble as step functions of the features, and the
+served contributions are the exact TreeSHAP values (docs/BENCHMARKS.md, "An additive model").
 """
 
 from __future__ import annotations
@@ -250,3 +255,152 @@ def served_tree(
         if len(leaf.features) and len(here):
             grow(leaf.node, here, depth)
     return out
+
+
+@dataclass
+class Steps:
+    """An additive ensemble (every tree reads one feature) as step functions of its features.
+
+    A row's contribution of group ``g`` is ``base[g]`` plus ``weights[g, k]`` for every step
+    ``k`` it takes (``x[features[k]] > thresholds[k]``, float32 comparisons as ONNX), plus
+    ``missing_weights[g, u]`` where ``x[missing[u]]`` is NaN (a NaN takes no step). These
+    are the exact Shapley values: in a tree that reads one feature, that feature is the only
+    player, so its TreeSHAP value is the tree's output less the tree's expectation.
+
+    Every value is a whole multiple of ``quantum``, chosen so that each group's values, added
+    in any order and any subset, stay exact in float32: onnxruntime may sum them in whatever
+    order its matrix kernel likes for a batch of any size, and a row still gets the same
+    bits alone as in any batch.
+    """
+
+    features: np.ndarray  # (T,) int64
+    thresholds: np.ndarray  # (T,) float32
+    weights: np.ndarray  # (groups, T) float32
+    missing: np.ndarray  # (U,) int64
+    missing_weights: np.ndarray  # (groups, U) float32
+    base: np.ndarray  # (groups,) float32
+    bias: float  # the baseline log-odds plus every tree's expectation
+    quantum: float
+
+
+def _tree_value(nodes: np.ndarray, x: np.float32) -> float:
+    """The output of one tree (scikit-learn predictor nodes) at one value of its feature."""
+    i = 0
+    while not nodes[i]["is_leaf"]:
+        node = nodes[i]
+        left = (
+            bool(node["missing_go_to_left"]) if np.isnan(x) else bool(x <= np.float32(node["num_threshold"]))
+        )
+        i = int(node["left"] if left else node["right"])
+    return float(nodes[i]["value"])
+
+
+def _expectation(nodes: np.ndarray) -> float:
+    """The training-count-weighted mean of a tree's leaves (TreeSHAP's empty coalition)."""
+    leaves = nodes[nodes["is_leaf"].astype(bool)]
+    return float((leaves["count"] * leaves["value"]).sum() / leaves["count"].sum())
+
+
+def _curves(
+    predictors: list[np.ndarray],
+) -> tuple[dict[int, dict[np.float32, float]], dict[int, float], dict[int, float], float] | None:
+    """Each feature's curve summed over its trees, less their expectations: the value below
+    every threshold, the change at each threshold, the value at NaN less the lowest; and the
+    sum of the expectations. None if a tree reads two or more features."""
+    lowest: dict[int, float] = {}
+    changes: dict[int, dict[np.float32, float]] = {}
+    at_nan: dict[int, float] = {}
+    expectations = 0.0
+    for nodes in predictors:
+        split = nodes[~nodes["is_leaf"].astype(bool)]
+        if len(np.unique(split["feature_idx"])) > 1:
+            return None
+        expected = _expectation(nodes)
+        expectations += expected
+        if len(split) == 0:
+            continue
+        feature = int(split["feature_idx"][0])
+        thresholds = sorted({np.float32(t) for t in split["num_threshold"]})
+        values = [_tree_value(nodes, t) for t in thresholds] + [_tree_value(nodes, np.float32(np.inf))]
+        lowest[feature] = lowest.get(feature, 0.0) + values[0] - expected
+        steps = changes.setdefault(feature, {})
+        for threshold, below, above in zip(thresholds, values, values[1:], strict=False):
+            steps[threshold] = steps.get(threshold, 0.0) + above - below
+        at_nan[feature] = at_nan.get(feature, 0.0) + _tree_value(nodes, np.float32(np.nan)) - values[0]
+    return changes, lowest, at_nan, expectations
+
+
+def additive_steps(predictors: list[np.ndarray], baseline: float) -> Steps | None:
+    """The step form of an ensemble whose trees each read at most one feature (None if one
+    reads two or more): exact Shapley values per group, see :class:`Steps`.
+
+    A row takes a feature's steps in threshold order, so its value for the feature is one
+    point of the feature's curve. The points are rounded to the quantum (not the steps one by
+    one), so a row's value for each feature is within half a quantum of the exact one.
+    """
+    found = _curves(predictors)
+    if found is None:
+        return None
+    changes, lowest, at_nan, expectations = found
+    groups = len(GROUP_NAMES)
+    # The largest sum any group's values can reach, in any order, must stay under 2 ** 24
+    # quanta; the rounding below adds at most a quantum per value, hence 2 ** 23.
+    reach = np.zeros(groups)
+    for feature in lowest:
+        group = FEATURE_GROUP_INDEX[feature]
+        reach[group] += abs(lowest[feature]) + sum(map(abs, changes[feature].values())) + abs(at_nan[feature])
+    quantum = float(2.0 ** (np.ceil(np.log2(reach.max())) - 23)) if reach.max() > 0 else 1.0
+
+    def rounded(value: float) -> float:
+        return round(value / quantum) * quantum + 0.0  # + 0.0: no -0.0, so no sum depends on a zero's sign
+
+    base = np.zeros(groups)
+    step_features, step_thresholds, step_weights, step_groups = [], [], [], []
+    missing, missing_weights, missing_groups = [], [], []
+    for feature in sorted(lowest):
+        group = FEATURE_GROUP_INDEX[feature]
+        exact = lowest[feature]
+        before = rounded(exact)
+        base[group] += before
+        first = before
+        for threshold in sorted(changes[feature]):
+            exact += changes[feature][threshold]
+            after = rounded(exact)
+            if after != before:
+                step_features.append(feature)
+                step_thresholds.append(threshold)
+                step_weights.append(after - before)
+                step_groups.append(group)
+            before = after
+        nan = rounded(lowest[feature] + at_nan[feature]) - first
+        if nan != 0.0:
+            missing.append(feature)
+            missing_weights.append(nan)
+            missing_groups.append(group)
+
+    def matrix(weights: list[float], rows: list[int]) -> np.ndarray:
+        out = np.zeros((groups, len(weights)), dtype=np.float32)
+        out[rows, np.arange(len(weights))] = weights
+        return out
+
+    return Steps(
+        features=np.array(step_features, dtype=np.int64),
+        thresholds=np.array(step_thresholds, dtype=np.float32),
+        weights=matrix(step_weights, step_groups),
+        missing=np.array(missing, dtype=np.int64),
+        missing_weights=matrix(missing_weights, missing_groups),
+        base=base.astype(np.float32),
+        bias=baseline + expectations,
+        quantum=quantum,
+    )
+
+
+def step_contributions(steps: Steps, x: np.ndarray) -> np.ndarray:
+    """:class:`Steps` evaluated in NumPy (float64): (rows, groups); the reference for tests."""
+    taken = (x[:, steps.features] > steps.thresholds).astype(np.float64)
+    nan = np.isnan(x[:, steps.missing]).astype(np.float64)
+    return (
+        steps.base
+        + taken @ steps.weights.T.astype(np.float64)
+        + nan @ steps.missing_weights.T.astype(np.float64)
+    )

@@ -14,10 +14,16 @@
   the leaves below, so for every row ``bias + contributions.sum() == log-odds`` exactly
   (up to float32 rounding), with either attribution.
 
-``serving.onnx`` (:func:`serving_graph`) keeps only the contributions ensemble: one
-traversal gives both the probability and its reasons, so reasons are as cheap as scoring
-itself. The second ensemble mirrors skl2onnx's node layout and float32
-thresholds, so both reach the same leaves.
+``serving.onnx`` (:func:`serving_graph`) keeps only the contributions: one evaluation
+gives both the probability and its reasons, so reasons are as cheap as scoring itself. The
+contributions take one of two forms:
+
+- **an additive model** (every tree reads one feature, the default): the exact Shapley
+  values as step functions (:func:`stepdown_ml.training.attribution.additive_steps`), a few
+  array operations for a whole batch: gather each step's feature, compare with its
+  threshold, and one matrix product with the steps' group weights. No tree is walked.
+- **a model with interactions**: a second tree ensemble, mirroring skl2onnx's node layout
+  and float32 thresholds so both reach the same leaves, with the refined leaves above.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from stepdown_ml.core.features import FEATURE_GROUP_INDEX, GROUP_NAMES, N_FEATURES
@@ -174,8 +180,16 @@ def to_onnx(
     # skl2onnx picks the lowest opsets that suffice; pin both so every export is the same.
     for opset in onnx_model.opset_import:
         opset.version = {"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET}.get(opset.domain, opset.version)
-    node, bias = _contribution_node(model, reference, refine_depth, min_rows, min_weight)
-    onnx_model.graph.node.append(node)
+    steps = attribution.additive_steps(
+        [p[0].nodes for p in model._predictors], float(np.ravel(model._baseline_prediction)[0])
+    )
+    if steps is not None:
+        nodes, initializers, bias = _step_nodes(steps)
+        onnx_model.graph.node.extend(nodes)
+        onnx_model.graph.initializer.extend(initializers)
+    else:
+        node, bias = _contribution_node(model, reference, refine_depth, min_rows, min_weight)
+        onnx_model.graph.node.append(node)
     onnx_model.graph.output.append(
         helper.make_tensor_value_info(CONTRIBUTIONS, TensorProto.FLOAT, [None, len(GROUP_NAMES)])
     )
@@ -187,25 +201,93 @@ def to_onnx(
     return onnx_model
 
 
+def _step_nodes(steps: attribution.Steps) -> tuple[list[onnx.NodeProto], list[TensorProto], float]:
+    """The contributions of an additive model as ONNX operators, with their constants.
+
+    Rows run along the last axis (the features transposed once), so gathering a step's
+    feature copies one contiguous row of the batch.
+    """
+
+    def name(part: str) -> str:
+        return f"{CONTRIBUTIONS}_{part}"
+
+    constants = {
+        "step_features": steps.features,
+        "step_thresholds": steps.thresholds.reshape(-1, 1),
+        "step_weights": steps.weights,
+        "base": steps.base.reshape(1, -1),
+    }
+    nodes = [
+        helper.make_node("Transpose", [INPUT_NAME], [name("by_feature")], perm=[1, 0]),
+        helper.make_node("Gather", [name("by_feature"), name("step_features")], [name("stepped")], axis=0),
+        helper.make_node("Greater", [name("stepped"), name("step_thresholds")], [name("taken")]),
+        helper.make_node("Cast", [name("taken")], [name("taken_float")], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", [name("step_weights"), name("taken_float")], [name("by_group")]),
+    ]
+    total = name("by_group")
+    if len(steps.missing):
+        # A NaN takes no step; its own value differs from the lowest step's by these weights.
+        constants |= {"missing_features": steps.missing, "missing_weights": steps.missing_weights}
+        nodes += [
+            helper.make_node(
+                "Gather", [name("by_feature"), name("missing_features")], [name("missed")], axis=0
+            ),
+            helper.make_node("IsNaN", [name("missed")], [name("is_nan")]),
+            helper.make_node("Cast", [name("is_nan")], [name("is_nan_float")], to=TensorProto.FLOAT),
+            helper.make_node(
+                "MatMul", [name("missing_weights"), name("is_nan_float")], [name("for_missing")]
+            ),
+            helper.make_node("Add", [total, name("for_missing")], [name("with_missing")]),
+        ]
+        total = name("with_missing")
+    nodes += [
+        helper.make_node("Transpose", [total], [name("by_row")], perm=[1, 0]),
+        helper.make_node("Add", [name("by_row"), name("base")], [CONTRIBUTIONS]),
+    ]
+    initializers = [numpy_helper.from_array(value, name(key)) for key, value in constants.items()]
+    return nodes, initializers, steps.bias
+
+
 def serving_graph(full: onnx.ModelProto) -> onnx.ModelProto:
-    """The lean graph that serving runs: the contributions ensemble alone.
+    """The lean graph that serving runs: the contributions alone (the operators they are
+    computed from, and their constants).
 
     onnxruntime evaluates every node of a graph whatever outputs are asked for, so the
-    full export (classifier + contributions) costs two traversals per row. Serving
+    full export (classifier + contributions) costs both per row. Serving
     needs only the contributions: ``p_advance`` is the logistic of the bias plus their
     sum, equal to the classifier's probability (checked by :func:`check_parity`).
     """
     lean = onnx.ModelProto()
     lean.CopyFrom(full)
     graph = lean.graph
-    keep = [n for n in graph.node if CONTRIBUTIONS in n.output]
+    needed, keep = {CONTRIBUTIONS}, []
+    for node in reversed(graph.node):  # the nodes the contributions are computed from
+        if needed.intersection(node.output):
+            keep.append(node)
+            needed.update(node.input)
+    keep.reverse()
     outputs = [o for o in graph.output if o.name == CONTRIBUTIONS]
+    constants = [t for t in graph.initializer if t.name in needed]
     del graph.node[:]
     graph.node.extend(keep)
+    del graph.initializer[:]
+    graph.initializer.extend(constants)
     del graph.output[:]
     graph.output.extend(outputs)
     onnx.checker.check_model(lean, full_check=True)
     return lean
+
+
+def contributions_form(onnx_model: onnx.ModelProto) -> dict[str, Any]:
+    """How the export computes the contributions: ``additive steps`` (with their number) or
+    ``refined trees`` (with their leaves)."""
+    for node in onnx_model.graph.node:
+        if node.output[0] == CONTRIBUTIONS and node.op_type == "TreeEnsembleRegressor":
+            ints = {a.name: a.ints for a in node.attribute}
+            leaves = set(zip(ints["target_treeids"], ints["target_nodeids"], strict=True))
+            return {"form": "refined trees", "leaves": len(leaves)}
+    weights = next(t for t in onnx_model.graph.initializer if t.name == f"{CONTRIBUTIONS}_step_features")
+    return {"form": "additive steps", "steps": int(weights.dims[0])}
 
 
 def ensemble_size(model: HistGradientBoostingClassifier) -> dict[str, int]:

@@ -268,6 +268,21 @@ class TrainingResult:
     plots: list[Path]
 
 
+# The model card's account of the reasons, by how the export computes them.
+REASONS_LINES = {
+    "additive steps": (
+        "Every tree reads one feature (an additive model: a sum of one curve per feature), so "
+        "each reason group's contribution is its exact Shapley value (TreeSHAP): the group's "
+        "curves at the candidate's values less their average over the training data. Serving "
+        "evaluates them as {steps} steps, with no tree walked."
+    ),
+    "refined trees": (
+        "Trees combine features, so the contributions are exact TreeSHAP values averaged "
+        "within leaves refined {refine_depth} levels deeper on the training rows "
+        "({leaves} served leaves): close to the exact values, not equal to them."
+    ),
+}
+
 MODEL_CARD = """# Model card: stepdown-advancement {model_version}
 
 **What it predicts.** `p_advance`: the probability that taking the target role (a step down
@@ -277,6 +292,8 @@ or a lateral move) leads back to at least the former level within 36 months.
 <= {max_depth}), monotone in skill coverage (up), levels down (down), fit, performance,
 promotion path and internal move (up); exported to ONNX ({onnx_path}: probabilities and
 per-group contributions) and served by onnxruntime from serving.onnx (the contributions alone).
+
+**Reasons.** {reasons_line}
 
 **Data.** {rows} rows (SHA-256 of the data file `{data_sha}`), split
 {train_rows}/{validation_rows}/{test_rows} (train/validation/test, stratified).
@@ -551,6 +568,7 @@ def run_training(
     parity = export.check_parity(onnx_model, classifier, x_test, uncalibrate(threshold, calibration))
     report["onnx_parity"] = parity
     bias = export.contribution_bias(onnx_model)
+    contributions = export.contributions_form(onnx_model)
     manifest: dict[str, Any] = {
         "model_name": config.REGISTERED_MODEL_NAME,
         "features": list(FEATURE_NAMES),
@@ -562,6 +580,7 @@ def run_training(
         "calibration": calibration,
         "metrics": report,
         "ensemble": size,
+        "contributions": contributions,
         "data_sha256": sha256_file(data_path),
         "data_rows": len(values),
         "params": params,
@@ -592,6 +611,7 @@ def run_training(
         logit_auc=report["baselines"]["logistic_regression"]["roc_auc"],
         motive_auc=report["baselines"]["motive_rate"]["roc_auc"],
         threshold=threshold,
+        reasons_line=REASONS_LINES[contributions["form"]].format(**contributions, **params["attribution"]),
         fairness_section=fairness_section(report["fairness"]),
         **size,
     )
