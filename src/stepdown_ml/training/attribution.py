@@ -15,9 +15,10 @@ sum over its leaves, and they depend on ``x`` only through the bits ``o(x)`` of 
 tests and the benchmark).
 
 For trees that combine features, serving runs one traversal of each tree, which reaches
-one leaf, not the bits of the others. :func:`served_tree` therefore stores, at each leaf, the mean exact TreeSHAP value (per
-reason group) of the training rows that reach it, after splitting the leaf a few levels
-further on the tree's other conditions (the bits that matter most for those rows). Within a
+one leaf, not the bits of the others. :func:`served_tree` therefore stores, at each leaf,
+the mean exact TreeSHAP value (per reason group) of the training rows that reach it, after
+splitting the leaf a few levels further on the tree's other conditions (the bits that
+matter most for those rows). Within a
 leaf the Shapley values of every row sum to ``value_l - E[f]``, so the means do too:
 ``bias + sum`` still equals the model's log-odds exactly, and the extra levels cost a few
 comparisons per tree (docs/BENCHMARKS.md, "Reasons against exact TreeSHAP").
