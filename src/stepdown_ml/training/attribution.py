@@ -262,11 +262,12 @@ def served_tree(
 class Steps:
     """An additive ensemble (every tree reads one feature) as step functions of its features.
 
-    A row's contribution of group ``g`` is ``base[g]`` plus ``weights[g, k]`` for every step
-    ``k`` it takes (``x[features[k]] > thresholds[k]``, float32 comparisons as ONNX), plus
-    ``missing_weights[g, u]`` where ``x[missing[u]]`` is NaN (a NaN takes no step). These
-    are the exact Shapley values: in a tree that reads one feature, that feature is the only
-    player, so its TreeSHAP value is the tree's output less the tree's expectation.
+    A row's contribution of group ``g`` is ``base[g]`` plus ``weights[g, k]`` for every ``k``
+    with ``x[features[k]] <= thresholds[k]`` (float32 comparisons, as ONNX; a NaN is never
+    ``<=``). These are the exact Shapley values: in a tree that reads one feature, that
+    feature is the only player, so its TreeSHAP value is the tree's output less the tree's
+    expectation. ``base`` holds each curve's value at NaN; a threshold of +inf carries the
+    difference between that and the curve's highest value, so any number gets it.
 
     Every value is a whole multiple of ``quantum``, chosen so that each group's values, added
     in any order and any subset, stay exact in float32: onnxruntime may sum them in whatever
@@ -274,11 +275,9 @@ class Steps:
     bits alone as in any batch.
     """
 
-    features: np.ndarray  # (T,) int64
-    thresholds: np.ndarray  # (T,) float32
-    weights: np.ndarray  # (groups, T) float32
-    missing: np.ndarray  # (U,) int64
-    missing_weights: np.ndarray  # (groups, U) float32
+    features: np.ndarray  # (K,) int64
+    thresholds: np.ndarray  # (K,) float32
+    weights: np.ndarray  # (groups, K) float32
     base: np.ndarray  # (groups,) float32
     bias: float  # the baseline log-odds plus every tree's expectation
     quantum: float
@@ -335,61 +334,56 @@ def additive_steps(predictors: list[np.ndarray], baseline: float) -> Steps | Non
     """The step form of an ensemble whose trees each read at most one feature (None if one
     reads two or more): exact Shapley values per group, see :class:`Steps`.
 
-    A row takes a feature's steps in threshold order, so its value for the feature is one
-    point of the feature's curve. The points are rounded to the quantum (not the steps one by
-    one), so a row's value for each feature is within half a quantum of the exact one.
+    Each feature's curve is written from the top: its value at NaN, plus (for any number)
+    the way from there to its highest value, less each change between thresholds at or
+    above ``x``. The curve's points are rounded to the quantum (not its changes one by one),
+    so a row's value for each feature is within half a quantum of the exact one.
     """
     found = _curves(predictors)
     if found is None:
         return None
     changes, lowest, at_nan, expectations = found
     groups = len(GROUP_NAMES)
+    # Each feature's points, exact: below every threshold, past each one; and at NaN.
+    points = {f: np.cumsum([lowest[f], *(changes[f][t] for t in sorted(changes[f]))]) for f in lowest}
     # The largest sum any group's values can reach, in any order, must stay under 2 ** 24
-    # quanta; the rounding below adds at most a quantum per value, hence 2 ** 23.
+    # quanta; rounding adds at most a quantum per value, hence 2 ** 23.
     reach = np.zeros(groups)
-    for feature in lowest:
-        group = FEATURE_GROUP_INDEX[feature]
-        reach[group] += abs(lowest[feature]) + sum(map(abs, changes[feature].values())) + abs(at_nan[feature])
-    quantum = float(2.0 ** (np.ceil(np.log2(reach.max())) - 23)) if reach.max() > 0 else 1.0
+    for f, curve in points.items():
+        nan = lowest[f] + at_nan[f]
+        reach[FEATURE_GROUP_INDEX[f]] += abs(nan) + abs(curve[-1] - nan) + np.abs(np.diff(curve)).sum()
+    top = float(reach.max())
+    quantum = float(2.0 ** (np.ceil(np.log2(top)) - 23)) if top > 0 else 1.0
 
     def rounded(value: float) -> float:
         return round(value / quantum) * quantum + 0.0  # + 0.0: no -0.0, so no sum depends on a zero's sign
 
     base = np.zeros(groups)
-    step_features, step_thresholds, step_weights, step_groups = [], [], [], []
-    missing, missing_weights, missing_groups = [], [], []
-    for feature in sorted(lowest):
-        group = FEATURE_GROUP_INDEX[feature]
-        exact = lowest[feature]
-        before = rounded(exact)
-        base[group] += before
-        first = before
-        for threshold in sorted(changes[feature]):
-            exact += changes[feature][threshold]
-            after = rounded(exact)
-            if after != before:
-                step_features.append(feature)
-                step_thresholds.append(threshold)
-                step_weights.append(after - before)
-                step_groups.append(group)
-            before = after
-        nan = rounded(lowest[feature] + at_nan[feature]) - first
-        if nan != 0.0:
-            missing.append(feature)
-            missing_weights.append(nan)
-            missing_groups.append(group)
+    step_features: list[int] = []
+    step_thresholds: list[np.float32] = []
+    step_weights: list[float] = []
+    step_groups: list[int] = []
 
-    def matrix(weights: list[float], rows: list[int]) -> np.ndarray:
-        out = np.zeros((groups, len(weights)), dtype=np.float32)
-        out[rows, np.arange(len(weights))] = weights
-        return out
+    def step(feature: int, threshold: np.float32, weight: float) -> None:
+        if weight != 0.0:
+            step_features.append(feature)
+            step_thresholds.append(threshold)
+            step_weights.append(weight)
+            step_groups.append(FEATURE_GROUP_INDEX[feature])
 
+    for f in sorted(points):
+        curve = [rounded(v) for v in points[f]]
+        nan = rounded(lowest[f] + at_nan[f])
+        base[FEATURE_GROUP_INDEX[f]] += nan
+        step(f, np.float32(np.inf), curve[-1] - nan)  # any number: from NaN's value to the top
+        for threshold, below, above in zip(sorted(changes[f]), curve, curve[1:], strict=False):
+            step(f, threshold, below - above)  # at or below the threshold: back down a step
+    weights = np.zeros((groups, len(step_weights)), dtype=np.float32)
+    weights[step_groups, np.arange(len(step_weights))] = step_weights
     return Steps(
         features=np.array(step_features, dtype=np.int64),
         thresholds=np.array(step_thresholds, dtype=np.float32),
-        weights=matrix(step_weights, step_groups),
-        missing=np.array(missing, dtype=np.int64),
-        missing_weights=matrix(missing_weights, missing_groups),
+        weights=weights,
         base=base.astype(np.float32),
         bias=baseline + expectations,
         quantum=quantum,
@@ -398,10 +392,5 @@ def additive_steps(predictors: list[np.ndarray], baseline: float) -> Steps | Non
 
 def step_contributions(steps: Steps, x: np.ndarray) -> np.ndarray:
     """:class:`Steps` evaluated in NumPy (float64): (rows, groups); the reference for tests."""
-    taken = (x[:, steps.features] > steps.thresholds).astype(np.float64)
-    nan = np.isnan(x[:, steps.missing]).astype(np.float64)
-    return (
-        steps.base
-        + taken @ steps.weights.T.astype(np.float64)
-        + nan @ steps.missing_weights.T.astype(np.float64)
-    )
+    below = (x[:, steps.features] <= steps.thresholds).astype(np.float64)
+    return steps.base + below @ steps.weights.T.astype(np.float64)

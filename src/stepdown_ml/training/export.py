@@ -220,28 +220,11 @@ def _step_nodes(steps: attribution.Steps) -> tuple[list[onnx.NodeProto], list[Te
     nodes = [
         helper.make_node("Transpose", [INPUT_NAME], [name("by_feature")], perm=[1, 0]),
         helper.make_node("Gather", [name("by_feature"), name("step_features")], [name("stepped")], axis=0),
-        helper.make_node("Greater", [name("stepped"), name("step_thresholds")], [name("taken")]),
-        helper.make_node("Cast", [name("taken")], [name("taken_float")], to=TensorProto.FLOAT),
-        helper.make_node("MatMul", [name("step_weights"), name("taken_float")], [name("by_group")]),
-    ]
-    total = name("by_group")
-    if len(steps.missing):
-        # A NaN takes no step; its own value differs from the lowest step's by these weights.
-        constants |= {"missing_features": steps.missing, "missing_weights": steps.missing_weights}
-        nodes += [
-            helper.make_node(
-                "Gather", [name("by_feature"), name("missing_features")], [name("missed")], axis=0
-            ),
-            helper.make_node("IsNaN", [name("missed")], [name("is_nan")]),
-            helper.make_node("Cast", [name("is_nan")], [name("is_nan_float")], to=TensorProto.FLOAT),
-            helper.make_node(
-                "MatMul", [name("missing_weights"), name("is_nan_float")], [name("for_missing")]
-            ),
-            helper.make_node("Add", [total, name("for_missing")], [name("with_missing")]),
-        ]
-        total = name("with_missing")
-    nodes += [
-        helper.make_node("Transpose", [total], [name("by_row")], perm=[1, 0]),
+        # A NaN is never <= anything: it takes no weight but the base (attribution.Steps).
+        helper.make_node("LessOrEqual", [name("stepped"), name("step_thresholds")], [name("below")]),
+        helper.make_node("Cast", [name("below")], [name("below_float")], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", [name("step_weights"), name("below_float")], [name("by_group")]),
+        helper.make_node("Transpose", [name("by_group")], [name("by_row")], perm=[1, 0]),
         helper.make_node("Add", [name("by_row"), name("base")], [CONTRIBUTIONS]),
     ]
     initializers = [numpy_helper.from_array(value, name(key)) for key, value in constants.items()]
