@@ -372,11 +372,11 @@ def additive_steps(predictors: list[np.ndarray], baseline: float) -> Steps | Non
             step_groups.append(FEATURE_GROUP_INDEX[feature])
 
     for f in sorted(points):
-        curve = [rounded(v) for v in points[f]]
+        at = [rounded(v) for v in points[f]]
         nan = rounded(lowest[f] + at_nan[f])
         base[FEATURE_GROUP_INDEX[f]] += nan
-        step(f, np.float32(np.inf), curve[-1] - nan)  # any number: from NaN's value to the top
-        for threshold, below, above in zip(sorted(changes[f]), curve, curve[1:], strict=False):
+        step(f, np.float32(np.inf), at[-1] - nan)  # any number: from NaN's value to the top
+        for threshold, below, above in zip(sorted(changes[f]), at, at[1:], strict=False):
             step(f, threshold, below - above)  # at or below the threshold: back down a step
     weights = np.zeros((groups, len(step_weights)), dtype=np.float32)
     weights[step_groups, np.arange(len(step_weights))] = step_weights
