@@ -34,14 +34,18 @@ def _tree() -> np.ndarray:
 
 def _expected(nodes: np.ndarray, x: np.ndarray, known: set[int], i: int = 0) -> float:
     """E[f(x) | x_known], following x at known features and the training counts elsewhere
-    (thresholds compared in float32, as the ONNX graph compares them)."""
+    (a float32 x against the largest float32 at or below each threshold, as the ONNX graph
+    compares them: the same answer as scikit-learn's float64 comparison)."""
     node = nodes[i]
     if node["is_leaf"]:
         return float(node["value"])
     left, right = int(node["left"]), int(node["right"])
     if int(node["feature_idx"]) in known:
         return _expected(
-            nodes, x, known, left if x[node["feature_idx"]] <= np.float32(node["num_threshold"]) else right
+            nodes,
+            x,
+            known,
+            left if x[node["feature_idx"]] <= attribution.threshold32(node["num_threshold"]) else right,
         )
     n_left, n_right = float(nodes[left]["count"]), float(nodes[right]["count"])
     return (n_left * _expected(nodes, x, known, left) + n_right * _expected(nodes, x, known, right)) / (
@@ -112,15 +116,70 @@ def test_additive_steps_are_the_exact_shapley_values_and_sum_to_the_log_odds(see
     steps = attribution.additive_steps(predictors, baseline)
     assert steps is not None and np.isinf(steps.thresholds).any()  # NaN differs from the top somewhere
     x = _rows(seed + 10)
-    served = attribution.step_contributions(steps, x)
+    served = attribution.step_contributions(steps, x).astype(np.float64)
     exact = attribution.by_group(attribution.ensemble_shap(predictors, x))
-    # Exact but for rounding each feature's curve to the quantum (half a quantum per feature).
-    features = len(set(steps.features))
-    np.testing.assert_allclose(served, exact, rtol=0, atol=features * steps.quantum / 2 + 1e-9)
-    log_odds = model.decision_function(x)
-    np.testing.assert_allclose(
-        steps.bias + served.sum(axis=1), log_odds, rtol=0, atol=features * steps.quantum / 2 + 1e-9
-    )
+    # Exact but for the float32 result (and the fine quantum, far below it).
+    np.testing.assert_allclose(served, exact, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(steps.bias + served.sum(axis=1), model.decision_function(x), rtol=0, atol=1e-5)
+
+
+def test_a_steep_model_still_matches_scikit_learn():
+    """A high learning rate, no L2 and leaves of two rows: curves reaching hundreds of log-odds,
+    where rounding them to one float32 quantum alone (about 3e-5) broke the export's parity."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from stepdown_ml.core.features import N_FEATURES
+    from stepdown_ml.training import export
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3_000, N_FEATURES)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    logit = np.nan_to_num(x[:, 0], nan=1.0) + 2 * np.nan_to_num(x[:, 3]) - np.nan_to_num(x[:, 7]) ** 2
+    y = (logit + rng.normal(size=len(x)) > 0).astype(int)
+    model = HistGradientBoostingClassifier(
+        interaction_cst="no_interactions",
+        learning_rate=1.0,
+        max_iter=80,
+        max_leaf_nodes=31,
+        max_depth=3,
+        l2_regularization=0.0,
+        min_samples_leaf=2,
+        random_state=8,
+    ).fit(x, y)
+    held_out = rng.normal(size=(2_000, N_FEATURES)).astype(np.float32)
+    full = export.to_onnx(model)
+    report = export.check_parity(full, model, held_out, 0.5)
+    assert report["max_abs_diff_contributions"] <= 1e-6
+    served = export.onnx_outputs(export.serving_graph(full), held_out)[export.CONTRIBUTIONS]
+    log_odds = export.contribution_bias(full) + served.sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(log_odds, model.decision_function(held_out), rtol=1e-6, atol=1e-5)
+
+
+def test_a_threshold_whose_nearest_float32_lies_above_it_sends_values_as_scikit_learn_does():
+    """Two adjacent float32 values in the training data: the split between them is their
+    float64 midpoint, whose nearest float32 is the upper value. That value goes right."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from stepdown_ml.core.features import N_FEATURES
+    from stepdown_ml.training import export
+
+    rng = np.random.default_rng(0)
+    low, high = np.float32(1 + 2**-23), np.float32(1 + 2**-22)
+    x = rng.normal(size=(2_000, N_FEATURES)).astype(np.float32)
+    x[:, 0] = np.where(rng.random(len(x)) < 0.5, low, high)
+    y = ((x[:, 0] == high) ^ (rng.random(len(x)) < 0.2)).astype(int)
+    model = HistGradientBoostingClassifier(
+        interaction_cst="no_interactions", max_iter=5, max_leaf_nodes=2, random_state=0
+    ).fit(x, y)
+    threshold = model._predictors[0][0].nodes[0]["num_threshold"]
+    assert np.float32(threshold) == high > threshold  # the case: the nearest float32 is above
+    rows = np.zeros((2, N_FEATURES), dtype=np.float32)
+    rows[:, 0] = (low, high)
+    full = export.to_onnx(model)
+    served = export.onnx_outputs(export.serving_graph(full), rows)[export.CONTRIBUTIONS]
+    log_odds = export.contribution_bias(full) + served.sum(axis=1, dtype=np.float64)
+    np.testing.assert_allclose(log_odds, model.decision_function(rows), rtol=0, atol=1e-6)
+    assert attribution.threshold32(threshold) == low
 
 
 def test_a_tree_that_reads_two_features_has_no_step_form():
@@ -130,22 +189,23 @@ def test_a_tree_that_reads_two_features_has_no_step_form():
 
 
 def test_step_weights_add_up_exactly_in_float32_in_any_order():
-    """Every partial sum of a group's values is a float32 without rounding, so onnxruntime's
-    matrix product gives the same bits whatever order it adds them in."""
+    """Every partial sum of a group's values in either part is a float32 without rounding,
+    so onnxruntime's matrix product gives the same bits whatever order it adds them in."""
     _, predictors, baseline = _additive(5)
     steps = attribution.additive_steps(predictors, baseline)
-    assert steps is not None
+    assert steps is not None and steps.quanta[1] < steps.quanta[0] * 2**-10
     rng = np.random.default_rng(0)
-    for group in range(steps.weights.shape[0]):
-        values = np.concatenate([steps.weights[group], steps.base[group : group + 1]])
-        values = values[values != 0]
-        assert np.all(np.round(values.astype(np.float64) / steps.quantum) * steps.quantum == values)
-        for _ in range(20):
-            chosen = values[rng.permutation(len(values))][: rng.integers(0, len(values) + 1)]
-            total = np.float32(0)
-            for value in chosen:
-                total = np.float32(total + value)
-            assert total == np.float32(chosen.astype(np.float64).sum())
+    for part, quantum in enumerate(steps.quanta):
+        for group in range(steps.weights.shape[1]):
+            values = np.concatenate([steps.weights[part, group], steps.base[part, group : group + 1]])
+            values = values[values != 0]
+            assert np.all(np.round(values.astype(np.float64) / quantum) * quantum == values)
+            for _ in range(20):
+                chosen = values[rng.permutation(len(values))][: rng.integers(0, len(values) + 1)]
+                total = np.float32(0)
+                for value in chosen:
+                    total = np.float32(total + value)
+                assert total == np.float32(chosen.astype(np.float64).sum())
 
 
 def test_the_onnx_step_graph_gives_the_exact_sums_in_any_batch():
@@ -161,7 +221,7 @@ def test_the_onnx_step_graph_gives_the_exact_sums_in_any_batch():
     assert export.contributions_form(full) == {"form": "additive steps", "steps": len(steps.features)}
     lean = export.serving_graph(full)
     x = _rows(7)
-    exact = attribution.step_contributions(steps, x).astype(np.float32)
+    exact = attribution.step_contributions(steps, x)
     assert np.array_equal(export.onnx_outputs(lean, x)[CONTRIBUTIONS], exact)
     for size in (1, 7, 64):
         parts = [

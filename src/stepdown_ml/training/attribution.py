@@ -40,6 +40,17 @@ import numpy as np
 from stepdown_ml.core.features import FEATURE_GROUP_INDEX, GROUP_NAMES
 
 
+def threshold32(threshold: float) -> np.float32:
+    """The largest float32 at or below a tree's float64 threshold.
+
+    scikit-learn sends ``x`` left when ``x <= threshold`` in float64. For a float32 ``x``
+    that is ``x <= threshold32(threshold)`` exactly; the nearest float32 (what skl2onnx
+    writes) can lie above the threshold and send that one value the wrong way.
+    """
+    t = np.float32(threshold)
+    return t if t <= threshold else np.nextafter(t, np.float32(-np.inf))
+
+
 @dataclass
 class Leaf:
     """One leaf's path: its features, their conditions, and its Shapley table."""
@@ -101,7 +112,7 @@ def leaf_tables(nodes: np.ndarray) -> list[Leaf]:
                 zero.append(1.0)
             k = features.index(feature)
             zero[k] *= float(nodes[child]["count"]) / float(nodes[parent]["count"])
-            threshold = np.float32(nodes[parent]["num_threshold"])
+            threshold = threshold32(nodes[parent]["num_threshold"])
             splits.append((k, threshold, left, bool(nodes[parent]["missing_go_to_left"])))
         leaves.append(
             Leaf(
@@ -205,7 +216,7 @@ def served_tree(
         if n["is_leaf"]
         else Node(
             int(n["feature_idx"]),
-            float(np.float32(n["num_threshold"])),
+            float(threshold32(n["num_threshold"])),
             bool(n["missing_go_to_left"]),
             int(n["left"]),
             int(n["right"]),
@@ -218,7 +229,7 @@ def served_tree(
     per_group = by_group(tree_shap(leaves, x, x.shape[1]))
     conditions = sorted(
         {
-            (int(n["feature_idx"]), float(np.float32(n["num_threshold"])), bool(n["missing_go_to_left"]))
+            (int(n["feature_idx"]), float(threshold32(n["num_threshold"])), bool(n["missing_go_to_left"]))
             for n in nodes
             if not n["is_leaf"]
         }
@@ -269,18 +280,20 @@ class Steps:
     expectation. ``base`` holds each curve's value at NaN; a threshold of +inf carries the
     difference between that and the curve's highest value, so any number gets it.
 
-    Every value is a whole multiple of ``quantum``, chosen so that each group's values, added
-    in any order and any subset, stay exact in float32: onnxruntime may sum them in whatever
-    order its matrix kernel likes for a batch of any size, and a row still gets the same
-    bits alone as in any batch.
+    Weights and base come in two parts, ``[0]`` and ``[1]``: each feature's curve rounded to
+    ``quanta[0]``, and what that leaves rounded to the much finer ``quanta[1]``. Each part's
+    values, added in any order and any subset, stay exact in float32, so onnxruntime's
+    matrix product gives the same bits whatever order it adds them in, for a batch of any
+    size; the two exact sums are then added once. A row's value is within ``quanta[1] / 2``
+    per feature of the exact one.
     """
 
     features: np.ndarray  # (K,) int64
     thresholds: np.ndarray  # (K,) float32
-    weights: np.ndarray  # (groups, K) float32
-    base: np.ndarray  # (groups,) float32
+    weights: np.ndarray  # (2, groups, K) float32
+    base: np.ndarray  # (2, groups) float32
     bias: float  # the baseline log-odds plus every tree's expectation
-    quantum: float
+    quanta: tuple[float, float]
 
 
 def _tree_value(nodes: np.ndarray, x: np.float32) -> float:
@@ -289,7 +302,7 @@ def _tree_value(nodes: np.ndarray, x: np.float32) -> float:
     while not nodes[i]["is_leaf"]:
         node = nodes[i]
         left = (
-            bool(node["missing_go_to_left"]) if np.isnan(x) else bool(x <= np.float32(node["num_threshold"]))
+            bool(node["missing_go_to_left"]) if np.isnan(x) else bool(x <= threshold32(node["num_threshold"]))
         )
         i = int(node["left"] if left else node["right"])
     return float(nodes[i]["value"])
@@ -320,7 +333,7 @@ def _curves(
         if len(split) == 0:
             continue
         feature = int(split["feature_idx"][0])
-        thresholds = sorted({np.float32(t) for t in split["num_threshold"]})
+        thresholds = sorted({threshold32(t) for t in split["num_threshold"]})
         values = [_tree_value(nodes, t) for t in thresholds] + [_tree_value(nodes, np.float32(np.inf))]
         lowest[feature] = lowest.get(feature, 0.0) + values[0] - expected
         steps = changes.setdefault(feature, {})
@@ -330,67 +343,96 @@ def _curves(
     return changes, lowest, at_nan, expectations
 
 
+def _quantum(reach: np.ndarray) -> float:
+    """The power of two that keeps sums of values reaching ``reach`` (per group) exact in
+    float32: 2 ** 23 quanta at most, as rounding adds up to a quantum per value."""
+    top = float(reach.max())
+    return float(2.0 ** (np.ceil(np.log2(top)) - 23)) if top > 0 else 1.0
+
+
+def _reach(curves: dict[int, tuple[np.ndarray, float]]) -> np.ndarray:
+    """Per group, the most a sum of the curves' values can reach, in any order."""
+    reach = np.zeros(len(GROUP_NAMES))
+    for f, (points, nan) in curves.items():
+        reach[FEATURE_GROUP_INDEX[f]] += abs(nan) + abs(points[-1] - nan) + np.abs(np.diff(points)).sum()
+    return reach
+
+
+def _rounded(values: np.ndarray, quantum: float) -> np.ndarray:
+    # + 0.0 turns a -0.0 into 0.0, so no sum depends on the sign of a zero.
+    return np.round(values / quantum) * quantum + 0.0
+
+
 def additive_steps(predictors: list[np.ndarray], baseline: float) -> Steps | None:
     """The step form of an ensemble whose trees each read at most one feature (None if one
     reads two or more): exact Shapley values per group, see :class:`Steps`.
 
     Each feature's curve is written from the top: its value at NaN, plus (for any number)
     the way from there to its highest value, less each change between thresholds at or
-    above ``x``. The curve's points are rounded to the quantum (not its changes one by one),
-    so a row's value for each feature is within half a quantum of the exact one.
+    above ``x``. The curve's points are rounded (not its changes one by one), so a row's
+    value for each feature is one rounded point.
     """
     found = _curves(predictors)
     if found is None:
         return None
     changes, lowest, at_nan, expectations = found
     groups = len(GROUP_NAMES)
-    # Each feature's points, exact: below every threshold, past each one; and at NaN.
-    points = {f: np.cumsum([lowest[f], *(changes[f][t] for t in sorted(changes[f]))]) for f in lowest}
-    # The largest sum any group's values can reach, in any order, must stay under 2 ** 24
-    # quanta; rounding adds at most a quantum per value, hence 2 ** 23.
-    reach = np.zeros(groups)
-    for f, curve in points.items():
-        nan = lowest[f] + at_nan[f]
-        reach[FEATURE_GROUP_INDEX[f]] += abs(nan) + abs(curve[-1] - nan) + np.abs(np.diff(curve)).sum()
-    top = float(reach.max())
-    quantum = float(2.0 ** (np.ceil(np.log2(top)) - 23)) if top > 0 else 1.0
+    # Each feature's points, exact: below every threshold, past each one; and its value at NaN.
+    exact = {
+        f: (np.cumsum([lowest[f], *(changes[f][t] for t in sorted(changes[f]))]), lowest[f] + at_nan[f])
+        for f in lowest
+    }
+    coarse_quantum = _quantum(_reach(exact))
+    coarse = {
+        f: (_rounded(p, coarse_quantum), float(_rounded(np.array(n), coarse_quantum)))
+        for f, (p, n) in exact.items()
+    }
+    rest = {f: (exact[f][0] - coarse[f][0], exact[f][1] - coarse[f][1]) for f in exact}
+    fine_quantum = _quantum(_reach(rest))
+    fine = {
+        f: (_rounded(p, fine_quantum), float(_rounded(np.array(n), fine_quantum)))
+        for f, (p, n) in rest.items()
+    }
 
-    def rounded(value: float) -> float:
-        return round(value / quantum) * quantum + 0.0  # + 0.0: no -0.0, so no sum depends on a zero's sign
-
-    base = np.zeros(groups)
+    base = np.zeros((2, groups))
     step_features: list[int] = []
     step_thresholds: list[np.float32] = []
-    step_weights: list[float] = []
+    step_weights: list[tuple[float, float]] = []
     step_groups: list[int] = []
-
-    def step(feature: int, threshold: np.float32, weight: float) -> None:
-        if weight != 0.0:
-            step_features.append(feature)
-            step_thresholds.append(threshold)
-            step_weights.append(weight)
-            step_groups.append(FEATURE_GROUP_INDEX[feature])
-
-    for f in sorted(points):
-        at = [rounded(v) for v in points[f]]
-        nan = rounded(lowest[f] + at_nan[f])
-        base[FEATURE_GROUP_INDEX[f]] += nan
-        step(f, np.float32(np.inf), at[-1] - nan)  # any number: from NaN's value to the top
-        for threshold, below, above in zip(sorted(changes[f]), at, at[1:], strict=False):
-            step(f, threshold, below - above)  # at or below the threshold: back down a step
-    weights = np.zeros((groups, len(step_weights)), dtype=np.float32)
-    weights[step_groups, np.arange(len(step_weights))] = step_weights
+    for f in sorted(exact):
+        group = FEATURE_GROUP_INDEX[f]
+        (coarse_at, coarse_nan), (fine_at, fine_nan) = coarse[f], fine[f]
+        base[:, group] += (coarse_nan, fine_nan)
+        # Any number: from NaN's value to the top; at or below a threshold: back down a step.
+        thresholds = [np.float32(np.inf), *sorted(changes[f])]
+        coarse_weights = [coarse_at[-1] - coarse_nan, *(coarse_at[:-1] - coarse_at[1:])]
+        fine_weights = [fine_at[-1] - fine_nan, *(fine_at[:-1] - fine_at[1:])]
+        for threshold, pair in zip(thresholds, zip(coarse_weights, fine_weights, strict=True), strict=True):
+            if pair != (0.0, 0.0):
+                step_features.append(f)
+                step_thresholds.append(threshold)
+                step_weights.append(pair)
+                step_groups.append(group)
+    weights = np.zeros((2, groups, len(step_weights)), dtype=np.float32)
+    weights[:, step_groups, np.arange(len(step_weights))] = np.array(
+        step_weights, dtype=np.float64
+    ).T.reshape(2, -1)
     return Steps(
         features=np.array(step_features, dtype=np.int64),
         thresholds=np.array(step_thresholds, dtype=np.float32),
         weights=weights,
         base=base.astype(np.float32),
         bias=baseline + expectations,
-        quantum=quantum,
+        quanta=(coarse_quantum, fine_quantum),
     )
 
 
 def step_contributions(steps: Steps, x: np.ndarray) -> np.ndarray:
-    """:class:`Steps` evaluated in NumPy (float64): (rows, groups); the reference for tests."""
+    """:class:`Steps` evaluated in NumPy, as the ONNX graph does: each part's exact sum
+    (float64 holds it), in float32, then the two parts added in float32. (rows, groups)."""
     below = (x[:, steps.features] <= steps.thresholds).astype(np.float64)
-    return steps.base + below @ steps.weights.T.astype(np.float64)
+    parts = [
+        (steps.base[i].astype(np.float64) + below @ steps.weights[i].T.astype(np.float64)).astype(np.float32)
+        for i in (0, 1)
+    ]
+    return parts[0] + parts[1]

@@ -22,8 +22,14 @@ contributions take one of two forms:
   values as step functions (:func:`stepdown_ml.training.attribution.additive_steps`), a few
   array operations for a whole batch: gather each step's feature, compare with its
   threshold, and one matrix product with the steps' group weights. No tree is walked.
-- **a model with interactions**: a second tree ensemble, mirroring skl2onnx's node layout
-  and float32 thresholds so both reach the same leaves, with the refined leaves above.
+- **a model with interactions**: a second tree ensemble, mirroring skl2onnx's node layout,
+  with the refined leaves above.
+
+Thresholds are the largest float32 at or below scikit-learn's float64 ones
+(:func:`stepdown_ml.training.attribution.threshold32`), so a float32 feature goes the way it
+goes in scikit-learn. skl2onnx writes the nearest float32 instead, so the classifier output of
+``model.onnx`` can differ from scikit-learn for one value per threshold (the float32 just
+above it, when the nearest float32 is above it too); serving does not use that output.
 """
 
 from __future__ import annotations
@@ -114,7 +120,7 @@ def _contribution_node(
             attrs["nodes_treeids"].append(tree_id)
             attrs["nodes_nodeids"].append(i)
             attrs["nodes_featureids"].append(0 if leaf else node.feature)
-            # Same float32 threshold as skl2onnx writes, so both ensembles take the same branch.
+            # A float32 threshold at or below scikit-learn's (attribution.threshold32).
             attrs["nodes_values"].append(0.0 if leaf else float(node.threshold))
             attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
             attrs["nodes_truenodeids"].append(0 if leaf else node.left)
@@ -211,11 +217,14 @@ def _step_nodes(steps: attribution.Steps) -> tuple[list[onnx.NodeProto], list[Te
     def name(part: str) -> str:
         return f"{CONTRIBUTIONS}_{part}"
 
+    groups = steps.weights.shape[1]
     constants = {
         "step_features": steps.features,
         "step_thresholds": steps.thresholds.reshape(-1, 1),
-        "step_weights": steps.weights,
-        "base": steps.base.reshape(1, -1),
+        "step_weights": steps.weights.reshape(2 * groups, -1),  # the coarse part's groups, then the fine
+        "base": steps.base.reshape(2 * groups, 1),
+        "parts": np.array([2, groups, -1], dtype=np.int64),
+        "first_axis": np.array([0], dtype=np.int64),
     }
     nodes = [
         helper.make_node("Transpose", [INPUT_NAME], [name("by_feature")], perm=[1, 0]),
@@ -223,9 +232,12 @@ def _step_nodes(steps: attribution.Steps) -> tuple[list[onnx.NodeProto], list[Te
         # A NaN is never <= anything: it takes no weight but the base (attribution.Steps).
         helper.make_node("LessOrEqual", [name("stepped"), name("step_thresholds")], [name("below")]),
         helper.make_node("Cast", [name("below")], [name("below_float")], to=TensorProto.FLOAT),
-        helper.make_node("MatMul", [name("step_weights"), name("below_float")], [name("by_group")]),
-        helper.make_node("Transpose", [name("by_group")], [name("by_row")], perm=[1, 0]),
-        helper.make_node("Add", [name("by_row"), name("base")], [CONTRIBUTIONS]),
+        # Each part's sums are exact in float32, in any order; then the two parts are added.
+        helper.make_node("MatMul", [name("step_weights"), name("below_float")], [name("weighed")]),
+        helper.make_node("Add", [name("weighed"), name("base")], [name("by_part")]),
+        helper.make_node("Reshape", [name("by_part"), name("parts")], [name("in_parts")]),
+        helper.make_node("ReduceSum", [name("in_parts"), name("first_axis")], [name("by_group")], keepdims=0),
+        helper.make_node("Transpose", [name("by_group")], [CONTRIBUTIONS], perm=[1, 0]),
     ]
     initializers = [numpy_helper.from_array(value, name(key)) for key, value in constants.items()]
     return nodes, initializers, steps.bias
