@@ -179,7 +179,21 @@ def test_a_threshold_whose_nearest_float32_lies_above_it_sends_values_as_scikit_
     served = export.onnx_outputs(export.serving_graph(full), rows)[export.CONTRIBUTIONS]
     log_odds = export.contribution_bias(full) + served.sum(axis=1, dtype=np.float64)
     np.testing.assert_allclose(log_odds, model.decision_function(rows), rtol=0, atol=1e-6)
+    # skl2onnx's classifier in model.onnx too, so the export's parity check holds on them.
+    classifier = export.onnx_outputs(full, rows)["probabilities"][:, 1]
+    np.testing.assert_allclose(classifier, model.predict_proba(rows)[:, 1], rtol=0, atol=1e-6)
+    export.check_parity(full, model, rows, 0.5)
     assert attribution.threshold32(threshold) == low
+    assert attribution.threshold32(float(threshold)) == low  # a plain float as well
+
+
+def test_threshold32_at_the_edges_of_float32():
+    for value in (0.0, -0.0, 1.5, -2.75, 2.0**-149, -(2.0**-149), np.inf, -np.inf):
+        assert attribution.threshold32(value) == np.float32(value)
+    assert attribution.threshold32(1e39) == np.finfo(np.float32).max
+    assert attribution.threshold32(-1e39) == -np.inf
+    assert attribution.threshold32(0.1) == np.nextafter(np.float32(0.1), np.float32(0))  # 0.1f is above 0.1
+    assert np.float64(attribution.threshold32(0.2)) < 0.2 < np.float64(np.float32(0.2))
 
 
 def test_a_tree_that_reads_two_features_has_no_step_form():

@@ -47,8 +47,10 @@ def threshold32(threshold: float) -> np.float32:
     that is ``x <= threshold32(threshold)`` exactly; the nearest float32 (what skl2onnx
     writes) can lie above the threshold and send that one value the wrong way.
     """
-    t = np.float32(threshold)
-    return t if t <= threshold else np.nextafter(t, np.float32(-np.inf))
+    exact = np.float64(threshold)  # a plain float would be compared in float32
+    with np.errstate(over="ignore"):  # past float32's range: inf, then its largest finite value
+        t = np.float32(exact)
+        return t if t <= exact else np.nextafter(t, np.float32(-np.inf))
 
 
 @dataclass
@@ -285,7 +287,7 @@ class Steps:
     values, added in any order and any subset, stay exact in float32, so onnxruntime's
     matrix product gives the same bits whatever order it adds them in, for a batch of any
     size; the two exact sums are then added once. A row's value is within ``quanta[1] / 2``
-    per feature of the exact one.
+    per feature of the exact one, before that last float32 rounding.
     """
 
     features: np.ndarray  # (K,) int64

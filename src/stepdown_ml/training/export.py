@@ -25,11 +25,10 @@ contributions take one of two forms:
 - **a model with interactions**: a second tree ensemble, mirroring skl2onnx's node layout,
   with the refined leaves above.
 
-Thresholds are the largest float32 at or below scikit-learn's float64 ones
-(:func:`stepdown_ml.training.attribution.threshold32`), so a float32 feature goes the way it
-goes in scikit-learn. skl2onnx writes the nearest float32 instead, so the classifier output of
-``model.onnx`` can differ from scikit-learn for one value per threshold (the float32 just
-above it, when the nearest float32 is above it too); serving does not use that output.
+Thresholds, in both parts of the graph, are the largest float32 at or below scikit-learn's
+float64 ones (:func:`stepdown_ml.training.attribution.threshold32`), so a float32 feature goes
+the way it goes in scikit-learn. (skl2onnx writes the nearest float32; its classifier's
+thresholds are rewritten after the conversion.)
 """
 
 from __future__ import annotations
@@ -176,6 +175,7 @@ def to_onnx(
         options={id(model): {"zipmap": False}},
         target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
     )
+    _thresholds_at_or_below(onnx_model, model)
     outputs = {o.name: o for o in onnx_model.graph.output}
     # skl2onnx names the outputs after the classifier's label/probabilities variables.
     rename = {"output_label": LABEL, "output_probability": PROBABILITIES}
@@ -205,6 +205,35 @@ def to_onnx(
     meta.key, meta.value = "contribution_groups", ",".join(GROUP_NAMES)
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
+
+
+def _thresholds_at_or_below(onnx_model: onnx.ModelProto, model: HistGradientBoostingClassifier) -> None:
+    """Rewrite skl2onnx's classifier thresholds as the largest float32 at or below each of
+    scikit-learn's (:func:`stepdown_ml.training.attribution.threshold32`).
+
+    skl2onnx writes the nearest float32, which can lie above the threshold: the one float32
+    value equal to it then goes left where scikit-learn sends it right. With one-decimal
+    inputs that is an everyday value (an unemployment rate of 2.15 against the split
+    between 2.1 and 2.2, say). Its nodes keep scikit-learn's node numbers, checked here.
+    """
+    node = next(n for n in onnx_model.graph.node if n.op_type == "TreeEnsembleClassifier")
+    attrs = {a.name: a for a in node.attribute}
+    trees = [p[0].nodes for p in model._predictors]
+    values = list(attrs["nodes_values"].floats)
+    layout = zip(
+        attrs["nodes_treeids"].ints, attrs["nodes_nodeids"].ints, attrs["nodes_modes"].strings, strict=True
+    )
+    for k, (tree, index, mode) in enumerate(layout):
+        if mode == b"LEAF":
+            continue
+        threshold = trees[tree][index]["num_threshold"]
+        if np.float32(values[k]) != np.float32(threshold):
+            raise ValueError(
+                f"skl2onnx's node {tree}/{index} is not scikit-learn's: cannot set its threshold"
+            )
+        values[k] = float(attribution.threshold32(threshold))
+    del attrs["nodes_values"].floats[:]
+    attrs["nodes_values"].floats.extend(values)
 
 
 def _step_nodes(steps: attribution.Steps) -> tuple[list[onnx.NodeProto], list[TensorProto], float]:
