@@ -6,8 +6,9 @@
 - ``probabilities`` (n, 2) and ``label`` (n,): skl2onnx's conversion of the
   HistGradientBoostingClassifier, ZipMap off;
 - ``contributions`` (n, groups): for each feature group, its share of the raw score
-  (log-odds). Trained models store exact path-dependent TreeSHAP values averaged within
-  refined leaves (:mod:`stepdown_ml.training.attribution`); without reference rows, the
+  (log-odds). An additive model's are its exact path-dependent TreeSHAP values; a trained
+  model with interactions stores exact TreeSHAP values averaged within refined leaves
+  (:mod:`stepdown_ml.training.attribution`); without reference rows, such a model gets the
   path decomposition of each tree (Saabas): walking from the root to the leaf, each split
   moves the expected value from the parent's to the child's, and the move is credited to
   the split feature's group. Node expectations are the training-count-weighted means of
