@@ -133,7 +133,8 @@ def reasons_one(contributions: Sequence[float]) -> str:
 def reasons(contributions: np.ndarray) -> np.ndarray:
     """The top factors behind each row's score, ``;``-separated codes, strongest first.
 
-    ``contributions`` is (rows, groups) in log-odds, from the model's path decomposition.
+    ``contributions`` is (rows, groups) in log-odds: each reason group's share of the score
+    (its exact Shapley values for the additive default model; docs/RECOMMENDATIONS.md).
     """
     index, texts = reason_codes(contributions)
     return texts[index]
