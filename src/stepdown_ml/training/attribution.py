@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from math import factorial
+from typing import Any
 
 import numpy as np
 
@@ -360,9 +361,16 @@ def _reach(curves: dict[int, tuple[np.ndarray, float]]) -> np.ndarray:
     return reach
 
 
-def _rounded(values: np.ndarray, quantum: float) -> np.ndarray:
-    # + 0.0 turns a -0.0 into 0.0, so no sum depends on the sign of a zero.
-    return np.round(values / quantum) * quantum + 0.0
+def _rounded(
+    curves: dict[int, tuple[np.ndarray, float]], quantum: float
+) -> dict[int, tuple[np.ndarray, float]]:
+    """Each curve's points and value at NaN, rounded to whole quanta."""
+
+    def to_quanta(values: Any) -> Any:
+        # + 0.0 turns a -0.0 into 0.0, so no sum depends on the sign of a zero.
+        return np.round(values / quantum) * quantum + 0.0
+
+    return {f: (to_quanta(points), float(to_quanta(nan))) for f, (points, nan) in curves.items()}
 
 
 def additive_steps(predictors: list[np.ndarray], baseline: float) -> Steps | None:
@@ -385,16 +393,10 @@ def additive_steps(predictors: list[np.ndarray], baseline: float) -> Steps | Non
         for f in lowest
     }
     coarse_quantum = _quantum(_reach(exact))
-    coarse = {
-        f: (_rounded(p, coarse_quantum), float(_rounded(np.array(n), coarse_quantum)))
-        for f, (p, n) in exact.items()
-    }
+    coarse = _rounded(exact, coarse_quantum)
     rest = {f: (exact[f][0] - coarse[f][0], exact[f][1] - coarse[f][1]) for f in exact}
     fine_quantum = _quantum(_reach(rest))
-    fine = {
-        f: (_rounded(p, fine_quantum), float(_rounded(np.array(n), fine_quantum)))
-        for f, (p, n) in rest.items()
-    }
+    fine = _rounded(rest, fine_quantum)
 
     base = np.zeros((2, groups))
     step_features: list[int] = []
