@@ -141,11 +141,11 @@ def _record_counts(rows: list[tuple[str, str]], index: _SkillIndex) -> np.ndarra
     [(20_000, (16_385, 32_768)), (45_000, (32_769, 65_536)), (1_000_000, (65_537, 10**6))],
 )
 def test_batch_skill_overlap_sorts_keys_of_32_bits_and_wider(vocab, rare, distinct):
-    """Each token occurrence is sorted as one key of (row, kind, code, list) bits. 10,000 rows
-    (14 bits), 4 kinds (2), the codes and 1 bit for the list: with 16,385 to 32,768 distinct
-    tokens (15 bits) the keys take all 32 bits of an unsigned int, the top one included;
+    """Each token occurrence is sorted as one key of (row, kind, skill, list) bits. 10,000 rows
+    (14 bits), 4 kinds (2), the skills and 1 bit for the list: with 16,385 to 32,768 distinct
+    skills (15 bits) the keys take all 32 bits of an unsigned int, the top one included;
     with more (16 bits and up: 33 in all) they are sorted as int64. Keys cut or signed at
-    32 bits would mix rows and tokens.
+    32 bits would mix rows and skills.
     """
     rng = np.random.default_rng(3)
     known = sorted(vocab.general)
@@ -157,7 +157,7 @@ def test_batch_skill_overlap_sorts_keys_of_32_bits_and_wider(vocab, rare, distin
     index = _SkillIndex(vocab)
     batch = skill_overlap([c for c, _ in rows], [t for _, t in rows], index)
     low, high = distinct
-    assert low <= len({t for c, t in rows for t in (c + ";" + t).split(";")}) + 1 <= high  # and the joiner
+    assert low <= len({t for c, t in rows for t in (c + ";" + t).split(";")}) <= high
     expected = _record_counts(rows, index)
     for position, name in enumerate(batch):
         np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
@@ -178,10 +178,9 @@ def test_batch_skill_overlap_of_more_rows_than_int16_holds(vocab):
 
 
 def test_batch_skill_overlap_cuts_unvalidated_text_at_every_separator(vocab):
-    """Tokens are cut at each separator byte, each with the separator closing it: empty
-    tokens (no skill), separators first, last or doubled, text outside ASCII and a block
-    that is a slice of a longer column count as the record path counts the same lists
-    cleaned."""
+    """Tokens are cut at each separator byte and at each cell's end: empty tokens (no
+    skill), separators first, last or doubled, text outside ASCII and a block that is a
+    slice of a longer column count as the record path counts the same lists cleaned."""
     rows = [
         (";sql;;python;", "python;"),
         ("café;naïve;sql", "naïve;café;;"),
@@ -203,10 +202,8 @@ def test_batch_skill_overlap_cuts_unvalidated_text_at_every_separator(vocab):
     assert batch["shared"].tolist() == [1, 2, 0, 0, 2, 1]
 
 
-def test_batch_skill_overlap_when_a_list_holds_the_joiner_token(vocab):
-    """Unvalidated text may hold the control character that joins a row's two lists: the
-    counts stay exact (a second split, with a joiner that no list holds)."""
-    # Inside the lists: a control character at either end of a cell is trimmed as whitespace.
+def test_batch_skill_overlap_of_lists_holding_control_characters(vocab):
+    """Unvalidated text may hold control characters inside a list: they are part of a token."""
     rows = [("sql;\x1f;lean", "a;\x1f;python"), ("a;\x1f0;excel", "excel"), ("", "b;\x1f;c")]
     index = _SkillIndex(vocab)
     unknown: dict[str, np.ndarray] = {}
@@ -215,3 +212,19 @@ def test_batch_skill_overlap_when_a_list_holds_the_joiner_token(vocab):
     for position, name in enumerate(batch):
         np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)
     assert unknown["current"].tolist() == [1, 2, 0] and unknown["target"].tolist() == [2, 0, 3]
+
+
+@pytest.mark.parametrize("blank", [" ", "\t", "\x1f", "\u3000", "\u00a0"])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_batch_skill_overlap_trims_blanks_around_any_list(vocab, blank, where):
+    """A list with blanks around it (unvalidated text; validation trims them the same way)
+    counts as the list trimmed, whichever cell of the block it is and whichever end."""
+    index = _SkillIndex(vocab)
+    clean = [("sql;python", "python;lean"), ("excel", "excel;sql")] * 3
+    padded = list(clean)
+    at = 0 if where == "first" else len(clean) - 1
+    padded[at] = (blank + clean[at][0], clean[at][1] + blank)
+    batch = skill_overlap([c for c, _ in padded], [t for _, t in padded], index)
+    expected = _record_counts(clean, index)
+    for position, name in enumerate(batch):
+        np.testing.assert_array_equal(batch[name], expected[:, position], err_msg=name)

@@ -32,13 +32,21 @@ def from_numpy(values: np.ndarray) -> pa.Array:
 def strings(values: Iterable[str | None]) -> pa.StringArray:
     """Python strings (``None`` for null) as an Arrow string array."""
     items = list(values)
-    encoded = [b"" if item is None else item.encode("utf-8") for item in items]
-    offsets = np.zeros(len(items) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
     nulls = np.fromiter((item is None for item in items), dtype=np.bool_, count=len(items))
-    validity = pa.py_buffer(np.packbits(~nulls, bitorder="little")) if nulls.any() else None
+    return utf8_strings([b"" if item is None else item.encode("utf-8") for item in items], nulls)
+
+
+def utf8_strings(encoded: list[bytes], nulls: np.ndarray | None = None) -> pa.StringArray:
+    """UTF-8 bytes as an Arrow string array (``nulls``: which of them are null)."""
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    validity = None
+    null_count = 0
+    if nulls is not None and nulls.any():
+        validity = pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+        null_count = int(nulls.sum())
     return pa.StringArray.from_buffers(
-        len(items), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)), validity, int(nulls.sum())
+        len(encoded), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)), validity, null_count
     )
 
 
@@ -110,3 +118,19 @@ def to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if not len(array):
         return np.zeros(0, dtype=dtype)
     return np.frombuffer(array.buffers()[1], dtype=dtype)[array.offset : array.offset + len(array)]
+
+
+def text_bytes(text: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's offsets (counted from its first cell) and the bytes of its cells.
+
+    Both are views of the Arrow memory (no copy): cell ``i`` is
+    ``chars[offsets[i]:offsets[i + 1]]``. Null cells are empty here.
+    """
+    n = len(text)
+    if not n:
+        return np.zeros(1, dtype=np.int32), np.zeros(0, dtype=np.uint8)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = text.buffers()[2]
+    chars = np.frombuffer(data, dtype=np.uint8)[start:end] if data is not None else np.zeros(0, np.uint8)
+    return offsets - start, chars

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.core.arrow import EMPTY_TEXT, scalar, strings, to_bool, to_codes, to_numpy
+from stepdown_ml.core.arrow import EMPTY_TEXT, strings, text_bytes, to_bool, to_codes, to_numpy
 from stepdown_ml.core.parsing import is_pandas
 from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS, SKILL_SEPARATOR
 from stepdown_ml.core.skills import SkillVocabulary
@@ -149,73 +149,83 @@ class _SkillIndex:
         self.n_general = len(vocab.general)
         self.general = vocab.general_set
         self.specialized = frozenset(specialized)
-        self.closed = strings([t + SKILL_SEPARATOR for t in self.tokens])  # as _closed_tokens cuts them
+        self.skills = strings(self.tokens)
 
 
-# What a distinct token of a row is: a skill outside the vocabulary, a general or a
-# specialized one; or no skill at all (the empty token of a blank list, the joiner below).
+# What a distinct skill of a row is: outside the vocabulary, general or specialized; or no
+# skill at all (the empty token before a separator that opens or doubles, in unvalidated text).
 _OTHER, _GENERAL, _SPECIALIZED, _NONE = 0, 1, 2, 3
 # Counted per row and kind, in the current list, in the target list and in both.
 _KINDS = 4
 
 
 def _cells(skills: Any) -> pa.Array:
-    """Skill lists as Arrow text, trimmed, a missing list as a blank one."""
-    text = pc.utf8_trim_whitespace(arrow_text(skills))
-    return text.fill_null(EMPTY_TEXT) if text.null_count else text
+    """Skill lists as Arrow text, trimmed, a missing list as a blank one.
 
-
-# Each token is taken with the separator that closes it ("sql;"): the text is then cut into
-# tokens with no copy, and the vocabulary is matched in the same form.
-_SEPARATOR_BYTE = ord(SKILL_SEPARATOR)
-_SEPARATOR = scalar(SKILL_SEPARATOR)
-_EMPTY_CLOSED = _SEPARATOR  # the empty token (of a blank list), closed
-
-
-def _closed_tokens(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """Every token of text whose cells each end with the separator, and each token's row.
-
-    The tokens are the text's own bytes, cut after each separator (no copy): token ``k``
-    runs from just after separator ``k - 1`` up to and including separator ``k``.
+    Validated lists are trimmed already: the text is trimmed (a copy) only when a cell
+    starts or ends with a byte a plain list never does (blanks, and anything else
+    outside ``[a-z0-9_;]``).
     """
-    n = len(text)
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
-    start = int(offsets[0])
-    data = text.buffers()[2].slice(start, int(offsets[-1]) - start)
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _SEPARATOR_BYTE) + 1
+    text = arrow_text(skills)
+    if text.null_count:
+        text = text.fill_null(EMPTY_TEXT)
+    offsets, chars = text_bytes(text)
+    filled = offsets[1:] > offsets[:-1]
+    first, last = chars[offsets[:-1][filled]], chars[offsets[1:][filled] - 1]
+    if _PLAIN_BYTE[first].all() and _PLAIN_BYTE[last].all():
+        return text
+    return pc.utf8_trim_whitespace(text)
+
+
+_SEPARATOR_BYTE = ord(SKILL_SEPARATOR)
+# The bytes of a plain skill list (SKILLS_PATTERN's tokens and the separator).
+_PLAIN_BYTE = np.zeros(256, dtype=bool)
+_PLAIN_BYTE[list(b"abcdefghijklmnopqrstuvwxyz0123456789_" + SKILL_SEPARATOR.encode())] = True
+
+
+def _tokens(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Every token of text, and each token's row (the text's own bytes: no copy).
+
+    A token runs up to and including the separator that ends it, or to the end of its
+    cell (the last one: ``"sql;python"`` holds ``"sql;"`` and ``"python"``). The two
+    forms of one skill are made one by :func:`_skill_codes`. A blank cell holds none.
+    """
+    offsets, chars = text_bytes(text)
+    cut = chars == _SEPARATOR_BYTE
+    cut[offsets[1:][offsets[1:] > offsets[:-1]] - 1] = True  # each filled cell's last byte
+    ends = np.flatnonzero(cut) + 1
     cuts = np.empty(len(ends) + 1, dtype=np.int32)
     cuts[0] = 0
     cuts[1:] = ends
-    tokens = pa.Array.from_buffers(pa.string(), len(ends), [None, pa.py_buffer(cuts), data])
-    per_row = np.diff(np.searchsorted(ends, offsets - start, side="right"))
+    tokens = pa.Array.from_buffers(pa.string(), len(ends), [None, pa.py_buffer(cuts), pa.py_buffer(chars)])
+    per_row = np.diff(np.searchsorted(ends, offsets, side="right"))
+    n = len(text)
     return tokens, np.repeat(np.arange(n, dtype=np.int64 if n >> 31 else np.int32), per_row)
 
 
-def _joined_tokens(current: pa.Array, target: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array, int]:
-    """Each row's current tokens, a joiner token, then its target tokens: one cut, one dictionary.
+def _skill_codes(
+    current: pa.Array, target: pa.Array
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], np.ndarray, pa.Array]:
+    """Each list's tokens as (rows, codes), the skill of each code, and the skills.
 
-    Returns every token's row and dictionary code, the dictionary (of closed tokens: each
-    ends with the separator) and the joiner's code. The joiner must be a token no list of
-    the block holds, so that exactly one per row tells current tokens from target ones: a
-    control character, which validated lists never hold. When unvalidated text does hold
-    it, the block is cut once more with a joiner the first pass's dictionary shows to be
-    absent.
+    Both columns' tokens are coded in one dictionary. A skill's token with its separator
+    and without (``"sql;"``, ``"sql"``) are two codes of one skill: the dictionary is
+    small, so it is trimmed and coded once more, and ``skill[code]`` is a code's skill (an
+    index into ``skills``; the empty skill is a separator without a token before it).
     """
-    joiner = "\x1f"
-    for _ in range(2):
-        # "current;joiner;target;": every token, the last one too, closed by a separator.
-        joined = pc.binary_join_element_wise(current, scalar(joiner), target, EMPTY_TEXT, _SEPARATOR)
-        tokens, rows = _closed_tokens(joined)
-        encoded = tokens.dictionary_encode()
-        codes, dictionary = to_numpy(encoded.indices), encoded.dictionary
-        at = int(to_codes(pc.index_in(strings([joiner + SKILL_SEPARATOR]), value_set=dictionary))[0])
-        if np.count_nonzero(codes == at) == len(current):
-            return rows, codes, dictionary, at
-        # One of these is not in the dictionary, which holds every token of the block.
-        candidates = [f"\x1f{i}" for i in range(len(dictionary) + 1)]
-        absent = pc.invert(pc.is_in(strings([c + SKILL_SEPARATOR for c in candidates]), value_set=dictionary))
-        joiner = candidates[int(np.flatnonzero(to_bool(absent))[0])]
-    raise AssertionError("unreachable: the second joiner is absent from the block")
+    (current_tokens, current_rows), (target_tokens, target_rows) = _tokens(current), _tokens(target)
+    # One dictionary for both (combined: Arrow leaves out the chunks without tokens).
+    encoded = pa.chunked_array([current_tokens, target_tokens], type=pa.string()).dictionary_encode()
+    encoded = encoded.combine_chunks()
+    codes = to_numpy(encoded.indices)
+    skills = pc.utf8_rtrim(encoded.dictionary, characters=SKILL_SEPARATOR).dictionary_encode()
+    split = len(current_rows)
+    return (
+        (current_rows, codes[:split]),
+        (target_rows, codes[split:]),
+        to_numpy(skills.indices),
+        skills.dictionary,
+    )
 
 
 def skill_overlap(
@@ -230,12 +240,11 @@ def skill_overlap(
     and match only themselves; they are neither general nor specialized.
 
     One pass treats every token alike, known to the vocabulary or not, so a block costs
-    the same whatever its share of unknown skills. Each row's two lists are cut as one
-    (current tokens, a joiner, target tokens), every token gets its code in the block's
-    dictionary (only the dictionary is looked up in the vocabulary), and a sort of
-    (row, kind, code, list) keys lines up each row's occurrences of a token, current
-    before target. Equal neighbours are then repeats within a list, or a token the row's
-    two lists share.
+    the same whatever its share of unknown skills. Both lists are cut into tokens where
+    they lie (no copy), every token gets its code in one dictionary of the block (only
+    the dictionary is looked up in the vocabulary), and a sort of (row, kind, skill, list)
+    keys lines up each row's occurrences of a skill, current before target. Equal
+    neighbours are then repeats within a list, or a skill the row's two lists share.
 
     Returns:
         Arrays (one value per row): ``n_current``, ``n_target``, ``shared``,
@@ -246,30 +255,37 @@ def skill_overlap(
     index = vocab if isinstance(vocab, _SkillIndex) else _SkillIndex(vocab)
     cur, tgt = _cells(current), _cells(target)
     n = len(cur)
-    # Distinct tokens of each row by kind: (row, kind, list) with list 0 current and 1 target,
-    # and (row, kind) for the tokens both lists hold.
+    # Distinct skills of each row by kind: (row, kind, list) with list 0 current and 1 target,
+    # and (row, kind) for the skills both lists hold.
     in_list = np.zeros((n, _KINDS, 2), dtype=np.intp)
     in_both = np.zeros((n, _KINDS), dtype=np.intp)
     if n:
-        rows, codes, dictionary, joiner = _joined_tokens(cur, tgt)
-        found = to_codes(pc.index_in(dictionary, value_set=index.closed))
+        current_codes, target_codes, skill, skills = _skill_codes(cur, tgt)
+        found = to_codes(pc.index_in(skills, value_set=index.skills))
         kinds = np.where(found < 0, _OTHER, np.where(found < index.n_general, _GENERAL, _SPECIALIZED))
-        kinds[to_bool(pc.equal(dictionary, _EMPTY_CLOSED))] = _NONE
-        kinds[joiner] = _NONE
-        in_target = np.cumsum(codes == joiner, dtype=rows.dtype) > rows  # past the row's joiner
-        code_bits = int(len(dictionary) - 1).bit_length()
-        # (row, kind, code, list) as one integer, 32 bits wide when it fits (numpy sorts those
-        # fastest). Sorted, a row's occurrences of a token are neighbours, current first.
+        kinds[to_bool(pc.equal(skills, EMPTY_TEXT))] = _NONE
+        skill_bits = int(len(skills) - 1).bit_length()
+        # (row, kind, skill, list) as one integer, 32 bits wide when it fits (numpy sorts those
+        # fastest). Sorted, a row's occurrences of a skill are neighbours, current first.
         kind_bits = (_KINDS - 1).bit_length()
-        wide = int(n - 1).bit_length() + kind_bits + code_bits + 1 > 32
+        wide = int(n - 1).bit_length() + kind_bits + skill_bits + 1 > 32
         key_type: type[np.integer[Any]] = np.int64 if wide else np.uint32
-        tagged = ((kinds << code_bits) | np.arange(len(dictionary))).astype(key_type)  # (kind, code)
-        keys = (rows.astype(key_type) << (kind_bits + code_bits + 1)) | (tagged[codes] << 1) | in_target
-        keys.sort()  # the rows ascend already: this orders each row's tokens by kind, code, list
-        distinct = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
-        pair = distinct >> 1  # (row, kind, code)
-        shared = np.flatnonzero(pair[1:] == pair[:-1]) + 1  # the target's copy of a shared token
-        row_kind = distinct >> (code_bits + 1)
+        # (kind, skill, list 0) of each token code.
+        tagged = ((((kinds << skill_bits) | np.arange(len(skills))) << 1)[skill]).astype(key_type)
+        split = len(current_codes[0])
+        keys = np.empty(split + len(target_codes[0]), dtype=key_type)
+        row_shift = key_type(kind_bits + skill_bits + 1)
+        for part, (rows, codes) in ((keys[:split], current_codes), (keys[split:], target_codes)):
+            np.left_shift(rows.astype(key_type), row_shift, out=part)
+            part |= tagged[codes]
+        keys[split:] |= key_type(1)  # the target list
+        keys.sort()  # each row's tokens by kind, skill, list
+        first = np.ones(len(keys), dtype=bool)
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        distinct = keys[first]
+        pair = distinct >> 1  # (row, kind, skill)
+        shared = np.flatnonzero(pair[1:] == pair[:-1]) + 1  # the target's copy of a shared skill
+        row_kind = distinct >> (skill_bits + 1)
         slots = ((row_kind << 1) | (distinct & 1)).astype(np.intp)
         in_list = np.bincount(slots, minlength=n * _KINDS * 2).reshape(n, _KINDS, 2)
         in_both = np.bincount(row_kind[shared].astype(np.intp), minlength=n * _KINDS).reshape(n, _KINDS)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, to_bool, to_numpy
+from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, text_bytes, to_bool, to_numpy
 from stepdown_ml.core.schema import (
     MAX_ID_LENGTH,
     NUMBER_PATTERN,
@@ -245,17 +245,13 @@ def _skill_lists_ok(text: pa.Array) -> np.ndarray:
     (only ``[a-z0-9_;]``, no ``;`` first, last or doubled); a cell then matches exactly
     when it is not empty. Otherwise the regular expression decides, cell by cell.
     """
-    n = len(text)
-    data = text.buffers()[2] if n and text.null_count == 0 else None
-    if data is not None:
-        offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
-        start = int(offsets[0])
-        chars = np.frombuffer(data, dtype=np.uint8)[start : int(offsets[-1])]
+    if len(text) and not text.null_count:
+        offsets, chars = text_bytes(text)
         filled = offsets[1:] > offsets[:-1]
         if (
             _plain_token_bytes(chars)
-            and not (chars[offsets[:-1][filled] - start] == _SEMICOLON).any()
-            and not (chars[offsets[1:][filled] - 1 - start] == _SEMICOLON).any()
+            and not (chars[offsets[:-1][filled]] == _SEMICOLON).any()
+            and not (chars[offsets[1:][filled] - 1] == _SEMICOLON).any()
         ):
             return filled
     return to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
