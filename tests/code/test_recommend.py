@@ -13,6 +13,7 @@ from stepdown_ml.core.features import FEATURE_NAMES, GROUP_NAMES, FeatureSpace
 from stepdown_ml.core.recommend import (
     NO_DOMINANT_FACTOR,
     rank_within,
+    reason_array,
     reasons,
     reasons_one,
     recommend,
@@ -147,7 +148,10 @@ weights = st.sampled_from([0.0, -0.0, 0.03, -0.05, 0.05, 0.0500001, 0.2, -0.2, 0
 def test_batch_reasons_equal_record_reasons_with_ties_and_thresholds(rows):
     """The batch sort key and reasons_one agree on order, ties, signs and the weight cut-off."""
     contributions = np.array(rows, dtype=np.float32)
-    assert list(reasons(contributions)) == [reasons_one(row) for row in contributions.tolist()]
+    expected = [reasons_one(row) for row in contributions.tolist()]
+    assert list(reasons(contributions)) == expected
+    # The batch scorer's form: Arrow text, dictionary-encoded.
+    assert reason_array(contributions).to_pylist() == expected
 
 
 def test_confidence_band_is_the_same_for_a_batch_and_one_row():

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stepdown_ml.core.arrow import strings, to_codes
+from stepdown_ml.core.arrow import from_numpy, strings, to_codes, utf8_strings
 from stepdown_ml.core.features import FEATURE_NAMES, GROUP_NAMES
 from stepdown_ml.core.schema import RECOMMENDATIONS
 
@@ -143,11 +143,38 @@ def reasons(contributions: np.ndarray) -> np.ndarray:
 def reason_codes(contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`reasons` as ``(index, texts)``: row i's reasons are ``texts[index[i]]``.
 
+    ``texts`` holds each distinct text of these rows once.
+    """
+    index, keys = _distinct(reason_keys(contributions))
+    return index, np.array([_reason_text(key) for key in keys.tolist()], dtype=object)
+
+
+def reason_array(contributions: np.ndarray) -> pa.DictionaryArray:
+    """:func:`reasons` as Arrow text, dictionary-encoded (the batch scorer's column)."""
+    index, keys = _distinct(reason_keys(contributions))
+    dictionary = utf8_strings([_reason_bytes(key) for key in keys.tolist()])
+    return pa.DictionaryArray.from_arrays(from_numpy(index.astype(np.int32)), dictionary)
+
+
+def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(index, distinct)``: the distinct keys, ascending, and each key's position among them."""
+    seen = np.zeros(_N_KEYS, dtype=bool)
+    seen[keys] = True
+    distinct = np.flatnonzero(seen)
+    position = np.zeros(_N_KEYS, dtype=np.intp)
+    position[distinct] = np.arange(len(distinct))
+    return position[keys], distinct
+
+
+def reason_keys(contributions: np.ndarray) -> np.ndarray:
+    """Each row's reasons as one integer (digits of :data:`_BASE`, strongest first).
+
     Contributions are compared as float32, the ONNX output's type (and reasons_one's
     values, which come from that output).
     """
     groups = contributions.shape[1]
-    k = min(MAX_REASONS, groups)
+    if groups != len(GROUP_NAMES):
+        raise ValueError(f"expected contributions of {len(GROUP_NAMES)} groups, got {groups}")
     contributions = np.asarray(contributions, dtype=np.float32)
     # One sortable integer per (row, group): |contribution| (the bits of a non-negative
     # float32 order as its value), then the group (earlier first on ties), then the sign.
@@ -155,31 +182,36 @@ def reason_codes(contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     magnitude = np.abs(contributions).view(np.int32).astype(np.int64)
     tie_break = (groups - 1 - np.arange(groups, dtype=np.int64)) << 1
     key = (magnitude << 5) | tie_break | (contributions > 0)
-    top = np.sort(key, axis=1)[:, : -k - 1 : -1]
+    top = np.sort(key, axis=1)[:, : -MAX_REASONS - 1 : -1]
     group = groups - 1 - ((top >> 1) & 15)
     code = group * 2 + (top & 1)
     # 0 marks "nothing to name"; codes are shifted by one.
     code = np.where((top >> 5) >= _MIN_WEIGHT_BITS, code + 1, 0)
-    base = len(_CODES) + 1
-    keys = (code * base ** np.arange(k)).sum(axis=1)
-    unique, inverse = np.unique(keys, return_inverse=True)
-    texts = np.array([_reason_text(int(key), base, k) for key in unique], dtype=object)
-    return inverse.reshape(-1), texts
+    return (code * _BASE ** np.arange(MAX_REASONS)).sum(axis=1)
 
 
 # MIN_REASON_WEIGHT as float32 bits: what a float32 weight is compared with.
 _MIN_WEIGHT_BITS = int(np.array([MIN_REASON_WEIGHT], dtype=np.float32).view(np.int32)[0])
-assert len(GROUP_NAMES) <= 16, "four bits hold the group in reason_codes' sort key"
+assert len(GROUP_NAMES) <= 16, "four bits hold the group in reason_keys' sort key"
+assert len(GROUP_NAMES) >= MAX_REASONS
+# A key holds MAX_REASONS digits of this base, strongest first: 0 for none, else a code + 1.
+_BASE = len(_CODES) + 1
+_N_KEYS = _BASE**MAX_REASONS
 
 
-@functools.cache  # at most (2 * groups + 1) ** MAX_REASONS keys; blocks repeat them
-def _reason_text(key: int, base: int, k: int) -> str:
+@functools.cache  # at most _N_KEYS keys; blocks repeat them
+def _reason_text(key: int) -> str:
     names = []
-    for _ in range(k):
-        key, code = divmod(key, base)
+    for _ in range(MAX_REASONS):
+        key, code = divmod(key, _BASE)
         if code:
             names.append(_CODES[code - 1])
     return ";".join(names) if names else NO_DOMINANT_FACTOR
+
+
+@functools.cache
+def _reason_bytes(key: int) -> bytes:
+    return _reason_text(key).encode()
 
 
 def rank_within(person_ids: Any, p_advance: np.ndarray) -> np.ndarray:

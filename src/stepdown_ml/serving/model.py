@@ -33,6 +33,7 @@ from stepdown_ml.core.recommend import (
     confidence_codes,
     confidence_one,
     rank_within,
+    reason_array,
     reason_codes,
     reasons,
     reasons_one,
@@ -150,7 +151,6 @@ class Model:
         writes out.
         """
         p, contributions = self.infer(features)
-        reason_index, reason_texts = reason_codes(contributions)
         return pa.Table.from_arrays(
             [
                 candidate_ids,
@@ -158,9 +158,7 @@ class Model:
                 pa.DictionaryArray.from_arrays(
                     from_numpy(recommend_codes(features, p, self.threshold)), strings(RECOMMENDATION_NAMES)
                 ),
-                pa.DictionaryArray.from_arrays(
-                    from_numpy(reason_index.astype(np.int32)), strings(reason_texts)
-                ),
+                reason_array(contributions),
                 pa.DictionaryArray.from_arrays(
                     from_numpy(np.zeros(len(p), dtype=np.int8)), strings([self.version])
                 ),
