@@ -4,6 +4,10 @@
 command line, so that a Ctrl-C or SIGTERM while its modules load and it reads its
 arguments (the first few tenths of a second) is one line and exit 130 or 143, as it is
 later on, not a traceback or a silent death.
+
+:func:`main` (the process's entry) then ends the process without tearing the interpreter
+down: once the command is done, its outputs closed and the exit handlers run, freeing every
+module's objects one by one only costs time (0.05 s of a batch run's 2).
 """
 
 import sys
@@ -48,5 +52,33 @@ def _forget_handled_interrupts() -> None:
     exec("")
 
 
+def main() -> None:
+    """The process's entry: :func:`run`, then exit with its code (see :func:`exit_now`)."""
+    exit_now(run())
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code``: exit handlers run, the interpreter is not torn down.
+
+    What a normal exit does that matters is done here: the exit handlers (``atexit``:
+    logging, multiprocessing, temporary files) run, and the standard streams are flushed.
+    With another Python thread still running (Python would wait for it), or a stream that
+    cannot be flushed, the exit is the normal one.
+    """
+    import atexit
+    import os
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe, a closed stream: Python reports it
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(run())
+    main()

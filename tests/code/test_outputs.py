@@ -869,3 +869,31 @@ def test_a_ctrl_c_after_the_command_ended_keeps_its_exit_code(monkeypatch, capsy
     monkeypatch.setattr(stops.handled, "__exit__", exit_then_interrupted)
     assert entry.run() == 0
     assert capsys.readouterr().err == ""
+
+
+_EXIT_NOW = """
+import atexit, sys, threading, time
+from stepdown_ml.__main__ import exit_now
+atexit.register(lambda: print("handler", end=""))
+print("buffered;", end="")
+sys.stderr.write("said;")
+if sys.argv[1] == "thread":
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread;", end=""))).start()
+exit_now(3)
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "thread"])
+def test_the_entry_point_exits_with_its_code_its_handlers_run_and_its_output_flushed(thread):
+    """`stepdown-ml` ends without tearing the interpreter down (exit_now): the code, the exit
+    handlers and buffered output are kept; a Python thread still running is waited for."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as usual
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_NOW, thread], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 3
+    assert done.stdout == ("buffered;thread;handler" if thread == "thread" else "buffered;handler")
+    assert done.stderr == "said;"
