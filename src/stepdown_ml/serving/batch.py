@@ -583,10 +583,13 @@ class _LineParser:
         self.empty = pa.record_batch([strings([]) for _ in header], names=header)
         # A record of empty fields; the first one quoted, so that even one column is a record.
         self.end_mark = b'""' + b"," * (len(header) - 1) + b"\n"
+        # check_utf8=False: parse() hands the parser only lines it has found to be UTF-8
+        # (a field of such a line is UTF-8 too: delimiters and quotes are ASCII bytes).
         self.convert = pacsv.ConvertOptions(
             column_types=dict.fromkeys(header, pa.string()),
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
+            check_utf8=False,
         )
 
     def parse(
