@@ -19,7 +19,6 @@ Pure numpy and pyarrow: the runtime (batch, Spark) imports this module.
 from __future__ import annotations
 
 import functools
-import html
 import io
 import itertools
 import json
@@ -818,6 +817,8 @@ def write_report_files(report: dict[str, Any], path: Path | str) -> None:
 
 def render_html(report: dict[str, Any]) -> str:
     """A page a person can read: the verdict, then per-feature bars of reference vs current."""
+    import html  # only a report's page needs it
+
     e = html.escape
 
     def bars(entry: dict[str, Any]) -> str:

@@ -649,7 +649,10 @@ class _LineParser:
         quoted = data == _QUOTE_BYTE
         # Quotes per line, mod 256 (uint8 wraps): the parity is all the fast test needs.
         parity = np.add.reduceat(quoted.view(np.uint8), starts, dtype=np.uint8) & 1
-        self._check(lines, np.union1d(suspects, np.flatnonzero(parity)))
+        candidates = np.flatnonzero(parity)
+        if len(suspects):  # in line order (a line found twice is checked once: see _check)
+            candidates = np.sort(np.concatenate((suspects, candidates)))
+        self._check(lines, candidates)
         result = self._records(lines)
         if result is None:  # a quoted field left open at a line's end: csv finds which, line by line
             for line in np.flatnonzero(np.add.reduceat(quoted, starts, dtype=np.int64)).tolist():
