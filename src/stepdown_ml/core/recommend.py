@@ -175,19 +175,27 @@ def reason_keys(contributions: np.ndarray) -> np.ndarray:
     groups = contributions.shape[1]
     if groups != len(GROUP_NAMES):
         raise ValueError(f"expected contributions of {len(GROUP_NAMES)} groups, got {groups}")
-    contributions = np.asarray(contributions, dtype=np.float32)
+    # Group by group (one contiguous row each), over all rows at once.
+    by_group = np.ascontiguousarray(np.asarray(contributions, dtype=np.float32).T)
+    n = by_group.shape[1]
     # One sortable integer per (row, group): |contribution| (the bits of a non-negative
     # float32 order as its value), then the group (earlier first on ties), then the sign.
-    # Sorting these picks the strongest groups in exactly reasons_one's order.
-    magnitude = np.abs(contributions).view(np.int32).astype(np.int64)
-    tie_break = (groups - 1 - np.arange(groups, dtype=np.int64)) << 1
-    key = (magnitude << 5) | tie_break | (contributions > 0)
-    top = np.sort(key, axis=1)[:, : -MAX_REASONS - 1 : -1]
-    group = groups - 1 - ((top >> 1) & 15)
-    code = group * 2 + (top & 1)
-    # 0 marks "nothing to name"; codes are shifted by one.
-    code = np.where((top >> 5) >= _MIN_WEIGHT_BITS, code + 1, 0)
-    return (code * _BASE ** np.arange(MAX_REASONS)).sum(axis=1)
+    # The largest keys pick the strongest groups in exactly reasons_one's order: each
+    # group's key is inserted into every row's top keys, largest first (keys are distinct).
+    top = np.full((MAX_REASONS, n), -1, dtype=np.int64)
+    key, larger = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for group, values in enumerate(by_group):
+        np.left_shift(np.abs(values).view(np.int32), 5, out=key, dtype=np.int64)
+        key |= (groups - 1 - group) << 1
+        key |= values > 0
+        for kept in top:
+            np.maximum(kept, key, out=larger)
+            np.minimum(kept, key, out=key)  # what goes on down the list
+            kept[...] = larger
+    group_of = groups - 1 - ((top >> 1) & 15)
+    # Each code shifted by one; 0 marks "nothing to name".
+    code = np.where((top >> 5) >= _MIN_WEIGHT_BITS, group_of * 2 + (top & 1) + 1, 0)
+    return (code * (_BASE ** np.arange(MAX_REASONS))[:, None]).sum(axis=0)
 
 
 # MIN_REASON_WEIGHT as float32 bits: what a float32 weight is compared with.
