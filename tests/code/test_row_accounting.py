@@ -81,6 +81,23 @@ def test_a_row_over_the_limit_is_rejected_alone(tmp_path, candidates, served_mod
     assert len(scores) == 19
 
 
+def test_an_over_long_last_row_without_a_newline_is_rejected_not_lost(
+    tmp_path, candidates, served_model_dir, monkeypatch
+):
+    """The reader skipped such a row and ended without saying so: it was neither scored nor
+    rejected (the row count agreed, as the row was never counted)."""
+    monkeypatch.setattr(batch, "MAX_ROW_BYTES", 1 << 20)
+    frame = candidates.head(8).copy()
+    frame["notes"] = ""
+    frame.loc[7, "notes"] = "z" * (3 << 20)  # the last row, three times the limit
+    src = tmp_path / "in.csv"
+    src.write_bytes(frame.to_csv(index=False).encode().removesuffix(b"\n"))
+    assert score(served_model_dir, src, tmp_path / "s.csv") == 0
+    scores, rejects = outcome(tmp_path / "s.csv")
+    assert list(rejects["row"]) == ["8"] and "longer than" in rejects["reason"][0]
+    assert len(scores) == 7
+
+
 def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path, candidates, served_model_dir):
     src = tmp_path / "in.csv"
     candidates.head(10).to_csv(src, index=False, encoding="utf-8-sig")  # Excel's "CSV UTF-8"
@@ -220,3 +237,40 @@ def test_one_column_is_read_as_one_record_per_line():
     batches, numbers, malformed, _, _ = parser.parse(1, b"x\ny\n")
     assert list(numbers) == [1, 2] and not malformed
     assert [v for b in batches for v in b.column(0).to_pylist()] == ["x", "y"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_reader_cuts_text_into_whole_lines_and_skips_only_overlong_ones(seed, monkeypatch):
+    """Lines: every piece but the last ends with a newline, and the pieces, with the lines
+    skipped before each, are the text after the header line by line. A line is skipped only
+    when it is over the limit (the parser rejects the others over it), and always when it
+    is longer than the limit and two reads together (it could not be held). Reads of one
+    byte up to more than the text; lines shorter and longer than one read; with and without
+    a final newline."""
+    import io
+    import random
+
+    rng = random.Random(seed)
+    limit = 300
+    monkeypatch.setattr(batch, "MAX_ROW_BYTES", limit)
+    sizes = [0, 1, 5, 40, 120, limit, limit + 1, 2 * limit, 5 * limit]
+    rows = [b"x" * rng.choice(sizes) + str(i).encode() for i in range(200)]
+    text = b"header\n" + b"\n".join(rows) + (b"\n" if seed % 2 else b"")
+    skipped = passed_on = 0  # lines over the limit, each way
+    for read_bytes in (1, 7, 64, 257, 4096, len(text) + 10):
+        reader = batch.Lines(io.BytesIO(text), read_bytes)
+        assert reader.header() == b"header"
+        pieces = list(reader)
+        assert all(piece.endswith(b"\n") for _, piece in pieces[:-1])
+        seen: list[bytes | None] = []
+        for too_long, piece in pieces:
+            seen.extend([None] * too_long)
+            if piece:  # the last may be empty: only the skipped lines before the end
+                seen.extend(piece.removesuffix(b"\n").split(b"\n"))
+        assert len(seen) == len(rows)
+        for row, got in zip(rows, seen, strict=True):
+            assert got == row or (got is None and len(row) > limit)
+            assert got is None or len(row) <= limit + 2 * read_bytes
+            skipped += got is None
+            passed_on += got is not None and len(row) > limit
+    assert skipped and passed_on

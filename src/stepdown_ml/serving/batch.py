@@ -496,9 +496,18 @@ class Lines:
         eof = False
         too_long = 0
         while not eof:
-            data = self.carry + self._read()
-            eof = len(data) == len(self.carry)
-            cut = data.rfind(b"\n") + 1
+            more = self._read()
+            eof = not more
+            cut = more.rfind(b"\n") + 1
+            if cut:  # the usual case: the lines up to this read's last newline, in one copy
+                whole = not self.carry and cut == len(more)
+                piece = more if whole else b"".join((self.carry, memoryview(more)[:cut]))
+                self.carry = more[cut:]
+                yield too_long, piece
+                too_long = 0
+                continue
+            data = self.carry + more
+            cut = data.rfind(b"\n") + 1  # the carry left by header() may hold whole lines
             while not cut and not eof and len(data) <= MAX_ROW_BYTES:
                 more = self._read()  # a line longer than one read
                 eof = not more
@@ -514,6 +523,8 @@ class Lines:
             if piece or too_long:
                 yield too_long, piece
                 too_long = 0
+        if too_long:  # the text ended with an over-long line (no newline after it)
+            yield too_long, b""
 
     def _skip_line(self) -> None:
         """Drop the rest of an over-long line; what follows its newline is kept."""
