@@ -62,19 +62,21 @@ def exit_now(code: int) -> None:
 
     What a normal exit does that matters is done here: the exit handlers (``atexit``:
     logging, multiprocessing, temporary files) run, and the standard streams are flushed.
-    With another Python thread still running (Python would wait for it), or a stream that
-    cannot be flushed, the exit is the normal one.
+    The exit is the normal one when another Python thread still runs (Python would wait
+    for it), when a stream cannot be flushed, and under a tracer, a profiler or ``python
+    -i`` (``python -m cProfile -m stepdown_ml ...`` writes its profile after this returns).
     """
     import atexit
     import os
     import threading
 
-    if threading.active_count() > 1:
+    if threading.active_count() > 1 or sys.gettrace() or sys.getprofile() or sys.flags.interactive:
         sys.exit(code)
     atexit._run_exitfuncs()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the process was started with that stream closed
+                stream.flush()
     except (OSError, ValueError):  # a closed pipe, a closed stream: Python reports it
         sys.exit(code)
     os._exit(code)

@@ -874,8 +874,9 @@ def test_a_ctrl_c_after_the_command_ended_keeps_its_exit_code(monkeypatch, capsy
 _EXIT_NOW = """
 import atexit, sys, threading, time
 from stepdown_ml.__main__ import exit_now
-atexit.register(lambda: print("handler", end=""))
-print("buffered;", end="")
+atexit.register(lambda: sys.stderr.write("handler;"))
+if sys.stdout is not None:
+    print("buffered;", end="")
 sys.stderr.write("said;")
 if sys.argv[1] == "thread":
     threading.Thread(target=lambda: (time.sleep(0.3), print("thread;", end=""))).start()
@@ -883,17 +884,49 @@ exit_now(3)
 """
 
 
-@pytest.mark.parametrize("thread", ["none", "thread"])
-def test_the_entry_point_exits_with_its_code_its_handlers_run_and_its_output_flushed(thread):
+@pytest.mark.parametrize("case", ["plain", "thread", "stdout closed"])
+def test_the_entry_point_exits_with_its_code_its_handlers_run_and_its_output_flushed(case):
     """`stepdown-ml` ends without tearing the interpreter down (exit_now): the code, the exit
-    handlers and buffered output are kept; a Python thread still running is waited for."""
+    handlers and buffered output are kept; a Python thread still running is waited for; a
+    process started with its stdout closed still exits with its code."""
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as usual
-    done = subprocess.run(
-        [sys.executable, "-c", _EXIT_NOW, thread], capture_output=True, text=True, timeout=60, env=env
-    )
+    command = [sys.executable, "-c", _EXIT_NOW, case]
+    if case == "stdout closed":
+        command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 3
-    assert done.stdout == ("buffered;thread;handler" if thread == "thread" else "buffered;handler")
-    assert done.stderr == "said;"
+    expected = {"plain": "buffered;", "thread": "buffered;thread;", "stdout closed": ""}
+    assert done.stdout == expected[case]
+    assert done.stderr == "said;handler;"
+
+
+def test_the_entry_point_exits_normally_under_a_profiler(tmp_path):
+    """`python -m cProfile -o FILE -m stepdown_ml ...` gets its profile written (the profiler
+    writes it after the module returns: exit_now leaves the exit to Python there)."""
+    import subprocess
+    import sys
+
+    profile = tmp_path / "p.out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(profile),
+            "-m",
+            "stepdown_ml",
+            "generate",
+            "--rows",
+            "50",
+        ]
+        + ["--out", str(tmp_path / "g.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert profile.stat().st_size > 0

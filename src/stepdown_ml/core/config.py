@@ -15,6 +15,11 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
+# Where this package's own files are, as imported (not through symbolic links: an install
+# may link each module from elsewhere, and the resources are beside the links).
+_IMPORTED_FROM = Path(__file__).absolute().parents[1]
+
+
 def _resource(name: str) -> Path:
     """A file or folder under ``stepdown_ml/resources`` as a filesystem path.
 
@@ -22,9 +27,9 @@ def _resource(name: str) -> Path:
     the model loader (ONNX Runtime reads files by name) could not use one: it is refused.
     (``importlib.resources`` would say the same, in 8 ms of imports at every start.)
     """
-    if not PACKAGE_DIR.is_dir():
-        raise RuntimeError(f"stepdown_ml resources must be installed as files, not in {PACKAGE_DIR}")
-    return PACKAGE_DIR / "resources" / name
+    if not _IMPORTED_FROM.is_dir():
+        raise RuntimeError(f"stepdown_ml resources must be installed as files, not in {_IMPORTED_FROM}")
+    return _IMPORTED_FROM / "resources" / name
 
 
 def _work_dir() -> Path:
