@@ -1,8 +1,9 @@
 """Featurization: motive, transferable skills, the shape of the move. One code path.
 
 Training, batch scoring and ``predict()`` all call :class:`FeatureSpace`. A frame goes
-through :meth:`FeatureSpace.transform` (vectorized: pyarrow for the skill lists, bitsets
-for the vocabulary, numpy for the rest); a single validated record goes through
+through :meth:`FeatureSpace.transform` (vectorized: the skill lists cut in numpy and coded
+by pyarrow, the vocabulary looked up once per distinct token, numpy for the rest); a single
+validated record goes through
 :meth:`FeatureSpace.transform_record` (plain Python sets, no DataFrame). Both produce the
 same float32 numbers for the same row, which the test suite checks.
 
