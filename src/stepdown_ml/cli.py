@@ -231,7 +231,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = local_model_dir(args.model_uri or args.model_dir)
     model = Model(model_dir)
     _say(f"serving model {model.version} from {model_dir}")
-    settings = ServeSettings(str(model_dir), max_body_bytes=args.max_body_bytes, max_batch=args.max_batch)
+    settings = ServeSettings(
+        str(model_dir),
+        max_body_bytes=args.max_body_bytes,
+        max_batch=args.max_batch,
+        body_seconds=args.body_seconds,
+    )
     # uvicorn finishes the requests in flight, then re-raises the signal it caught: a stop
     # on request is a clean exit.
     with contextlib.suppress(KeyboardInterrupt, Terminated):
@@ -403,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=config.SERVE_MAX_BATCH,
         help="most records in one request (413 above)",
+    )
+    srv.add_argument(
+        "--body-seconds",
+        type=_positive_int,
+        default=config.SERVE_BODY_SECONDS,
+        help="how long a request's body may take to arrive (408 past it)",
     )
     srv.add_argument(
         "--graceful-seconds",

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).with_name("stepdown-ml"))
 MAX_BODY = 200_000
 MAX_BATCH = 500
+BODY_SECONDS = 2
 
 
 class Server:
@@ -89,9 +90,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    """Two worker processes on the default model, with small limits to test the 413s."""
+    """Two worker processes on the default model, with small limits to test the 413s and 408s."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    running = Server(log, "--workers", "2", "--max-body-bytes", str(MAX_BODY), "--max-batch", str(MAX_BATCH))
+    limits = ["--max-body-bytes", str(MAX_BODY), "--max-batch", str(MAX_BATCH)]
+    limits += ["--body-seconds", str(BODY_SECONDS)]
+    running = Server(log, "--workers", "2", *limits)
     try:
         running.wait_ready(workers=2)
         yield running
@@ -165,6 +168,39 @@ def test_limits_are_413(server):
     many = [{"candidate_id": "x"}] * (MAX_BATCH + 1)
     status, body = server.call("POST", "/predict", many)
     assert status == 413 and f"at most {MAX_BATCH} records" in body["error"]
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_a_body_that_does_not_arrive_in_time_is_a_408(server, trickle):
+    """A client that declares more body than it sends (or trickles it) gets a 408 once the
+    body deadline passes, instead of holding the request open; the service goes on."""
+    body = json.dumps(candidate_record(candidate_id="slow")).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body) + 10}\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        answer = b""
+        sent = 0
+        sock.settimeout(0.3)
+        while time.monotonic() - started < 20 and not answer.endswith(b"}"):
+            if sent < len(body) and (trickle or sent == 0):
+                sock.sendall(body[sent : sent + (8 if trickle else len(body))])  # never all: 10 short
+                sent += 8 if trickle else len(body)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+        waited = time.monotonic() - started
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert "did not arrive within 2 s" in json.loads(payload)["error"]
+    assert BODY_SECONDS - 0.5 < waited < BODY_SECONDS + 5
+    assert server.call("POST", "/predict", candidate_record(candidate_id="after"))[0] == 200
 
 
 def test_routes_health_metadata_docs(server, served_model):

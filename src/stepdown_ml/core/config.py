@@ -65,6 +65,8 @@ DEFAULT_CHUNK_ROWS = 65_536
 # `stepdown-ml serve`: the largest request body and batch (413 above either).
 SERVE_MAX_BODY_BYTES = 8 << 20
 SERVE_MAX_BATCH = 10_000
+# ... and how long a request's body may take to arrive (408 past it).
+SERVE_BODY_SECONDS = 30
 
 
 def tracking_uri() -> str:

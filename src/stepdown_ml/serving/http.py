@@ -6,8 +6,9 @@ with JSON bodies read and written by orjson. Routes:
 - ``POST /predict``: one candidate object, or an array of them (docs/CONTRACT.md); answers
   the scores layout, one object or an array in input order (``rank`` when ``person_id``
   is given). Input that breaks the contract is a 422 listing every (row, column, reason),
-  a body that is not JSON a 400, a body or batch over the limits a 413, a compressed body
-  (a ``Content-Encoding``) a 415.
+  a body that is not JSON a 400, a body that has not all arrived within the body deadline
+  a 408, a body or batch over the limits a 413, a compressed body (a ``Content-Encoding``)
+  a 415.
 - ``GET /health``: 200 once the model is loaded, 503 before (or when loading failed).
 - ``GET /metadata``: model version, threshold, metrics, features, reason codes, limits.
 - ``GET /openapi.json`` and ``GET /docs``: the API, derived from the contract's columns.
@@ -18,6 +19,7 @@ one request is a 500 for that request only; the worker keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import json
@@ -77,6 +79,9 @@ class ServeSettings:
     model_dir: str
     max_body_bytes: int = config.SERVE_MAX_BODY_BYTES
     max_batch: int = config.SERVE_MAX_BATCH
+    # A client that declares a body and sends it too slowly, or not at all, holds a request
+    # open: its body must have arrived within this many seconds (408 otherwise).
+    body_seconds: float = config.SERVE_BODY_SECONDS
 
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables (read back by :meth:`from_env`)."""
@@ -84,6 +89,7 @@ class ServeSettings:
             f"{_ENV_PREFIX}MODEL_DIR": self.model_dir,
             f"{_ENV_PREFIX}MAX_BODY_BYTES": str(self.max_body_bytes),
             f"{_ENV_PREFIX}MAX_BATCH": str(self.max_batch),
+            f"{_ENV_PREFIX}BODY_SECONDS": repr(self.body_seconds),
         }
 
     @classmethod
@@ -93,6 +99,7 @@ class ServeSettings:
             model_dir=environ[f"{_ENV_PREFIX}MODEL_DIR"],
             max_body_bytes=int(environ[f"{_ENV_PREFIX}MAX_BODY_BYTES"]),
             max_batch=int(environ[f"{_ENV_PREFIX}MAX_BATCH"]),
+            body_seconds=float(environ[f"{_ENV_PREFIX}BODY_SECONDS"]),
         )
 
 
@@ -151,7 +158,7 @@ def create_app(settings: ServeSettings, load: Callable[[], Model] | None = None)
         model = state.model
         if model is None:
             raise _RequestError(503, "the model is not loaded yet" if state.error is None else state.error)
-        payload = _parse(await _read_body(request, settings.max_body_bytes))
+        payload = _parse(await _read_body(request, settings.max_body_bytes, settings.body_seconds))
         if isinstance(payload, dict):
             try:
                 return _json(model.score_record(payload))
@@ -219,7 +226,7 @@ def app_from_env() -> ASGIApp:
     return create_app(ServeSettings.from_env())
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in ("", "identity"):
         raise _RequestError(415, f"Content-Encoding {encoding} is not supported: send the JSON as it is")
@@ -229,15 +236,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _RequestError(413, f"the body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(seconds):  # the whole body: a trickle cannot hold it open
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _RequestError(413, f"the body is over the limit of {limit} bytes")
+                chunks.append(chunk)
     except ClientDisconnect:
         # Nobody is left to answer: logged as 499 (client closed request), not as a failure.
         raise _RequestError(
             CLIENT_CLOSED, "the client closed the connection before its body was read"
+        ) from None
+    except TimeoutError:
+        raise _RequestError(
+            408, f"the body did not arrive within {seconds:g} s ({size} of {declared or '?'} bytes came)"
         ) from None
     return b"".join(chunks)
 
@@ -397,6 +409,7 @@ def openapi_spec(settings: ServeSettings) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "the scores, in input order", "content": one_or_many("Score")},
                         "400": answer("the body is not a JSON object or array", error),
+                        "408": answer(f"the body did not arrive within {settings.body_seconds:g} s", error),
                         "413": answer("the body or the batch is over the limit", error),
                         "415": answer("the body is compressed (a Content-Encoding): send it as it is", error),
                         "422": answer("records break the contract: every (row, column, reason)", error),
