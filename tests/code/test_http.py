@@ -166,6 +166,33 @@ def test_an_integer_past_64_bits_is_refused_with_its_digits_as_predict_refuses_i
     assert "100000000000000000000" in answer["problems"][0]["reason"]
 
 
+def test_json_orjson_cannot_hold_is_read_and_refused_by_row_and_column_as_predict_refuses_it():
+    """A number beyond a double (1e400) and an escaped lone surrogate are JSON, which orjson
+    refuses: the service reads them as Python's json does, and predict()'s 422 names the row,
+    the column and the value (tests/e2e/test_serve.py: the status over HTTP). What is not
+    JSON (NaN, bytes that are not UTF-8) stays a 400."""
+    import orjson
+
+    from stepdown_ml.serving.http import _RequestError
+
+    record = json.dumps(candidate_record(candidate_id="big"))
+    body = "[" + record.replace('"current_level": ', '"current_level": 1e400, "x": ', 1) + ", "
+    body += record.replace('"big"', '"\\ud800"', 1) + "]"
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    payload = _parse(body.encode())
+    assert payload == json.loads(body) and payload[0]["current_level"] == float("inf")
+    with pytest.raises(serving.InvalidCandidateError) as caught:
+        serving.predict(payload, model=config.PACKAGED_MODEL_DIR)
+    named = {(p["row"], p["column"]) for p in caught.value.problems}
+    assert named == {(1, "current_level"), (2, "candidate_id")}
+    latin1 = '{"a": "é"}'.encode("latin-1")
+    for not_json in (b'{"current_level": NaN}', b'{"current_level": -Infinity}', latin1):
+        with pytest.raises(_RequestError) as refused:
+            _parse(not_json)
+        assert refused.value.status == 400
+
+
 def test_a_long_integer_nested_deeper_than_pythons_json_reads_is_no_500():
     """Python's json cannot read what orjson reads at 1,000 levels: orjson's reading stands
     (an array whose item is no record: a 422 later, not a crash)."""

@@ -147,7 +147,8 @@ def test_bad_records_are_422_with_the_rejects_a_batch_run_lists(server, served_m
         (b"[]", 422),
         (b"[1, 2]", 422),
         (b'{"candidate_id": {"nested": [1]}}', 422),
-        (b'{"current_level": 1e400}', 400),  # orjson refuses what a double cannot hold
+        (b'{"current_level": 1e400}', 422),  # JSON a double cannot hold: named, as predict() names inf
+        (b'{"current_level": NaN}', 400),  # not JSON
         (b'{"current_level": 99999999999, "motive": null}', 422),
         (b"\xff\xfe", 400),
         (b"[" * 5000 + b"]" * 5000, 400),

@@ -265,18 +265,37 @@ def _parse(body: bytes) -> dict[str, Any] | list[Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise _RequestError(400, f"the body is not valid JSON: {exc}") from None
-    if _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO):
-        # Read again by Python's json, which keeps such an integer whole, so that its reason
-        # shows its digits as predict() shows them (the body is strict JSON: orjson read it;
-        # nested deeper than Python's recursion allows, orjson's reading stands).
-        with contextlib.suppress(RecursionError):
-            payload = json.loads(body)
+        # orjson also refuses JSON it cannot hold: a number beyond a double (1e400), an
+        # escaped lone surrogate. Python's json reads those (as inf, as the character), and
+        # validation then names the row, the column and the value, as predict() would.
+        payload = _strict_json(body)
+        if payload is None:
+            raise _RequestError(400, f"the body is not valid JSON: {exc}") from None
+    else:
+        if _LONG_DIGITS in body.translate(_DIGITS_AS_ZERO):
+            # Read again by Python's json, which keeps such an integer whole, so that its
+            # reason shows its digits as predict() shows them (the body is strict JSON: orjson
+            # read it; nested deeper than Python's recursion allows, orjson's reading stands).
+            with contextlib.suppress(RecursionError):
+                payload = json.loads(body)
     if not isinstance(payload, dict | list):
         raise _RequestError(
             400, f"expected a JSON object or an array of objects, got {type(payload).__name__}"
         )
     return payload
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(body: bytes) -> Any:
+    """``body`` read by Python's json as strict JSON in UTF-8 (no NaN or Infinity literals);
+    None when it is not."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        return None
 
 
 class AccessLog:
