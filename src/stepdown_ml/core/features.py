@@ -3,9 +3,9 @@
 Training, batch scoring and ``predict()`` all call :class:`FeatureSpace`. A frame goes
 through :meth:`FeatureSpace.transform` (vectorized: the skill lists cut in numpy and coded
 by pyarrow, the vocabulary looked up once per distinct token, numpy for the rest); a single
-validated record goes through
-:meth:`FeatureSpace.transform_record` (plain Python sets, no DataFrame). Both produce the
-same float32 numbers for the same row, which the test suite checks.
+validated record goes through :meth:`FeatureSpace.transform_record` (plain Python sets, no
+DataFrame). Both produce the same float32 numbers for the same row, which the test suite
+checks.
 
 Every feature is cast to float32 here, before training, so that scikit-learn (float64
 internally) and ONNX Runtime (float32) compare exactly the same values against the same
