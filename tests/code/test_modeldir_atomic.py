@@ -247,3 +247,32 @@ def test_train_refuses_such_a_model_dir_in_one_line_before_training(tmp_path, ca
         assert target.read_text() == "my notes\n"
     else:
         assert sorted(os.listdir(target)) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("taken", ["removed", "locked"])
+def test_a_staging_folder_another_runs_clean_up_takes_before_its_lock_is_replaced(old, monkeypatch, taken):
+    """Between a write's new staging folder and its lock, another run's clean-up may take
+    the folder (remove it, or hold its lock to remove it): the write makes another one and
+    succeeds, instead of failing or writing into a folder that is gone."""
+    real = fcntl.flock
+    locked: list[str] = []  # the staging folders a lock was asked for, in order
+
+    def clean_up_first(handle, operation):
+        fd = handle if isinstance(handle, int) else handle.fileno()
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name.removesuffix(" (deleted)")
+        if name.startswith(f".{old.name}.tmp-"):
+            locked.append(name)
+            if len(locked) == 1:  # the first staging folder, taken by the other run's clean-up
+                if taken == "removed":
+                    shutil.rmtree(old.parent / name)
+                else:
+                    raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
+        return real(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", clean_up_first)
+    manifest = write_model_dir(old, *new_model_args())
+    monkeypatch.undo()
+    assert len(set(locked)) == 2, locked  # a second folder, locked before it was written
+    assert Model(old).version == manifest["model_version"]
+    # The other run's clean-up, simulated here, would remove the folder whose lock it held.
+    assert leftovers(old) == ([] if taken == "removed" else locked[:1])

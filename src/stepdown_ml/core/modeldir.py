@@ -193,16 +193,10 @@ def _sibling(target: Path, kind: str) -> Path:
 @contextlib.contextmanager
 def _staged(target: Path) -> Iterator[Path]:
     """Yield a new sibling directory of ``target``; on success swap it in for ``target``."""
-    import fcntl  # POSIX only, like the renames below; serving never needs it
-
     target.parent.mkdir(parents=True, exist_ok=True)
     _recover(target)
-    staging = _sibling(target, "tmp")
-    os.mkdir(staging, 0o777)  # mode as the umask allows, like any directory the user makes
-    handle = os.open(staging, os.O_RDONLY)
+    staging, handle = _locked_staging(target)
     try:
-        # Held until this run ends (or dies): tells another run's clean-up it is in use.
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield staging
         _fsync_dir(staging)
         stops.raise_noted()  # a stop whose exception Python dropped: the old directory stays
@@ -212,6 +206,37 @@ def _staged(target: Path) -> Iterator[Path]:
         raise
     finally:
         os.close(handle)
+
+
+# How many new staging folders a write tries when another run's clean-up takes them.
+_STAGING_TRIES = 5
+
+
+def _locked_staging(target: Path) -> tuple[Path, int]:
+    """A new staging folder beside ``target`` and an open handle holding its lock.
+
+    The lock, held until this run ends (or dies), tells another run's clean-up
+    (:func:`_recover`) the folder is in use. Between the folder's creation and its lock,
+    such a clean-up may take it (it then holds the lock, or has removed the folder): this
+    run then makes another one, rather than fail or write into a folder that is gone.
+    """
+    import fcntl  # POSIX only, like the renames of _swap; serving never needs it
+
+    for _ in range(_STAGING_TRIES):
+        staging = _sibling(target, "tmp")
+        os.mkdir(staging, 0o777)  # mode as the umask allows, like any directory the user makes
+        handle = os.open(staging, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(staging).st_ino == os.fstat(handle).st_ino:
+                return staging, handle
+        except (BlockingIOError, FileNotFoundError):  # taken by a clean-up meanwhile
+            pass
+        except BaseException:
+            os.close(handle)
+            raise
+        os.close(handle)
+    raise ModelDirError(f"{target}: could not hold a staging folder beside it; another write kept taking it")
 
 
 def _swap(staging: Path, target: Path) -> None:
