@@ -134,3 +134,10 @@ def text_bytes(text: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
     data = text.buffers()[2]
     chars = np.frombuffer(data, dtype=np.uint8)[start:end] if data is not None else np.zeros(0, np.uint8)
     return offsets - start, chars
+
+
+def cell_edges(offsets: np.ndarray, chars: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of :func:`text_bytes`' cells: which are not empty, and the first and the last byte of
+    each of those."""
+    filled = offsets[1:] > offsets[:-1]
+    return filled, chars[offsets[:-1][filled]], chars[offsets[1:][filled] - 1]

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.core.arrow import EMPTY_TEXT, strings, text_bytes, to_bool, to_codes, to_numpy
+from stepdown_ml.core.arrow import EMPTY_TEXT, cell_edges, strings, text_bytes, to_bool, to_codes, to_numpy
 from stepdown_ml.core.parsing import is_pandas
 from stepdown_ml.core.schema import AGE_BANDS, FUNCTIONS, INDUSTRIES, MOTIVES, REGIONS, SKILL_SEPARATOR
 from stepdown_ml.core.skills import SkillVocabulary
@@ -170,9 +170,7 @@ def _cells(skills: Any) -> pa.Array:
     text = arrow_text(skills)
     if text.null_count:
         text = text.fill_null(EMPTY_TEXT)
-    offsets, chars = text_bytes(text)
-    filled = offsets[1:] > offsets[:-1]
-    first, last = chars[offsets[:-1][filled]], chars[offsets[1:][filled] - 1]
+    _, first, last = cell_edges(*text_bytes(text))
     if _PLAIN_BYTE[first].all() and _PLAIN_BYTE[last].all():
         return text
     return pc.utf8_trim_whitespace(text)

@@ -27,7 +27,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, text_bytes, to_bool, to_numpy
+from stepdown_ml.core.arrow import (
+    EMPTY_TEXT,
+    cell_edges,
+    from_numpy,
+    scalar,
+    strings,
+    text_bytes,
+    to_bool,
+    to_numpy,
+)
 from stepdown_ml.core.schema import (
     MAX_ID_LENGTH,
     NUMBER_PATTERN,
@@ -247,12 +256,8 @@ def _skill_lists_ok(text: pa.Array) -> np.ndarray:
     """
     if len(text) and not text.null_count:
         offsets, chars = text_bytes(text)
-        filled = offsets[1:] > offsets[:-1]
-        if (
-            _plain_token_bytes(chars)
-            and not (chars[offsets[:-1][filled]] == _SEMICOLON).any()
-            and not (chars[offsets[1:][filled] - 1] == _SEMICOLON).any()
-        ):
+        filled, first, last = cell_edges(offsets, chars)
+        if _plain_token_bytes(chars) and not (first == _SEMICOLON).any() and not (last == _SEMICOLON).any():
             return filled
     return to_bool(pc.match_substring_regex(text, SKILLS_PATTERN))
 

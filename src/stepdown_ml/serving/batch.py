@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from stepdown_ml.core import config
-from stepdown_ml.core.arrow import EMPTY_TEXT, from_numpy, scalar, strings, text_bytes, to_numpy
+from stepdown_ml.core.arrow import EMPTY_TEXT, cell_edges, from_numpy, scalar, strings, text_bytes, to_numpy
 from stepdown_ml.core.features import arrow_text
 from stepdown_ml.core.monitoring import (
     PartialProfile,
@@ -890,8 +890,9 @@ _FORMULA_BYTE[[ord(prefix) for prefix in FORMULA_PREFIXES]] = True
 
 def _neutralize_column(values: pa.Array) -> pa.Array:
     if values.type == pa.string() and not values.null_count:
-        offsets, chars = text_bytes(values)  # the usual case, no cell at risk, seen by its first bytes
-        if not _FORMULA_BYTE[chars[offsets[:-1][offsets[1:] > offsets[:-1]]]].any():
+        # The usual case, no cell at risk, seen by the cells' first bytes.
+        _, first, _ = cell_edges(*text_bytes(values))
+        if not _FORMULA_BYTE[first].any():
             return values
     risky = pc.match_substring_regex(values, FORMULA_PATTERN)
     return pc.if_else(risky, pc.binary_join_element_wise(_QUOTE, values, EMPTY_TEXT), values)

@@ -311,8 +311,8 @@ def contributions_form(onnx_model: onnx.ModelProto) -> dict[str, Any]:
             ints = {a.name: a.ints for a in node.attribute}
             leaves = set(zip(ints["target_treeids"], ints["target_nodeids"], strict=True))
             return {"form": "refined trees", "leaves": len(leaves)}
-    weights = next(t for t in onnx_model.graph.initializer if t.name == f"{CONTRIBUTIONS}_step_features")
-    return {"form": "additive steps", "steps": int(weights.dims[0])}
+    features = next(t for t in onnx_model.graph.initializer if t.name == f"{CONTRIBUTIONS}_step_features")
+    return {"form": "additive steps", "steps": int(features.dims[0])}
 
 
 def ensemble_size(model: HistGradientBoostingClassifier) -> dict[str, int]:
